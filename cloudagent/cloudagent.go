@@ -1,0 +1,188 @@
+// Package cloudagent describes the part of CloudAgent's API that caproxy
+// fronts: paths, request and response shapes, the exact error messages
+// CloudAgent answers with, and the shape checks it applies to an AHT request.
+//
+// Both the proxy (to reject locally what CloudAgent would reject) and the
+// simulator (to behave like CloudAgent) use it, so the two cannot drift apart.
+package cloudagent
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+)
+
+// Paths served by CloudAgent that caproxy treats specially.
+const (
+	PathAHT           = "/ca_apis/aht"
+	PathGenerateToken = "/ca_apis/CAToken/generateToken"
+)
+
+// Headers CloudAgent reads.
+const (
+	HeaderAPIKey        = "apiKey"
+	HeaderAuthorization = "Authorization"
+)
+
+// Status values of a response's "status" field.
+const (
+	StatusSuccess = "success"
+	StatusError   = "error"
+	// StatusFalse is what the token API (and token checks) answer with.
+	StatusFalse = "false"
+)
+
+// Messages of the AHT API, exactly as CloudAgent words them.
+const (
+	MsgUserNameEmpty      = "userName should not be empty"
+	MsgAPIKeyEmpty        = "apiKey should not be empty"
+	MsgBothGiven          = "Both agentId and campaignName cannot be passed at a time"
+	MsgBothEmpty          = "Both agentId and campaignName cannot be empty"
+	MsgInvalidCredentials = "userName or apiKey is Invalid"
+	MsgInvalidAgent       = "agentId is Invalid"
+	MsgInvalidCampaign    = "campaignName is Invalid"
+	MsgLimitExceeded      = "max limit exceeded"
+)
+
+// Messages of the token API and of token checks on other APIs.
+const (
+	MsgTokenInvalidCredentials = "Invalid userName or apiKey"
+	MsgTokenExpired            = "Token Expired"
+	MsgTokenInvalid            = "Invalid Token"
+)
+
+// AHTRequest is the JSON body of POST /ca_apis/aht. Unknown fields are
+// ignored, as CloudAgent ignores them.
+type AHTRequest struct {
+	UserName     string `json:"userName"`
+	AgentID      string `json:"agentId,omitempty"`
+	CampaignName string `json:"campaignName,omitempty"`
+}
+
+// Validate applies CloudAgent's shape checks, in CloudAgent's order, and
+// returns the message CloudAgent would answer with, or "" if the request is
+// well formed. It does not check that the account, agent or campaign exist.
+func (r *AHTRequest) Validate() string {
+	switch {
+	case r.UserName == "":
+		return MsgUserNameEmpty
+	case r.AgentID != "" && r.CampaignName != "":
+		return MsgBothGiven
+	case r.AgentID == "" && r.CampaignName == "":
+		return MsgBothEmpty
+	}
+	return ""
+}
+
+// Response is CloudAgent's reply envelope. Message is a string for errors and
+// an object for AHT answers.
+type Response struct {
+	Status  string          `json:"status"`
+	Message json.RawMessage `json:"message"`
+}
+
+// CampaignAHT is the message of a successful campaign AHT answer.
+type CampaignAHT struct {
+	CampaignID   string `json:"CampaignID"`
+	CampaignName string `json:"CampaignName"`
+	AHT          string `json:"AHT"`
+}
+
+// AgentAHT is the message of a successful agent AHT answer.
+type AgentAHT struct {
+	AgentID   string `json:"AgentID"`
+	AgentName string `json:"AgentName"`
+	AHT       string `json:"AHT"`
+}
+
+// TokenRequest is the JSON body of POST /ca_apis/CAToken/generateToken.
+type TokenRequest struct {
+	UserName string `json:"userName"`
+}
+
+// TokenResponse is a successful answer of the token API.
+type TokenResponse struct {
+	Token string `json:"token"`
+}
+
+// TokenError is how the token API, and token checks on other APIs, answer a
+// failure: {"status":"false","message":"…","data":null}.
+type TokenError struct {
+	Status  string          `json:"status"`
+	Message string          `json:"message"`
+	Data    json.RawMessage `json:"data"`
+}
+
+// ErrorBody returns CloudAgent's error body {"status":"error","message":msg}.
+func ErrorBody(msg string) []byte {
+	return appendEnvelope(make([]byte, 0, len(msg)+32), StatusError, msg, false)
+}
+
+// TokenErrorBody returns the token API's error body
+// {"status":"false","message":msg,"data":null}.
+func TokenErrorBody(msg string) []byte {
+	return appendEnvelope(make([]byte, 0, len(msg)+48), StatusFalse, msg, true)
+}
+
+func appendEnvelope(b []byte, status, msg string, data bool) []byte {
+	b = append(b, `{"status":`...)
+	b = strconv.AppendQuote(b, status)
+	b = append(b, `,"message":`...)
+	m, _ := json.Marshal(msg) // a string always marshals
+	b = append(b, m...)
+	if data {
+		b = append(b, `,"data":null`...)
+	}
+	return append(b, '}')
+}
+
+// WriteError writes CloudAgent's error body with the given HTTP status.
+func WriteError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, ErrorBody(msg))
+}
+
+// WriteTokenError writes the token API's error body with the given HTTP status.
+func WriteTokenError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, TokenErrorBody(msg))
+}
+
+func writeJSON(w http.ResponseWriter, code int, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(code)
+	w.Write(body)
+}
+
+var jsonContentType = []string{"application/json"}
+
+// ErrorMessage returns the message of an error answer (status "error" or
+// "false" with a string message) and whether body is one.
+func ErrorMessage(body []byte) (string, bool) {
+	var r struct {
+		Status  string          `json:"status"`
+		Message json.RawMessage `json:"message"`
+	}
+	if json.Unmarshal(body, &r) != nil || (r.Status != StatusError && r.Status != StatusFalse) {
+		return "", false
+	}
+	var msg string
+	if json.Unmarshal(r.Message, &msg) != nil {
+		return "", false
+	}
+	return msg, true
+}
+
+// IsSuccess reports whether body is a successful AHT answer.
+func IsSuccess(body []byte) bool {
+	var r struct {
+		Status string `json:"status"`
+	}
+	return json.Unmarshal(body, &r) == nil && r.Status == StatusSuccess
+}
+
+// IsTokenProblem reports whether msg says the bearer token is expired or not
+// (or no longer) valid, so a fresh token may succeed.
+func IsTokenProblem(msg string) bool {
+	return msg == MsgTokenExpired || msg == MsgTokenInvalid
+}
