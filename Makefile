@@ -1,0 +1,36 @@
+# caproxy — `make run` serves the shipped config; `make test` is what CI runs.
+GO ?= go
+
+.PHONY: run build test deps fmt-check vet bench bench-hit load
+
+build:
+	$(GO) build -o caproxy .
+
+run: build
+	./caproxy -config config.yaml
+
+# deps installs what the tests start for real (redis-server) when missing.
+deps:
+	@command -v redis-server >/dev/null 2>&1 || { \
+		echo "installing redis-server"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+
+fmt-check:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+test: deps fmt-check vet
+	$(GO) test -race -count=1 ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./cache/ ./limit/ ./proxy/
+
+# bench-hit compares caproxy's cache-hit throughput with a bare net/http handler under the same wrk load.
+bench-hit:
+	scripts/bench-hit.sh
+
+# load drives a realistic mix through caproxy in front of the simulator.
+load:
+	scripts/load.sh

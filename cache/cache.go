@@ -1,0 +1,288 @@
+// Package cache keeps CloudAgent's AHT answers so that repeated questions
+// cost no upstream budget: it turns a request body into a canonical cache
+// key, holds answers in a bounded in-memory LRU with fresh, stale and
+// negative lifetimes on an injectable clock, and coalesces concurrent misses
+// for one key into a single upstream fetch.
+package cache
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/hashicorp/golang-lru/v2/expirable"
+)
+
+// Entry is one upstream answer as the cache holds it.
+//
+// An Entry is immutable once Store has returned it: readers on many
+// goroutines share the same *Entry (and its Body) without locks, so nobody
+// may modify its fields or the bytes of Body.
+type Entry struct {
+	// Body is the upstream body, served as is.
+	Body []byte
+	// Status is the upstream HTTP status.
+	Status int
+	// ContentType is the upstream Content-Type ("" if none was sent).
+	ContentType string
+	// Fetched is when the answer arrived, on the cache's clock.
+	Fetched time.Time
+	// FreshUntil is when the answer stops being served as a hit.
+	FreshUntil time.Time
+	// StaleUntil is when the answer stops being served at all, even as a
+	// stale fallback. Equal to FreshUntil for answers that must never be
+	// served stale (negative answers, answers that were not stored).
+	StaleUntil time.Time
+}
+
+// Fresh reports whether e may be served as a cache hit at now.
+func (e *Entry) Fresh(now time.Time) bool { return now.Before(e.FreshUntil) }
+
+// Age returns the whole seconds since e was fetched, for the Age header;
+// never negative, even if the clock went backwards.
+func (e *Entry) Age(now time.Time) int {
+	d := now.Sub(e.Fetched)
+	if d <= 0 {
+		return 0
+	}
+	return int(d / time.Second)
+}
+
+// Options configure a Cache.
+type Options struct {
+	// MaxEntries bounds the number of entries; the least recently used
+	// goes first. Zero or less means no bound.
+	MaxEntries int
+	// TTL is how long a successful answer is fresh. Zero stores nothing
+	// fresh (answers may still be kept for StaleTTL as a fallback).
+	TTL time.Duration
+	// StaleTTL is how long after TTL a successful answer may still be
+	// served stale when the upstream cannot be asked.
+	StaleTTL time.Duration
+	// NegativeTTL is how long "agentId is Invalid" and "campaignName is
+	// Invalid" answers are kept. They are never served stale.
+	NegativeTTL time.Duration
+	// Now is the clock every lifetime is measured on; nil means time.Now.
+	// Tests inject their own to move time without sleeping.
+	Now func() time.Time
+}
+
+// Cache holds AHT answers by key (see KeyFor). All methods are safe for
+// concurrent use; a hit (Get) takes no lock besides the LRU's own.
+//
+// Lifetimes are decided by each Entry's times against the cache's clock.
+// The underlying expirable LRU also drops entries on the wall clock after
+// max(TTL, NegativeTTL)+StaleTTL, only so that memory of entries nobody asks
+// for again is given back.
+//
+// Create a Cache with New; the zero Cache is not usable.
+type Cache struct {
+	// lru is swapped (see SetTTLs) only under mu; Get loads it without
+	// locking.
+	lru atomic.Pointer[expirable.LRU[string, *Entry]]
+	now func() time.Time
+
+	// mu serialises everything that changes the cache (Store, Remove,
+	// Purge, PurgeAccount, Resize, SetTTLs and Get's dropping of dead
+	// entries), so that no change is lost while SetTTLs moves entries to
+	// a new LRU. It protects the fields below. Get's hits never take it.
+	mu          sync.Mutex
+	ttl         time.Duration
+	staleTTL    time.Duration
+	negativeTTL time.Duration
+	maxEntries  int
+	// backstop is the LRU's own wall-clock lifetime; 0 means it has none.
+	backstop time.Duration
+}
+
+// New returns a Cache configured by opts.
+//
+// Each LRU with a lifetime starts a cleanup goroutine that cannot be
+// stopped, so create one Cache per process (tests may create a few).
+func New(opts Options) *Cache {
+	c := &Cache{
+		now:         opts.Now,
+		ttl:         nonNegative(opts.TTL),
+		staleTTL:    nonNegative(opts.StaleTTL),
+		negativeTTL: nonNegative(opts.NegativeTTL),
+		maxEntries:  max(opts.MaxEntries, 0),
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	c.backstop = c.neededBackstop()
+	c.lru.Store(expirable.NewLRU[string, *Entry](c.maxEntries, nil, c.backstop))
+	return c
+}
+
+func nonNegative(d time.Duration) time.Duration { return max(d, 0) }
+
+// neededBackstop is the longest any entry stored now may live. Called with
+// mu held (or before c is shared).
+func (c *Cache) neededBackstop() time.Duration {
+	return max(c.ttl, c.negativeTTL) + c.staleTTL
+}
+
+// Now returns the time on the cache's clock. Callers judging an Entry
+// (Fresh, Age) use it so that tests can drive everything with one clock.
+func (c *Cache) Now() time.Time { return c.now() }
+
+// Get returns the entry for key if there is one that may still be served,
+// fresh or stale (check Entry.Fresh). An entry past its StaleUntil is
+// dropped and reported missing.
+func (c *Cache) Get(key string) (e *Entry, ok bool) {
+	e, ok = c.lru.Load().Get(key)
+	if !ok {
+		return nil, false
+	}
+	if c.now().Before(e.StaleUntil) {
+		return e, true
+	}
+	c.drop(key, e)
+	return nil, false
+}
+
+// drop removes key if it still holds dead, and not an entry stored since.
+func (c *Cache) drop(key string, dead *Entry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lru := c.lru.Load()
+	if cur, ok := lru.Peek(key); ok && cur == dead {
+		lru.Remove(key)
+	}
+}
+
+// answerKind says how an upstream answer may be cached.
+type answerKind int
+
+const (
+	notCacheable answerKind = iota
+	positive                // a successful AHT answer
+	negative                // the agent or campaign does not exist
+)
+
+// classify decides whether an upstream answer may be cached. Only HTTP 200
+// answers qualify: a success, or CloudAgent saying the agent or campaign
+// does not exist. Credential and token errors, "max limit exceeded", other
+// errors, non-200 statuses and bodies that are not CloudAgent JSON are
+// never stored: they say nothing lasting about the question asked.
+func classify(status int, body []byte) answerKind {
+	if status != 200 {
+		return notCacheable
+	}
+	if cloudagent.IsSuccess(body) {
+		return positive
+	}
+	if msg, ok := cloudagent.ErrorMessage(body); ok &&
+		(msg == cloudagent.MsgInvalidAgent || msg == cloudagent.MsgInvalidCampaign) {
+		return negative
+	}
+	return notCacheable
+}
+
+// Store records an upstream answer for key and returns it as an Entry,
+// whether or not it was stored (stored reports which), so the caller can
+// serve every answer the same way. The cache takes ownership of body: the
+// caller must not modify it afterwards.
+//
+// A successful answer (HTTP 200, status "success") is fresh for TTL and may
+// be served stale for StaleTTL after that. "agentId is Invalid" and
+// "campaignName is Invalid" are kept for NegativeTTL and never served
+// stale. Nothing else is stored, and an answer with a zero lifetime is not
+// stored either; an earlier entry for key is then left as it was, so it
+// can still serve as a stale fallback.
+func (c *Cache) Store(key string, body []byte, status int, contentType string) (e *Entry, stored bool) {
+	now := c.now()
+	e = &Entry{Body: body, Status: status, ContentType: contentType, Fetched: now, FreshUntil: now, StaleUntil: now}
+	kind := classify(status, body)
+	if kind == notCacheable {
+		return e, false
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch kind {
+	case positive:
+		e.FreshUntil = now.Add(c.ttl)
+		e.StaleUntil = e.FreshUntil.Add(c.staleTTL)
+	case negative:
+		e.FreshUntil = now.Add(c.negativeTTL)
+		e.StaleUntil = e.FreshUntil
+	}
+	if !now.Before(e.StaleUntil) {
+		return e, false
+	}
+	c.lru.Load().Add(key, e)
+	return e, true
+}
+
+// SetTTLs changes the lifetimes given to answers stored from now on;
+// entries already stored keep theirs. Negative durations count as zero.
+//
+// If entries may now live longer than the LRU's wall-clock backstop, the
+// entries move to a new LRU with a longer one. The old LRU's cleanup
+// goroutine cannot be stopped and stays behind (idle once its remaining
+// entries have expired), so this costs one goroutine per such increase.
+func (c *Cache) SetTTLs(ttl, staleTTL, negativeTTL time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ttl, c.staleTTL, c.negativeTTL = nonNegative(ttl), nonNegative(staleTTL), nonNegative(negativeTTL)
+	need := c.neededBackstop()
+	if need <= 0 || (c.backstop != 0 && need <= c.backstop) {
+		return
+	}
+	old := c.lru.Load()
+	next := expirable.NewLRU[string, *Entry](c.maxEntries, nil, need)
+	for _, k := range old.Keys() { // oldest first, so recency order is kept
+		if e, ok := old.Peek(k); ok {
+			next.Add(k, e)
+		}
+	}
+	c.lru.Store(next)
+	c.backstop = need
+}
+
+// Resize changes the bound on the number of entries, evicting the least
+// recently used ones if there are more. Zero or less means no bound.
+func (c *Cache) Resize(maxEntries int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.maxEntries = max(maxEntries, 0)
+	c.lru.Load().Resize(c.maxEntries)
+}
+
+// Purge removes every entry.
+func (c *Cache) Purge() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lru.Load().Purge()
+}
+
+// PurgeAccount removes every entry of account and returns how many it
+// removed. It walks all keys, so it is meant for rare administrative use.
+func (c *Cache) PurgeAccount(account string) int {
+	prefix := PrefixFor(account)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lru := c.lru.Load()
+	n := 0
+	for _, k := range lru.Keys() {
+		if strings.HasPrefix(k, prefix) && lru.Remove(k) {
+			n++
+		}
+	}
+	return n
+}
+
+// Remove removes the entry for key and reports whether there was one.
+func (c *Cache) Remove(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lru.Load().Remove(key)
+}
+
+// Len returns the number of entries held, including dead ones that no Get
+// has dropped yet and the LRU has not yet expired.
+func (c *Cache) Len() int { return c.lru.Load().Len() }

@@ -1,0 +1,279 @@
+package cache
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/caproxy/caproxy/cloudagent"
+)
+
+type req = cloudagent.AHTRequest
+
+var parseCases = []struct {
+	name string
+	body string
+	want req
+	err  error // nil: accepted
+}{
+	// Accepted.
+	{"agent", `{"userName":"demo","agentId":"agent1"}`, req{UserName: "demo", AgentID: "agent1"}, nil},
+	{"campaign", `{"userName":"demo","campaignName":"Sales"}`, req{UserName: "demo", CampaignName: "Sales"}, nil},
+	{"reordered", `{"agentId":"agent1","userName":"demo"}`, req{UserName: "demo", AgentID: "agent1"}, nil},
+	{"all three", `{"campaignName":"c","agentId":"a","userName":"u"}`, req{"u", "a", "c"}, nil},
+	{"whitespace", " \t\r\n{ \"userName\" :\n\"demo\" ,\t\"agentId\"\r:\"agent1\" }\n ", req{UserName: "demo", AgentID: "agent1"}, nil},
+	{"empty object", `{}`, req{}, nil},
+	{"empty strings", `{"userName":"","agentId":""}`, req{}, nil},
+	{"unknown scalar fields", `{"x":1,"userName":"demo","y":true,"z":false,"w":null,"v":-1.5e+3,"agentId":"a"}`, req{UserName: "demo", AgentID: "a"}, nil},
+	{"unknown nested fields", `{"meta":{"a":[1,{"b":"}"},[]],"c":{}},"userName":"demo","list":[[["]"]]],"agentId":"a"}`, req{UserName: "demo", AgentID: "a"}, nil},
+	{"quotes and braces in strings", `{"note":"he said \"}\" and {","userName":"de\"mo","agentId":"a}{,:"}`, req{UserName: `de"mo`, AgentID: "a}{,:"}, nil},
+	{"escaped key", `{"\u0061gentId":"agent1","userName":"demo"}`, req{UserName: "demo", AgentID: "agent1"}, nil},
+	{"escaped value", `{"userName":"demo","agentId":"\u0061gent1"}`, req{UserName: "demo", AgentID: "agent1"}, nil},
+	{"simple escapes", `{"userName":"a\"b\\c\/d\be\ff\ng\rh\ti"}`, req{UserName: "a\"b\\c/d\be\ff\ng\rh\ti"}, nil},
+	{"surrogate pair", `{"userName":"\ud83d\ude00"}`, req{UserName: "😀"}, nil},
+	{"lone high surrogate", `{"userName":"\ud83dx"}`, req{UserName: "\uFFFDx"}, nil},
+	{"lone low surrogate", `{"userName":"\ude00"}`, req{UserName: "\uFFFD"}, nil},
+	{"high then non-surrogate", `{"userName":"\ud83d\u0041"}`, req{UserName: "\uFFFDA"}, nil},
+	{"two highs then low", `{"userName":"\ud83d\ud83d\ude00"}`, req{UserName: "\uFFFD😀"}, nil},
+	{"utf8", `{"userName":"दिल्ली","agentId":"é"}`, req{UserName: "दिल्ली", AgentID: "é"}, nil},
+	{"invalid utf8 replaced", "{\"userName\":\"a\xffb\xc3\"}", req{UserName: "a\uFFFDb\uFFFD"}, nil},
+	{"null is absent", `{"userName":"demo","agentId":null,"campaignName":"c"}`, req{UserName: "demo", CampaignName: "c"}, nil},
+	{"duplicate: last wins", `{"userName":"a","userName":"b","agentId":"x","agentId":"y"}`, req{UserName: "b", AgentID: "y"}, nil},
+	{"duplicate: later null clears", `{"userName":"demo","agentId":"x","agentId":null}`, req{UserName: "demo"}, nil},
+	{"duplicate: later string after null", `{"agentId":null,"agentId":"x"}`, req{AgentID: "x"}, nil},
+	{"case matters", `{"UserName":"x","AGENTID":"y","username":"z"}`, req{}, nil},
+	{"deep unknown", `{"x":` + strings.Repeat("[", 9999) + strings.Repeat("]", 9999) + `,"userName":"d"}`, req{UserName: "d"}, nil},
+
+	// Rejected before looking at fields.
+	{"empty", ``, req{}, ErrEmptyBody},
+	{"only whitespace", " \n\t ", req{}, ErrEmptyBody},
+	{"array", `[{"userName":"demo"}]`, req{}, ErrNotObject},
+	{"string", `"userName"`, req{}, ErrNotObject},
+	{"number", `42`, req{}, ErrNotObject},
+	{"null", `null`, req{}, ErrNotObject},
+	{"true", ` true `, req{}, ErrNotObject},
+	{"truncated", `{"userName":"demo"`, req{}, ErrInvalidJSON},
+	{"truncated string", `{"userName":"demo`, req{}, ErrInvalidJSON},
+	{"trailing comma", `{"userName":"demo",}`, req{}, ErrInvalidJSON},
+	{"missing colon", `{"userName" "demo"}`, req{}, ErrInvalidJSON},
+	{"single quotes", `{'userName':'demo'}`, req{}, ErrInvalidJSON},
+	{"unquoted key", `{userName:"demo"}`, req{}, ErrInvalidJSON},
+	{"trailing garbage", `{"userName":"demo"}x`, req{}, ErrInvalidJSON},
+	{"two objects", `{"userName":"a"}{"userName":"b"}`, req{}, ErrInvalidJSON},
+	{"trailing garbage after non-object", `[]]`, req{}, ErrInvalidJSON},
+	{"bad escape", `{"userName":"a\x"}`, req{}, ErrInvalidJSON},
+	{"short unicode escape", `{"userName":"\u12"}`, req{}, ErrInvalidJSON},
+	{"control character", "{\"userName\":\"a\nb\"}", req{}, ErrInvalidJSON},
+	{"bad nested", `{"x":[1,2,}],"userName":"d"}`, req{}, ErrInvalidJSON},
+	{"bad nested object", `{"x":{"a" 1},"userName":"d"}`, req{}, ErrInvalidJSON},
+	{"leading zero", `{"x":01}`, req{}, ErrInvalidJSON},
+	{"bare minus", `{"x":-}`, req{}, ErrInvalidJSON},
+	{"bad fraction", `{"x":1.}`, req{}, ErrInvalidJSON},
+	{"bad exponent", `{"x":1e+}`, req{}, ErrInvalidJSON},
+	{"plus sign", `{"x":+1}`, req{}, ErrInvalidJSON},
+	{"bad literal", `{"x":nul}`, req{}, ErrInvalidJSON},
+	{"bad null in field", `{"agentId":nil}`, req{}, ErrInvalidJSON},
+	{"literal prefix", `{"x":truex}`, req{}, ErrInvalidJSON},
+	{"nul byte", "{\"userName\":\"d\"}\x00", req{}, ErrInvalidJSON},
+	{"byte order mark", "\xef\xbb\xbf{}", req{}, ErrInvalidJSON},
+	{"too deep", `{"x":` + strings.Repeat("[", 10000) + strings.Repeat("]", 10000) + `}`, req{}, ErrInvalidJSON},
+	{"too deep non-object", strings.Repeat("[", 10001) + strings.Repeat("]", 10001), req{}, ErrInvalidJSON},
+
+	// Rejected for a field's type.
+	{"number agentId", `{"userName":"demo","agentId":42}`, req{}, ErrAgentIDNotString},
+	{"bool userName", `{"userName":true}`, req{}, ErrUserNameNotString},
+	{"object campaignName", `{"userName":"d","campaignName":{"name":"c"}}`, req{}, ErrCampaignNameNotString},
+	{"array agentId", `{"agentId":["a"]}`, req{}, ErrAgentIDNotString},
+	{"first type error wins", `{"campaignName":1,"agentId":2}`, req{}, ErrCampaignNameNotString},
+	{"bad type then good duplicate", `{"agentId":1,"agentId":"a"}`, req{}, ErrAgentIDNotString},
+	{"syntax error beats type error", `{"agentId":1,}`, req{}, ErrInvalidJSON},
+}
+
+func TestParseRequest(t *testing.T) {
+	for _, tc := range parseCases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseRequest([]byte(tc.body))
+			if !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+				t.Fatalf("ParseRequest(%.80q) error = %v, want %v", tc.body, err, tc.err)
+			}
+			if err == nil && got != tc.want {
+				t.Fatalf("ParseRequest(%.80q) = %+v, want %+v", tc.body, got, tc.want)
+			}
+			if err != nil && got != (req{}) && tc.err != ErrInvalidJSON {
+				t.Fatalf("ParseRequest(%.80q) returned %+v with error %v", tc.body, got, err)
+			}
+		})
+	}
+}
+
+// TestParseRequestAgreesWithEncodingJSON runs the table through the
+// encoding/json reference too, so the reference itself is checked.
+func TestParseRequestAgreesWithEncodingJSON(t *testing.T) {
+	for _, tc := range parseCases {
+		t.Run(tc.name, func(t *testing.T) { checkAgreement(t, []byte(tc.body)) })
+	}
+}
+
+func TestParseRequestErrorMessages(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{``, "request body is empty"},
+		{`[]`, "request body must be a JSON object"},
+		{`{"agentId":42}`, "agentId must be a string"},
+		{`{"userName":"demo"} x`, `request body is not valid JSON: invalid character 'x' at offset 20, expected end of input after the top-level value`},
+		{`{"userName":"demo"`, `request body is not valid JSON: unexpected end of input, expected ',' or '}' after a field`},
+	} {
+		_, err := ParseRequest([]byte(tc.body))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("ParseRequest(%q) error = %v, want %q", tc.body, err, tc.want)
+		}
+	}
+}
+
+// TestParseRequestDoesNotRetainBody checks that the body buffer may be
+// reused (the proxy pools it) without changing a parsed request.
+func TestParseRequestDoesNotRetainBody(t *testing.T) {
+	body := []byte(`{"userName":"demo","agentId":"agent1"}`)
+	r, err := ParseRequest(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range body {
+		body[i] = 'X'
+	}
+	if r.UserName != "demo" || r.AgentID != "agent1" {
+		t.Fatalf("request changed with its body: %+v", r)
+	}
+}
+
+// parseRequestStd is the reference ParseRequest, built on encoding/json:
+// what the scanner must agree with.
+func parseRequestStd(body []byte) (req, error) {
+	var r req
+	if len(bytes.Trim(body, " \t\r\n")) == 0 {
+		return r, ErrEmptyBody
+	}
+	if !json.Valid(body) {
+		return r, ErrInvalidJSON
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	tok, err := dec.Token()
+	if err != nil {
+		return r, err
+	}
+	if tok != json.Delim('{') {
+		return r, ErrNotObject
+	}
+	var typeErr error
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return req{}, err
+		}
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return req{}, err
+		}
+		var dst *string
+		var notString error
+		switch tok.(string) {
+		case "userName":
+			dst, notString = &r.UserName, ErrUserNameNotString
+		case "agentId":
+			dst, notString = &r.AgentID, ErrAgentIDNotString
+		case "campaignName":
+			dst, notString = &r.CampaignName, ErrCampaignNameNotString
+		default:
+			continue
+		}
+		switch raw[0] {
+		case 'n':
+			*dst = ""
+		case '"':
+			if err := json.Unmarshal(raw, dst); err != nil {
+				return req{}, err
+			}
+		default:
+			if typeErr == nil {
+				typeErr = notString
+			}
+		}
+	}
+	if typeErr != nil {
+		return req{}, typeErr
+	}
+	return r, nil
+}
+
+// checkAgreement fails t unless ParseRequest and the reference agree on
+// body: the same kind of error, or the same request.
+func checkAgreement(t *testing.T, body []byte) {
+	t.Helper()
+	want, wantErr := parseRequestStd(body)
+	got, err := ParseRequest(body)
+	if errorKind(err) != errorKind(wantErr) {
+		t.Fatalf("ParseRequest(%q): error %v, encoding/json says %v", body, err, wantErr)
+	}
+	if err == nil && got != want {
+		t.Fatalf("ParseRequest(%q) = %+v, encoding/json says %+v", body, got, want)
+	}
+}
+
+func errorKind(err error) error {
+	for _, e := range []error{ErrEmptyBody, ErrInvalidJSON, ErrNotObject, ErrUserNameNotString, ErrAgentIDNotString, ErrCampaignNameNotString} {
+		if errors.Is(err, e) {
+			return e
+		}
+	}
+	return err
+}
+
+func FuzzParseRequest(f *testing.F) {
+	for _, tc := range parseCases {
+		if len(tc.body) < 1000 {
+			f.Add([]byte(tc.body))
+		}
+	}
+	for _, s := range []string{
+		`{"userName":"\ud800\udc00\udbff\udfff","agentId":"\uDFFF\uD800"}`,
+		`{"a":[true,false,null,0,-0,1.25E-7,"x",{"b":{}}],"campaignName":"\t"}`,
+		"{\"agentId\":\"\xed\xa0\x80\",\"userName\":\"\xf4\x90\x80\x80\"}",
+		`{"\u0075serName":"\"","\"":"userName"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		checkAgreement(t, body)
+	})
+}
+
+var benchBodies = []struct{ name, body string }{
+	{"agent", `{"userName":"demo","agentId":"agent1"}`},
+	{"campaign_extra", `{"campaignName":"Outbound Sales","userName":"demo","source":{"app":"wallboard","tags":["a","b"]},"v":2}`},
+}
+
+func BenchmarkParseRequest(b *testing.B) {
+	for _, bb := range benchBodies {
+		body := []byte(bb.body)
+		b.Run("scanner/"+bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if _, err := ParseRequest(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("encoding_json/"+bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				var r req
+				if err := json.Unmarshal(body, &r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

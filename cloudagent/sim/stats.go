@@ -1,0 +1,99 @@
+package sim
+
+import "sync/atomic"
+
+// Stats is a snapshot of what the simulator has seen since New or the last
+// ResetStats. Counters are read one by one, so a snapshot taken under traffic
+// may split an in-flight request's updates.
+type Stats struct {
+	AHTCalls          int64 // POSTs to /ca_apis/aht, whatever their fate
+	AHTAdmitted       int64 // AHT calls counted against the limit (answered or refused for shape/lookup)
+	AHTLimited        int64 // AHT calls refused with "max limit exceeded"
+	AHTAuthFailed     int64 // AHT calls refused for credentials or token
+	AHTInjectedErrors int64 // AHT calls answered 503 by ErrorRate
+	TokenGenerations  int64 // tokens generated
+	TokenRejected     int64 // token requests refused (credentials, limit, bad JSON)
+	OtherCalls        int64 // POSTs to other CloudAgent endpoints (AgentDetails)
+	// MaxInWindow is the most admitted AHT calls one account had within a
+	// trailing Window, measured at each admission. It must never exceed
+	// Limit; a proxy test reads it to prove the upstream budget held. It is
+	// not measured when Limit is negative (no limit, no log kept).
+	MaxInWindow int
+	// PerAccount holds every configured account's counters, by userName.
+	PerAccount map[string]AccountStats
+}
+
+// AccountStats are one account's counters in Stats.
+type AccountStats struct {
+	AHTAdmitted      int64
+	AHTLimited       int64
+	TokenGenerations int64
+	OtherCalls       int64 // other-endpoint calls that passed authentication
+}
+
+// counters are the Server-wide counters behind Stats; atomics keep the hot
+// path free of a shared lock.
+type counters struct {
+	ahtCalls, ahtAdmitted, ahtLimited, ahtAuthFailed, ahtInjectedErrors atomic.Int64
+	tokenGenerations, tokenRejected, otherCalls                         atomic.Int64
+	maxInWindow                                                         atomic.Int64
+}
+
+// accountCounters are one account's counters behind AccountStats.
+type accountCounters struct {
+	ahtAdmitted, ahtLimited, tokenGenerations, otherCalls atomic.Int64
+}
+
+// noteInWindow raises maxInWindow to n if n is larger.
+func (c *counters) noteInWindow(n int64) {
+	for {
+		cur := c.maxInWindow.Load()
+		if n <= cur || c.maxInWindow.CompareAndSwap(cur, n) {
+			return
+		}
+	}
+}
+
+// Stats returns a snapshot of the counters; safe to call concurrently.
+func (s *Server) Stats() Stats {
+	c := &s.stats
+	st := Stats{
+		AHTCalls:          c.ahtCalls.Load(),
+		AHTAdmitted:       c.ahtAdmitted.Load(),
+		AHTLimited:        c.ahtLimited.Load(),
+		AHTAuthFailed:     c.ahtAuthFailed.Load(),
+		AHTInjectedErrors: c.ahtInjectedErrors.Load(),
+		TokenGenerations:  c.tokenGenerations.Load(),
+		TokenRejected:     c.tokenRejected.Load(),
+		OtherCalls:        c.otherCalls.Load(),
+		MaxInWindow:       int(c.maxInWindow.Load()),
+		PerAccount:        make(map[string]AccountStats, len(s.accounts)),
+	}
+	for name, a := range s.accounts {
+		st.PerAccount[name] = AccountStats{
+			AHTAdmitted:      a.stats.ahtAdmitted.Load(),
+			AHTLimited:       a.stats.ahtLimited.Load(),
+			TokenGenerations: a.stats.tokenGenerations.Load(),
+			OtherCalls:       a.stats.otherCalls.Load(),
+		}
+	}
+	return st
+}
+
+// ResetStats zeroes every counter. It leaves the simulator's state (windows,
+// tokens) alone: only what is reported starts over.
+func (s *Server) ResetStats() {
+	c := &s.stats
+	for _, v := range []*atomic.Int64{
+		&c.ahtCalls, &c.ahtAdmitted, &c.ahtLimited, &c.ahtAuthFailed, &c.ahtInjectedErrors,
+		&c.tokenGenerations, &c.tokenRejected, &c.otherCalls, &c.maxInWindow,
+	} {
+		v.Store(0)
+	}
+	for _, a := range s.accounts {
+		a.stats.ahtAdmitted.Store(0)
+		a.stats.ahtLimited.Store(0)
+		a.stats.tokenGenerations.Store(0)
+		a.stats.otherCalls.Store(0)
+	}
+}

@@ -1,0 +1,334 @@
+// Package config loads caproxy's config.yaml: it expands ${VAR} references
+// from the environment, decodes the YAML strictly (an unknown key is an
+// error), fills in defaults and validates the result, reporting every problem
+// with its file and line. It is the one place that knows the operator
+// contract for configuration keys.
+//
+// Secrets (an account's api_key, a password in redis.url) never appear in an
+// error message or in any printed or logged form of a Config.
+package config
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Values with a meaning of their own in config.yaml.
+const (
+	// UpstreamSim is the upstream.url that runs CloudAgent's simulator
+	// in-process instead of calling a real CloudAgent.
+	UpstreamSim = "builtin:sim"
+
+	// AuthToken is the account auth mode in which the proxy generates an
+	// upstream token and sends "Authorization: Bearer <token>".
+	AuthToken = "token"
+	// AuthAPIKey is the account auth mode in which the proxy sends the
+	// "apiKey" header on every upstream call.
+	AuthAPIKey = "apikey"
+
+	// ClientAuthRequired makes clients prove they may use an account.
+	ClientAuthRequired = "required"
+	// ClientAuthOff trusts every client; allowed only on a loopback listen.
+	ClientAuthOff = "off"
+)
+
+// redacted replaces a secret wherever a configuration value is printed.
+const redacted = "[REDACTED]"
+
+// Config is a loaded, defaulted and validated config.yaml.
+type Config struct {
+	// Listen is the proxy's host:port (default 127.0.0.1:8080).
+	Listen string `yaml:"listen"`
+	// AdminListen is the host:port of /metrics, /healthz and /readyz
+	// (default 127.0.0.1:9090).
+	AdminListen string `yaml:"admin_listen"`
+	// Upstream is the CloudAgent the proxy fronts.
+	Upstream Upstream `yaml:"upstream"`
+	// Accounts are the CloudAgent accounts served; at least one.
+	Accounts []Account `yaml:"accounts"`
+	// Cache tunes the AHT answer cache.
+	Cache Cache `yaml:"cache"`
+	// Limit sets the upstream budget and the optional inbound limits.
+	Limit Limit `yaml:"limit"`
+	// ClientAuth is ClientAuthRequired (default) or ClientAuthOff.
+	ClientAuth string `yaml:"client_auth"`
+	// Redis shares state between replicas; empty URL keeps it in memory.
+	Redis Redis `yaml:"redis"`
+	// Log selects the log format and level.
+	Log Log `yaml:"log"`
+}
+
+// Upstream is the CloudAgent the proxy calls.
+type Upstream struct {
+	// URL is UpstreamSim (default) or an absolute http/https base URL such
+	// as https://in1-ccaas-api.ozonetel.com.
+	URL string `yaml:"url"`
+	// Timeout bounds one upstream call (default 10s).
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Account is one CloudAgent account. Its APIKey is a secret: String,
+// GoString, LogValue, MarshalJSON and MarshalYAML all redact it.
+type Account struct {
+	// UserName is the CloudAgent userName.
+	UserName string `yaml:"user_name"`
+	// APIKey is the account's CloudAgent apiKey.
+	APIKey string `yaml:"api_key"`
+	// Auth is AuthToken (default) or AuthAPIKey, matching the account's
+	// setting in CloudAgent.
+	Auth string `yaml:"auth"`
+}
+
+// Cache tunes the AHT answer cache.
+type Cache struct {
+	// TTL is how long an answer is fresh (default 30s).
+	TTL time.Duration `yaml:"ttl"`
+	// StaleTTL is how long after TTL an answer may still be served stale
+	// (default 10m).
+	StaleTTL time.Duration `yaml:"stale_ttl"`
+	// NegativeTTL is how long CloudAgent's "is Invalid" answers are cached
+	// (default 10s).
+	NegativeTTL time.Duration `yaml:"negative_ttl"`
+	// MaxEntries bounds the number of cached answers (default 100000).
+	MaxEntries int `yaml:"max_entries"`
+}
+
+// Limit sets the upstream budget and the optional inbound limits.
+type Limit struct {
+	// UpstreamPerMinute is the most upstream AHT calls per account in any
+	// trailing Window, across all replicas (default 50).
+	UpstreamPerMinute int `yaml:"upstream_per_minute"`
+	// MaxWait is how long a cache miss may wait for budget (default 0).
+	MaxWait time.Duration `yaml:"max_wait"`
+	// Window is the trailing window of UpstreamPerMinute (default 60s;
+	// shortened only in tests).
+	Window time.Duration `yaml:"window"`
+	// ClientPerMinute limits each client's inbound requests per minute
+	// (default 0: no limit).
+	ClientPerMinute int `yaml:"client_per_minute"`
+	// TokenGenerationsPerHour caps upstream token generations per account
+	// (default 10, CloudAgent's own limit).
+	TokenGenerationsPerHour int `yaml:"token_generations_per_hour"`
+}
+
+// Redis shares budget, token and cache between replicas.
+type Redis struct {
+	// URL is a redis:// or rediss:// URL; empty (default) keeps all state in
+	// memory on a single node. A password in it is redacted when printed.
+	URL string `yaml:"url"`
+}
+
+// Log selects how the proxy logs.
+type Log struct {
+	// Format is "text" (default) or "json".
+	Format string `yaml:"format"`
+	// Level is "debug", "info" (default), "warn" or "error".
+	Level string `yaml:"level"`
+}
+
+// defaults returns a Config holding the default of every optional key.
+func defaults() *Config {
+	return &Config{
+		Listen:      "127.0.0.1:8080",
+		AdminListen: "127.0.0.1:9090",
+		Upstream:    Upstream{URL: UpstreamSim, Timeout: 10 * time.Second},
+		Cache: Cache{
+			TTL:         30 * time.Second,
+			StaleTTL:    10 * time.Minute,
+			NegativeTTL: 10 * time.Second,
+			MaxEntries:  100000,
+		},
+		Limit: Limit{
+			UpstreamPerMinute:       50,
+			Window:                  60 * time.Second,
+			TokenGenerationsPerHour: 10,
+		},
+		ClientAuth: ClientAuthRequired,
+		Log:        Log{Format: "text", Level: "info"},
+	}
+}
+
+// defaultAccount is the starting value of each entry of accounts.
+func defaultAccount() Account { return Account{Auth: AuthToken} }
+
+// Load reads the file at path and parses it with Parse, taking ${VAR}
+// values from the process environment. Problems are reported against path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parse(path, data, os.LookupEnv)
+}
+
+// Parse expands ${VAR} and ${VAR:-default} in data using lookupEnv (nil
+// means no variable is set), decodes the YAML, applies defaults and
+// validates. Problems are reported against the name "config.yaml". On
+// failure the error is an *Error listing every problem and the Config is nil.
+//
+// Expansion works on the raw text, comments included: "$$" is a literal
+// "$", a "$" not followed by "{" or "$" is kept as is, and ${VAR} with VAR
+// unset is an error. ${VAR:-default} uses default when VAR is unset or
+// empty. A substituted value becomes part of the YAML text, so a value with
+// YAML syntax in it (": ", " #", a leading quote, "*" or "&") needs quoting
+// around the reference.
+func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	return parse("config.yaml", data, lookupEnv)
+}
+
+func parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+	if lookupEnv == nil {
+		lookupEnv = func(string) (string, bool) { return "", false }
+	}
+	exp := expand(data, lookupEnv)
+	if len(exp.problems) > 0 {
+		return nil, newError(file, exp.problems)
+	}
+	cfg := defaults()
+	d := &decoder{exp: exp, lines: map[string]int{}, tainted: map[string]bool{}}
+	d.decodeDocument(cfg)
+	if !d.fatal {
+		d.validate(cfg)
+	}
+	if len(d.problems) > 0 {
+		return nil, newError(file, d.problems)
+	}
+	return cfg, nil
+}
+
+// Account returns the configured account named userName.
+func (c *Config) Account(userName string) (Account, bool) {
+	for _, a := range c.Accounts {
+		if a.UserName == userName {
+			return a, true
+		}
+	}
+	return Account{}, false
+}
+
+// Error lists every problem found in a configuration, one per line, each
+// starting with "file:line:" (or "file:" when no line applies) so the first
+// line alone makes sense.
+type Error struct {
+	// Problems are the messages, in file order where a line is known.
+	Problems []string
+}
+
+// Error returns the problems joined by newlines.
+func (e *Error) Error() string { return strings.Join(e.Problems, "\n") }
+
+// problem is one message, at a line of the original file (0: no line).
+type problem struct {
+	line int
+	msg  string
+}
+
+func newError(file string, ps []problem) *Error {
+	// File order; problems without a line (a missing key) come last.
+	slices.SortStableFunc(ps, func(a, b problem) int {
+		if (a.line == 0) != (b.line == 0) {
+			return cmp.Compare(b.line, a.line)
+		}
+		return cmp.Compare(a.line, b.line)
+	})
+	e := &Error{Problems: make([]string, 0, len(ps))}
+	for _, p := range ps {
+		if p.line > 0 {
+			e.Problems = append(e.Problems, fmt.Sprintf("%s:%d: %s", file, p.line, p.msg))
+		} else {
+			e.Problems = append(e.Problems, fmt.Sprintf("%s: %s", file, p.msg))
+		}
+	}
+	return e
+}
+
+// apiKeyShown is what printed forms of an Account show instead of its key.
+func (a Account) apiKeyShown() string {
+	if a.APIKey == "" {
+		return ""
+	}
+	return redacted
+}
+
+// String describes the account without its API key.
+func (a Account) String() string {
+	return fmt.Sprintf("{UserName:%s APIKey:%s Auth:%s}", a.UserName, a.apiKeyShown(), a.Auth)
+}
+
+// GoString is String for %#v: the API key is redacted.
+func (a Account) GoString() string {
+	return fmt.Sprintf("config.Account{UserName:%q, APIKey:%q, Auth:%q}", a.UserName, a.apiKeyShown(), a.Auth)
+}
+
+// LogValue logs the account as a group without its API key.
+func (a Account) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("user_name", a.UserName),
+		slog.String("api_key", a.apiKeyShown()),
+		slog.String("auth", a.Auth),
+	)
+}
+
+// MarshalJSON encodes the account with its API key redacted, so a JSON log
+// of a whole Config is safe too.
+func (a Account) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]string{"user_name": a.UserName, "api_key": a.apiKeyShown(), "auth": a.Auth})
+}
+
+// MarshalYAML encodes the account with its API key redacted.
+func (a Account) MarshalYAML() (any, error) {
+	return map[string]string{"user_name": a.UserName, "api_key": a.apiKeyShown(), "auth": a.Auth}, nil
+}
+
+// redactedURL is URL with any password replaced by "xxxxx".
+func (r Redis) redactedURL() string {
+	u, err := url.Parse(r.URL)
+	if err != nil {
+		if strings.Contains(r.URL, "@") {
+			return redacted
+		}
+		return r.URL
+	}
+	return u.Redacted()
+}
+
+// String shows the URL with any password redacted.
+func (r Redis) String() string { return fmt.Sprintf("{URL:%s}", r.redactedURL()) }
+
+// GoString is String for %#v: any password is redacted.
+func (r Redis) GoString() string { return fmt.Sprintf("config.Redis{URL:%q}", r.redactedURL()) }
+
+// LogValue logs the URL with any password redacted.
+func (r Redis) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("url", r.redactedURL()))
+}
+
+// MarshalJSON encodes the URL with any password redacted.
+func (r Redis) MarshalJSON() ([]byte, error) {
+	return json.Marshal(map[string]string{"url": r.redactedURL()})
+}
+
+// MarshalYAML encodes the URL with any password redacted.
+func (r Redis) MarshalYAML() (any, error) {
+	return map[string]string{"url": r.redactedURL()}, nil
+}
+
+// SlogLevel is Level as a slog.Level (info when Level is not a valid level).
+func (l Log) SlogLevel() slog.Level {
+	switch strings.ToLower(l.Level) {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}

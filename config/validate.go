@@ -1,0 +1,211 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// validate records every problem with the decoded cfg and normalizes the
+// case of log.format and log.level.
+func (d *decoder) validate(c *Config) {
+	d.hostPort("listen", c.Listen)
+	d.hostPort("admin_listen", c.AdminListen)
+	if c.Listen == c.AdminListen && !strings.HasSuffix(c.Listen, ":0") {
+		d.fail("admin_listen", "admin_listen must differ from listen")
+	}
+
+	d.upstreamURL(c.Upstream.URL)
+	d.positive("upstream.timeout", c.Upstream.Timeout)
+
+	if len(c.Accounts) == 0 {
+		d.fail("accounts", "accounts: at least one account is required")
+	}
+	first := map[string]int{}
+	for i, a := range c.Accounts {
+		p := fmt.Sprintf("accounts[%d]", i)
+		if a.UserName == "" {
+			d.fail(p+".user_name", "%s.user_name is empty", p)
+		} else if j, dup := first[a.UserName]; dup {
+			d.fail(p+".user_name", "%s.user_name%s repeats accounts[%d]", p, d.echo(p+".user_name", a.UserName), j)
+		} else {
+			first[a.UserName] = i
+		}
+		if a.APIKey == "" {
+			d.fail(p+".api_key", "%s.api_key is empty", p)
+		}
+		if a.Auth != AuthToken && a.Auth != AuthAPIKey {
+			d.fail(p+".auth", "%s.auth%s must be %s or %s", p, d.echo(p+".auth", a.Auth), AuthToken, AuthAPIKey)
+		}
+	}
+
+	d.positive("cache.ttl", c.Cache.TTL)
+	d.nonNegative("cache.stale_ttl", c.Cache.StaleTTL)
+	d.nonNegative("cache.negative_ttl", c.Cache.NegativeTTL)
+	if c.Cache.MaxEntries <= 0 {
+		d.fail("cache.max_entries", "cache.max_entries must be greater than 0, got %d", c.Cache.MaxEntries)
+	}
+
+	if c.Limit.UpstreamPerMinute <= 0 {
+		d.fail("limit.upstream_per_minute", "limit.upstream_per_minute must be greater than 0, got %d", c.Limit.UpstreamPerMinute)
+	}
+	d.nonNegative("limit.max_wait", c.Limit.MaxWait)
+	d.positive("limit.window", c.Limit.Window)
+	if c.Limit.ClientPerMinute < 0 {
+		d.fail("limit.client_per_minute", "limit.client_per_minute must be 0 (off) or more, got %d", c.Limit.ClientPerMinute)
+	}
+	if c.Limit.TokenGenerationsPerHour <= 0 {
+		d.fail("limit.token_generations_per_hour", "limit.token_generations_per_hour must be greater than 0, got %d", c.Limit.TokenGenerationsPerHour)
+	}
+
+	switch c.ClientAuth {
+	case ClientAuthRequired:
+	case ClientAuthOff:
+		if host, _, err := net.SplitHostPort(c.Listen); err == nil && !isLoopback(host) {
+			d.fail("client_auth", "client_auth: off is allowed only when listen is a loopback address (127.x.x.x, ::1 or localhost), not %s",
+				d.echoBare("listen", c.Listen))
+		}
+	default:
+		d.fail("client_auth", "client_auth%s must be %s or %s", d.echo("client_auth", c.ClientAuth), ClientAuthRequired, ClientAuthOff)
+	}
+
+	d.redisURL(c.Redis.URL)
+
+	switch f := strings.ToLower(c.Log.Format); f {
+	case "text", "json":
+		c.Log.Format = f
+	default:
+		d.fail("log.format", "log.format%s must be text or json", d.echo("log.format", c.Log.Format))
+	}
+	switch l := strings.ToLower(c.Log.Level); l {
+	case "debug", "info", "warn", "error":
+		c.Log.Level = l
+	default:
+		d.fail("log.level", "log.level%s must be debug, info, warn or error", d.echo("log.level", c.Log.Level))
+	}
+}
+
+// fail records a problem about the key at path, at its line if known (or
+// the line of the nearest enclosing key).
+func (d *decoder) fail(path, format string, args ...any) {
+	line := 0
+	for p := path; p != ""; {
+		if l, ok := d.lines[p]; ok {
+			line = l
+			break
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i < 0 {
+			break
+		}
+		p = p[:i]
+	}
+	d.problems = append(d.problems, problem{line, fmt.Sprintf(format, args...)})
+}
+
+// echo returns ` "value"` for a message, or "" when the value at path came
+// from the environment.
+func (d *decoder) echo(path, value string) string {
+	if d.tainted[path] {
+		return ""
+	}
+	return " " + strconv.Quote(value)
+}
+
+// echoBare is echo without the leading space, naming the key when the value
+// may not be shown.
+func (d *decoder) echoBare(path, value string) string {
+	if d.tainted[path] {
+		return "the " + path + " from the environment"
+	}
+	return strconv.Quote(value)
+}
+
+func (d *decoder) positive(path string, v time.Duration) {
+	if v <= 0 {
+		d.fail(path, "%s must be greater than 0%s", path, d.echoDuration(path, v))
+	}
+}
+
+func (d *decoder) nonNegative(path string, v time.Duration) {
+	if v < 0 {
+		d.fail(path, "%s must not be negative%s", path, d.echoDuration(path, v))
+	}
+}
+
+func (d *decoder) echoDuration(path string, v time.Duration) string {
+	if d.tainted[path] {
+		return ""
+	}
+	return ", got " + v.String()
+}
+
+// hostPort checks that v is host:port with a numeric port.
+func (d *decoder) hostPort(path, v string) {
+	_, port, err := net.SplitHostPort(v)
+	if err == nil {
+		var n int
+		n, err = strconv.Atoi(port)
+		if err == nil && (n < 0 || n > 65535) {
+			err = fmt.Errorf("port out of range")
+		}
+	}
+	if err != nil {
+		d.fail(path, "%s%s must be host:port with a numeric port, such as 127.0.0.1:8080", path, d.echo(path, v))
+	}
+}
+
+// isLoopback reports whether a listen host only accepts local connections.
+// An empty host listens on every interface, so it is not loopback.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// upstreamURL checks upstream.url: builtin:sim or an http(s) base URL.
+func (d *decoder) upstreamURL(v string) {
+	const path = "upstream.url"
+	if v == UpstreamSim {
+		return
+	}
+	if strings.HasPrefix(v, "builtin:") {
+		d.fail(path, "upstream.url%s: the only builtin is %s", d.echo(path, v), UpstreamSim)
+		return
+	}
+	u, err := url.Parse(v)
+	if err == nil && u.User != nil {
+		// Never echo: the user info may hold a password.
+		d.fail(path, "upstream.url must not contain a user name or password")
+		return
+	}
+	shown := d.echo(path, v)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https"):
+		d.fail(path, "upstream.url%s must be %s or an http:// or https:// URL such as https://in1-ccaas-api.ozonetel.com", shown, UpstreamSim)
+	case u.Host == "":
+		d.fail(path, "upstream.url%s has no host", shown)
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(v, "#"):
+		d.fail(path, "upstream.url%s must not have a query or fragment", shown)
+	}
+}
+
+// redisURL checks redis.url. The URL is never echoed: it may hold a
+// password.
+func (d *decoder) redisURL(v string) {
+	if v == "" {
+		return
+	}
+	u, err := url.Parse(v)
+	switch {
+	case err != nil || (u.Scheme != "redis" && u.Scheme != "rediss"):
+		d.fail("redis.url", "redis.url must be empty or a redis:// or rediss:// URL such as redis://127.0.0.1:6379/0")
+	case u.Host == "":
+		d.fail("redis.url", "redis.url has no host (want redis://host:port)")
+	}
+}

@@ -1,0 +1,437 @@
+package credential
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/limit"
+)
+
+// Defaults of TokenSource, from CloudAgent's documented token rules.
+const (
+	// DefaultTokenTTL is how long CloudAgent accepts a token.
+	DefaultTokenTTL = 60 * time.Minute
+	// DefaultRefreshBefore is how long before expiry a token is replaced, so
+	// no call goes out with a token about to lapse in flight.
+	DefaultRefreshBefore = 7 * time.Minute
+	// DefaultGenerationsPerHour is CloudAgent's limit on token generations per
+	// account in any hour; the default guard allows exactly that many.
+	DefaultGenerationsPerHour = 10
+)
+
+const (
+	// generateTimeout bounds one generation. It is not tied to any caller's
+	// context, so it needs a bound of its own.
+	generateTimeout = 30 * time.Second
+	// Failed generations are retried no sooner than after a backoff that
+	// doubles from minRetry to maxRetry: each attempt spends one of only ten
+	// hourly generations, so a failing upstream must not be hammered.
+	minRetry = time.Second
+	maxRetry = time.Minute
+	// maxAnswerBytes bounds the generateToken answer read; it is tiny.
+	maxAnswerBytes = 64 << 10
+	// guardPrefix keys the default guard's store.
+	guardPrefix = "tokengen:"
+)
+
+// ErrGenerationLimit is matched (errors.Is) by the error Apply returns when a
+// token is needed but the hourly generation guard is spent. errors.As with a
+// *GenerationLimitError tells when the next generation is allowed.
+var ErrGenerationLimit = errors.New("credential: upstream token generation limit reached")
+
+// GenerationLimitError says that the generation guard refused a generation.
+type GenerationLimitError struct {
+	UserName string
+	// NextFree is when the guard allows the next generation; zero if unknown.
+	NextFree time.Time
+}
+
+func (e *GenerationLimitError) Error() string {
+	s := fmt.Sprintf("credential: account %q: hourly upstream token generation limit reached", e.UserName)
+	if !e.NextFree.IsZero() {
+		s += "; next generation allowed at " + e.NextFree.UTC().Format(time.RFC3339)
+	}
+	return s
+}
+
+// Is makes errors.Is(err, ErrGenerationLimit) hold.
+func (e *GenerationLimitError) Is(target error) bool { return target == ErrGenerationLimit }
+
+// UpstreamError is CloudAgent refusing to generate a token. Message is
+// CloudAgent's own message (for example "Invalid userName or apiKey"), with
+// the apiKey cut out should the upstream ever echo it.
+type UpstreamError struct {
+	UserName   string
+	StatusCode int    // HTTP status of the answer
+	Message    string // CloudAgent's message; empty if the answer had none
+}
+
+func (e *UpstreamError) Error() string {
+	msg := e.Message
+	if msg == "" {
+		msg = "unexpected answer"
+	}
+	return fmt.Sprintf("credential: account %q: upstream refused token generation (HTTP %d): %s", e.UserName, e.StatusCode, msg)
+}
+
+// Guard limits upstream token generations per account in a rolling window.
+// *limit.Budget satisfies it, in memory for one node or on Redis so that
+// replicas share one count.
+type Guard interface {
+	// Take spends one generation of account's allowance if one is free;
+	// st.NextFree says when one frees if not.
+	Take(ctx context.Context, account string) (ok bool, st limit.State, err error)
+}
+
+// TokenSource is the Upstream of an account in CloudAgent's TOKEN_AUTH mode:
+// it holds the account's bearer token and generates a new one when needed.
+// Use one TokenSource per account, by pointer, and keep it for the life of
+// the process (a new one would generate a new token and invalidate the old).
+//
+// A token is generated when there is none, when it was rejected, or when it
+// is within RefreshBefore of expiry. Refresh is lazy: the first Apply in the
+// refresh window generates, so an idle account spends no generations. (A
+// background refresher would save one request the generation latency but
+// spend a generation every 53 minutes per account whether used or not.)
+// While a refresh is in flight callers wait for it, since the new token
+// invalidates the old one; if the refresh fails, the old token is used until
+// it expires.
+//
+// Generation is single-flight: one upstream call however many callers wait.
+// Waiters give up when their context ends; the generation itself runs on, so
+// its result is not wasted. Each generation first takes from Guard; when
+// that is spent Apply fails with ErrGenerationLimit rather than call
+// CloudAgent. A failed generation is retried no sooner than after a backoff
+// (1 s doubling to 1 min, or until the guard frees), during which Apply
+// returns that failure at once.
+//
+// Set the exported fields before first use and do not change them after.
+// String, GoString and LogValue show only the account name.
+type TokenSource struct {
+	// UserName is the CloudAgent account.
+	UserName string
+	// APIKey is the account's apiKey, sent only to generateToken.
+	APIKey string
+	// Endpoint is CloudAgent's base URL; generateToken is
+	// Endpoint + cloudagent.PathGenerateToken.
+	Endpoint *url.URL
+	// Client makes the generateToken call; nil means http.DefaultClient.
+	Client *http.Client
+	// TTL is how long CloudAgent accepts a token, counted from when the
+	// generation was sent; zero means DefaultTokenTTL.
+	TTL time.Duration
+	// RefreshBefore is how long before expiry a token is replaced; zero
+	// means DefaultRefreshBefore. Values of TTL/2 or more are capped at TTL/2
+	// so a token is always used for a while.
+	RefreshBefore time.Duration
+	// Guard limits generations, keyed by UserName. Give it a budget of its own
+	// (or a key prefix of its own) so its keys do not mix with other budgets.
+	// nil means a private in-memory guard of DefaultGenerationsPerHour per
+	// hour on the Now clock.
+	Guard Guard
+	// Now is the clock; nil means time.Now. Tests share one fake clock with
+	// the simulator and the guard.
+	Now func() time.Time
+	// Logger receives generation events (never secrets); nil means
+	// slog.Default().
+	Logger *slog.Logger
+
+	initOnce sync.Once
+	guard    Guard
+
+	// mu guards the fields below.
+	mu      sync.Mutex
+	token   string    // current token; "" when none or rejected
+	handle  string    // opaque name of token, given to callers for Reject
+	seq     uint64    // generations made by this source, naming handles
+	expires time.Time // when CloudAgent stops accepting token
+	flight  *flight   // the generation in progress, if any
+	lastErr error     // the last generation failure; nil after a success
+	retryAt time.Time // no generation before this, after a failure
+	streak  int       // consecutive failures, for the backoff
+
+	generations, failures atomic.Int64
+}
+
+// flight is one generation in progress; done is closed once token, handle
+// and err are set.
+type flight struct {
+	done          chan struct{}
+	token, handle string
+	err           error
+}
+
+var _ Upstream = (*TokenSource)(nil)
+
+func (ts *TokenSource) now() time.Time {
+	if ts.Now != nil {
+		return ts.Now()
+	}
+	return time.Now()
+}
+
+func (ts *TokenSource) ttl() time.Duration {
+	if ts.TTL > 0 {
+		return ts.TTL
+	}
+	return DefaultTokenTTL
+}
+
+func (ts *TokenSource) refreshBefore() time.Duration {
+	rb, ttl := ts.RefreshBefore, ts.ttl()
+	if rb <= 0 {
+		rb = DefaultRefreshBefore
+	}
+	return min(rb, ttl/2)
+}
+
+func (ts *TokenSource) logger() *slog.Logger {
+	if ts.Logger != nil {
+		return ts.Logger
+	}
+	return slog.Default()
+}
+
+func (ts *TokenSource) init() {
+	ts.initOnce.Do(func() {
+		ts.guard = ts.Guard
+		if ts.guard == nil {
+			ts.guard = limit.NewBudget(&limit.MemoryStore{Now: ts.now}, DefaultGenerationsPerHour, time.Hour,
+				limit.WithPrefix(guardPrefix), limit.WithClock(clock(ts.now)))
+		}
+	})
+}
+
+// clock adapts a now function to limit.Clock.
+type clock func() time.Time
+
+func (c clock) Now() time.Time                         { return c() }
+func (c clock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Apply sets "Authorization: Bearer <token>" on h, generating a token first
+// if needed, and returns the token's handle for Reject. It fails when no
+// usable token can be had: ErrGenerationLimit when the guard is spent, an
+// *UpstreamError when CloudAgent refused, ctx's error when ctx ended while
+// waiting for a generation.
+func (ts *TokenSource) Apply(ctx context.Context, h http.Header) (string, error) {
+	ts.init()
+	ts.mu.Lock()
+	now := ts.now()
+	valid := ts.token != "" && now.Before(ts.expires)
+	if valid && now.Before(ts.expires.Add(-ts.refreshBefore())) {
+		return ts.useLocked(h)
+	}
+	f := ts.flight
+	if f == nil {
+		if now.Before(ts.retryAt) {
+			// A generation failed recently: do not spend another one yet.
+			if valid {
+				return ts.useLocked(h)
+			}
+			err := ts.lastErr
+			ts.mu.Unlock()
+			return "", err
+		}
+		if err := context.Cause(ctx); err != nil {
+			// Nobody would wait for the token: do not spend a generation.
+			ts.mu.Unlock()
+			return "", fmt.Errorf("credential: account %q: waiting for upstream token: %w", ts.UserName, err)
+		}
+		f = &flight{done: make(chan struct{})}
+		ts.flight = f
+		// The generation outlives this caller: others may be waiting on it,
+		// and an abandoned generation would still cost one of ten per hour.
+		go ts.generate(context.WithoutCancel(ctx), f)
+	}
+	ts.mu.Unlock()
+
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return "", fmt.Errorf("credential: account %q: waiting for upstream token: %w", ts.UserName, context.Cause(ctx))
+	}
+	if f.err == nil {
+		setBearer(h, f.token)
+		return f.handle, nil
+	}
+	// A failed refresh leaves the current token in place; use it while it
+	// lasts (generate has already logged the failure).
+	ts.mu.Lock()
+	if ts.token != "" && ts.now().Before(ts.expires) {
+		return ts.useLocked(h)
+	}
+	ts.mu.Unlock()
+	return "", f.err
+}
+
+// useLocked sets the current token on h and unlocks ts.mu.
+func (ts *TokenSource) useLocked(h http.Header) (string, error) {
+	token, handle := ts.token, ts.handle
+	ts.mu.Unlock()
+	setBearer(h, token)
+	return handle, nil
+}
+
+func setBearer(h http.Header, token string) {
+	h.Set(cloudagent.HeaderAuthorization, "Bearer "+token)
+}
+
+// Reject drops the token behind handle, if it is still the current one, so
+// the next Apply generates a new one. Stale or unknown handles are ignored,
+// so any number of rejections of one token cause one generation.
+func (ts *TokenSource) Reject(handle string) {
+	if handle == "" {
+		return
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	if ts.token == "" || handle != ts.handle {
+		return
+	}
+	ts.token, ts.handle, ts.expires = "", "", time.Time{}
+	ts.logger().Info("upstream token rejected; the next call generates a new one", "account", ts.UserName)
+}
+
+// Ready reports whether Apply can be expected to succeed: a usable token is
+// held, or no generation has failed since the last success, or the backoff
+// after a failure has passed so the next Apply tries again. It makes no
+// upstream call.
+func (ts *TokenSource) Ready() bool {
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	now := ts.now()
+	if ts.token != "" && now.Before(ts.expires) {
+		return true
+	}
+	return ts.lastErr == nil || !now.Before(ts.retryAt)
+}
+
+// Generations returns how many tokens this source has generated.
+func (ts *TokenSource) Generations() int64 { return ts.generations.Load() }
+
+// Failures returns how many generations failed or were refused by the guard.
+func (ts *TokenSource) Failures() int64 { return ts.failures.Load() }
+
+// generate runs one generation for flight f and installs its outcome.
+func (ts *TokenSource) generate(ctx context.Context, f *flight) {
+	ctx, cancel := context.WithTimeout(ctx, generateTimeout)
+	defer cancel()
+	start := ts.now()
+	token, err := ts.fetch(ctx)
+
+	ts.mu.Lock()
+	now := ts.now()
+	if err == nil {
+		ts.seq++
+		ts.token, ts.handle = token, strconv.FormatUint(ts.seq, 10)
+		// Counted from before the call went out, so we never believe a
+		// token lives longer than CloudAgent does.
+		ts.expires = start.Add(ts.ttl())
+		ts.lastErr, ts.retryAt, ts.streak = nil, time.Time{}, 0
+		f.token, f.handle = ts.token, ts.handle
+	} else {
+		ts.streak++
+		ts.retryAt = now.Add(min(minRetry<<min(ts.streak-1, 10), maxRetry))
+		if le, ok := errors.AsType[*GenerationLimitError](err); ok && le.NextFree.After(now) {
+			ts.retryAt = le.NextFree
+		}
+		ts.lastErr = err
+		f.err = err
+	}
+	expires, retryAt := ts.expires, ts.retryAt
+	keeping := ts.token != "" && now.Before(ts.expires)
+	ts.flight = nil
+	ts.mu.Unlock()
+	close(f.done)
+
+	log := ts.logger()
+	if err == nil {
+		n := ts.generations.Add(1)
+		log.Info("generated upstream token", "account", ts.UserName, "expires", expires, "generated_total", n)
+		return
+	}
+	ts.failures.Add(1)
+	attrs := []any{"account", ts.UserName, "retry_at", retryAt, "keeping_current_token", keeping}
+	if le, ok := errors.AsType[*GenerationLimitError](err); ok {
+		log.Warn("not generating upstream token: hourly generation limit reached", append(attrs, "next_allowed", le.NextFree)...)
+		return
+	}
+	log.Warn("upstream token generation failed", append(attrs, "err", err)...)
+}
+
+// fetch takes a generation from the guard and asks CloudAgent for a token.
+func (ts *TokenSource) fetch(ctx context.Context) (string, error) {
+	if ts.Endpoint == nil {
+		return "", fmt.Errorf("credential: account %q: no upstream endpoint configured", ts.UserName)
+	}
+	ok, st, err := ts.guard.Take(ctx, ts.UserName)
+	if err != nil {
+		// Fail closed: generating without the guard could exceed the hourly
+		// limit or log out another replica's token.
+		return "", fmt.Errorf("credential: account %q: token generation guard unavailable: %w", ts.UserName, err)
+	}
+	if !ok {
+		return "", &GenerationLimitError{UserName: ts.UserName, NextFree: st.NextFree}
+	}
+
+	body, _ := json.Marshal(cloudagent.TokenRequest{UserName: ts.UserName}) // a string always marshals
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ts.Endpoint.JoinPath(cloudagent.PathGenerateToken).String(), bytes.NewReader(body))
+	if err != nil {
+		return "", fmt.Errorf("credential: account %q: token generation: %w", ts.UserName, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(cloudagent.HeaderAPIKey, ts.APIKey)
+	client := ts.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		// A *url.Error names the URL and the cause, never the headers.
+		return "", fmt.Errorf("credential: account %q: token generation: %w", ts.UserName, err)
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
+	if err != nil {
+		return "", fmt.Errorf("credential: account %q: token generation: reading answer: %w", ts.UserName, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		var tr cloudagent.TokenResponse
+		if json.Unmarshal(answer, &tr) == nil && tr.Token != "" {
+			return tr.Token, nil
+		}
+	}
+	msg, _ := cloudagent.ErrorMessage(answer)
+	if ts.APIKey != "" {
+		msg = strings.ReplaceAll(msg, ts.APIKey, redacted)
+	}
+	return "", &UpstreamError{UserName: ts.UserName, StatusCode: resp.StatusCode, Message: msg}
+}
+
+// String names the account only.
+func (ts *TokenSource) String() string {
+	return "credential.TokenSource(" + strconv.Quote(ts.UserName) + ")"
+}
+
+// GoString keeps the key and token out of %#v.
+func (ts *TokenSource) GoString() string {
+	return "&credential.TokenSource{UserName:" + strconv.Quote(ts.UserName) + ", APIKey:" + strconv.Quote(redacted) + "}"
+}
+
+// LogValue keeps the key and token out of slog.
+func (ts *TokenSource) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("account", ts.UserName), slog.String("auth", "token"))
+}

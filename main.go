@@ -1,0 +1,117 @@
+// Command caproxy is a caching, rate-limiting reverse proxy in front of
+// CloudAgent's API. See README.md.
+//
+//	caproxy -config config.yaml          serve
+//	caproxy -config config.yaml -check   validate the config and exit
+//	caproxy sim -listen 127.0.0.1:8081   run the CloudAgent simulator alone
+//	caproxy -version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+func run(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "sim" {
+		return runSim(args[1:], stderr)
+	}
+	fs := flag.NewFlagSet("caproxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "config.yaml", "path of the configuration file")
+	check := fs.Bool("check", false, "validate the configuration and exit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stderr, "caproxy", version)
+		return 0
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		fmt.Fprintln(stderr, "caproxy: bad config:", oneLine(err))
+		return 1
+	}
+	if *check {
+		fmt.Fprintln(stderr, "caproxy: config ok:", *path)
+		return 0
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, *path, cfg, stderr); err != nil {
+		fmt.Fprintln(stderr, "caproxy:", oneLine(err))
+		return 1
+	}
+	return 0
+}
+
+// oneLine joins a multi-line error (several config problems) into one line.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(err.Error(), "\n", "; ")), " ")
+}
+
+// runSim serves the CloudAgent simulator alone, for load tests and demos.
+func runSim(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("caproxy sim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:8081", "address to serve the simulator on")
+	data := fs.String("data", "", "JSON file with accounts, agents and campaigns (default: the built-in demo set)")
+	latency := fs.Duration("latency", 0, "latency added to every CloudAgent answer")
+	errorRate := fs.Float64("error-rate", 0, "fraction of AHT calls answered with HTTP 503")
+	limit := fs.Int("limit", 0, "AHT calls per account per window (0: CloudAgent's 50)")
+	window := fs.Duration("window", 0, "trailing window of the limit (0: 60s)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	opts := sim.Options{Latency: *latency, ErrorRate: *errorRate, Limit: *limit, Window: *window}
+	if *data != "" {
+		d, err := sim.LoadData(*data)
+		if err != nil {
+			fmt.Fprintln(stderr, "caproxy sim:", oneLine(err))
+			return 1
+		}
+		opts.Accounts, opts.Agents, opts.Campaigns = d.Accounts, d.Agents, d.Campaigns
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintln(stderr, "caproxy sim:", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	srv := &http.Server{Handler: sim.New(opts), ReadHeaderTimeout: 5 * time.Second}
+	slog.New(slog.NewTextHandler(stderr, nil)).Info("CloudAgent simulator listening", "addr", ln.Addr().String())
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		fmt.Fprintln(stderr, "caproxy sim:", err)
+		return 1
+	}
+	return 0
+}

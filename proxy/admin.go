@@ -1,0 +1,111 @@
+package proxy
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/caproxy/caproxy/cache"
+	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Readier is implemented by upstream credentials that may not be usable yet
+// (a token that cannot be generated).
+type Readier interface{ Ready() bool }
+
+// Ready reports whether settings are installed and every account's
+// credentials are usable or not yet needed.
+func (p *Proxy) Ready() bool {
+	st := p.settings.Load()
+	if st == nil {
+		return false
+	}
+	for _, a := range st.Accounts {
+		if r, ok := a.Upstream.(Readier); ok && !r.Ready() {
+			return false
+		}
+	}
+	return true
+}
+
+// AdminHandler serves the admin listener: /healthz, /readyz, /metrics (from
+// g), POST /admin/cache/purge and GET /admin/budget.
+func (p *Proxy) AdminHandler(g prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !p.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.HandleFunc("POST /admin/cache/purge", p.servePurge)
+	mux.HandleFunc("GET /admin/budget", p.serveBudget)
+	return mux
+}
+
+// servePurge drops cache entries: all of them; ?account=A for one account;
+// ?account=A&agentId=X or ?account=A&campaignName=Y for one key.
+func (p *Proxy) servePurge(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	account, agent, campaign := q.Get("account"), q.Get("agentId"), q.Get("campaignName")
+	removed := 0
+	switch {
+	case account == "" && (agent != "" || campaign != ""):
+		cloudagent.WriteError(w, http.StatusBadRequest, "purging one key needs account")
+		return
+	case account == "":
+		removed = p.Cache.Len()
+		p.Cache.Purge()
+	case agent == "" && campaign == "":
+		removed = p.Cache.PurgeAccount(account)
+	default:
+		req := cloudagent.AHTRequest{UserName: account, AgentID: agent, CampaignName: campaign}
+		if msg := req.Validate(); msg != "" {
+			cloudagent.WriteError(w, http.StatusBadRequest, msg)
+			return
+		}
+		if p.Cache.Remove(cache.RequestKey(account, req)) {
+			removed = 1
+		}
+	}
+	p.Logger.Info("cache purged", "account", account, "removed", removed)
+	writeAdminJSON(w, map[string]int{"removed": removed})
+}
+
+// BudgetState is one account's upstream budget as /admin/budget shows it.
+type BudgetState struct {
+	Limit     int64      `json:"limit"`
+	Remaining int64      `json:"remaining"`
+	NextFree  *time.Time `json:"next_free,omitempty"`
+}
+
+func (p *Proxy) serveBudget(w http.ResponseWriter, r *http.Request) {
+	out := map[string]BudgetState{}
+	if st := p.settings.Load(); st != nil {
+		for name := range st.Accounts {
+			bs, err := p.Budget.State(r.Context(), name)
+			if err != nil {
+				cloudagent.WriteError(w, http.StatusBadGateway, "budget store unavailable")
+				return
+			}
+			s := BudgetState{Limit: bs.Limit, Remaining: bs.Remaining}
+			if !bs.NextFree.IsZero() {
+				s.NextFree = &bs.NextFree
+			}
+			out[name] = s
+		}
+	}
+	writeAdminJSON(w, out)
+}
+
+func writeAdminJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,339 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/caproxy/caproxy/cache"
+	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/credential"
+	"github.com/caproxy/caproxy/limit"
+)
+
+// Cache outcomes, used for X-Cache, metrics and logs.
+const (
+	OutcomeHit           = "hit"
+	OutcomeMiss          = "miss"
+	OutcomeStale         = "stale"
+	OutcomeBypass        = "bypass"
+	OutcomeInvalid       = "invalid"
+	OutcomeUnauthorized  = "unauthorized"
+	OutcomeLimited       = "limited"
+	OutcomeUpstreamError = "upstream_error"
+)
+
+// Header values shared by every response; net/http only reads them.
+var (
+	xCacheHit    = []string{"HIT"}
+	xCacheMiss   = []string{"MISS"}
+	xCacheStale  = []string{"STALE"}
+	xCacheBypass = []string{"BYPASS"}
+)
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readBody reads at most MaxBodyBytes of r's body into a pooled buffer the
+// caller must return with bufPool.Put.
+func readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, error) {
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		bufPool.Put(buf)
+		return nil, err
+	}
+	return buf, nil
+}
+
+// writeBodyError answers a body that could not be read.
+func writeBodyError(w http.ResponseWriter, err error) {
+	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+		cloudagent.WriteError(w, http.StatusRequestEntityTooLarge,
+			"request body is larger than "+strconv.Itoa(MaxBodyBytes)+" bytes")
+		return
+	}
+	cloudagent.WriteError(w, http.StatusBadRequest, "request body could not be read")
+}
+
+func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
+	rec.route = routeAHT
+	if r.Method != http.MethodPost {
+		rec.outcome = OutcomeInvalid
+		w.Header().Set("Allow", http.MethodPost)
+		cloudagent.WriteError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use POST")
+		return
+	}
+	buf, err := readBody(w, r)
+	if err != nil {
+		rec.outcome = OutcomeInvalid
+		writeBodyError(w, err)
+		return
+	}
+	req, err := cache.ParseRequest(buf.Bytes())
+	bufPool.Put(buf)
+	if err != nil {
+		rec.outcome = OutcomeInvalid
+		cloudagent.WriteError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	// CloudAgent's order: userName, then credentials, then the shape.
+	if req.UserName == "" {
+		rec.outcome = OutcomeInvalid
+		cloudagent.WriteError(w, http.StatusBadRequest, cloudagent.MsgUserNameEmpty)
+		return
+	}
+	st := p.settings.Load()
+	acct, msg, code := p.authenticate(r, st, req.UserName)
+	if acct == nil {
+		rec.outcome = OutcomeUnauthorized
+		cloudagent.WriteError(w, code, msg)
+		return
+	}
+	rec.account = acct.UserName
+	if msg := req.Validate(); msg != "" {
+		rec.outcome = OutcomeInvalid
+		cloudagent.WriteError(w, http.StatusBadRequest, msg)
+		return
+	}
+	if !p.allowClient(w, r, st, acct.UserName) {
+		rec.outcome = OutcomeLimited
+		return
+	}
+
+	key := cache.RequestKey(acct.UserName, req)
+	bypass := noCache(r)
+	if !bypass {
+		if e, ok := p.Cache.Get(key); ok && e.Fresh(p.now()) {
+			rec.outcome = OutcomeHit
+			p.writeEntry(w, e, xCacheHit)
+			return
+		}
+	}
+
+	v, shared, err := p.group.Do(r.Context(), key, func(ctx context.Context) (any, error) {
+		return p.fetch(ctx, st, acct, key, req, bypass), nil
+	})
+	if err != nil {
+		// Only the client's own context ends a wait early: it has gone.
+		rec.outcome = OutcomeUpstreamError
+		return
+	}
+	if shared && p.Metrics != nil {
+		p.Metrics.coalesced.Inc()
+	}
+	a := v.(*answer)
+	rec.outcome = a.outcome
+	rec.upstreamStatus = a.upstreamStatus
+	switch a.outcome {
+	case OutcomeMiss:
+		if bypass {
+			rec.outcome = OutcomeBypass
+			p.writeEntry(w, a.entry, xCacheBypass)
+		} else {
+			p.writeEntry(w, a.entry, xCacheMiss)
+		}
+	case OutcomeStale:
+		p.writeEntry(w, a.entry, xCacheStale)
+	case OutcomeLimited:
+		writeLimited(w, a.budget, p.now())
+	default:
+		w.Header()["X-Cache"] = xCacheMiss
+		cloudagent.WriteError(w, a.code, a.msg)
+	}
+}
+
+// noCache reports whether the client asked to skip fresh entries.
+func noCache(r *http.Request) bool {
+	for _, v := range r.Header.Values("Cache-Control") {
+		if bytes.Contains([]byte(v), []byte("no-cache")) {
+			return true
+		}
+	}
+	return r.Header.Get("Pragma") == "no-cache"
+}
+
+// writeEntry writes a stored answer as is.
+func (p *Proxy) writeEntry(w http.ResponseWriter, e *cache.Entry, xcache []string) {
+	h := w.Header()
+	h["X-Cache"] = xcache
+	h["Age"] = []string{strconv.Itoa(e.Age(p.now()))}
+	ct := e.ContentType
+	if ct == "" {
+		ct = "application/json"
+	}
+	h["Content-Type"] = []string{ct}
+	h["Content-Length"] = []string{strconv.Itoa(len(e.Body))}
+	w.WriteHeader(e.Status)
+	w.Write(e.Body)
+}
+
+// writeLimited answers a refusal for budget: 429, when to retry, and
+// CloudAgent's own limit message.
+func writeLimited(w http.ResponseWriter, st limit.State, now time.Time) {
+	secs := 1
+	if !st.NextFree.IsZero() {
+		if d := st.NextFree.Sub(now); d > 0 {
+			secs = int((d + time.Second - 1) / time.Second)
+		}
+	}
+	h := w.Header()
+	h["X-Cache"] = xCacheMiss
+	h.Set("Retry-After", strconv.Itoa(secs))
+	h.Set("RateLimit-Limit", strconv.FormatInt(st.Limit, 10))
+	h.Set("RateLimit-Remaining", strconv.FormatInt(st.Remaining, 10))
+	h.Set("RateLimit-Reset", strconv.Itoa(secs))
+	cloudagent.WriteError(w, http.StatusTooManyRequests, cloudagent.MsgLimitExceeded)
+}
+
+// answer is the outcome of one coalesced fetch, shared by all its waiters.
+type answer struct {
+	outcome        string
+	entry          *cache.Entry // for miss and stale
+	code           int          // HTTP status for errors
+	msg            string       // CloudAgent message for errors
+	budget         limit.State  // for limited
+	upstreamStatus int
+}
+
+// fetch gets a fresh answer for key from the upstream, spending budget, or
+// falls back to a stale entry, a wait for budget, or a refusal.
+func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key string, req cloudagent.AHTRequest, bypass bool) *answer {
+	ctx, cancel := p.detach(ctx)
+	defer cancel()
+
+	// A flight that just ended may have stored what this one came for.
+	if !bypass {
+		if e, ok := p.Cache.Get(key); ok && e.Fresh(p.now()) {
+			return &answer{outcome: OutcomeMiss, entry: e}
+		}
+	}
+
+	ok, bst, err := p.Budget.Take(ctx, acct.UserName)
+	if err != nil {
+		p.Logger.Error("budget store unavailable", "account", acct.UserName, "err", err)
+		return p.fallback(key, http.StatusBadGateway, "upstream budget unavailable")
+	}
+	if !ok {
+		if a := p.stale(key); a != nil {
+			return a
+		}
+		if st.MaxWait > 0 {
+			ok, bst, err = p.Budget.Wait(ctx, acct.UserName, st.MaxWait)
+		}
+		if err != nil || !ok {
+			return &answer{outcome: OutcomeLimited, budget: bst}
+		}
+	}
+
+	body := canonicalBody(req)
+	for attempt := 0; ; attempt++ {
+		res, handle, err := p.callAHT(ctx, acct, body)
+		if err != nil {
+			if errors.Is(err, credential.ErrGenerationLimit) {
+				p.Logger.Warn("no upstream token: hourly generation limit reached", "account", acct.UserName)
+				return p.fallback(key, http.StatusServiceUnavailable, "upstream token unavailable: token generation limit reached")
+			}
+			code := http.StatusBadGateway
+			msg := "upstream unreachable"
+			if errors.Is(err, context.DeadlineExceeded) {
+				code, msg = http.StatusGatewayTimeout, "upstream timed out"
+			}
+			p.Logger.Warn("upstream AHT call failed", "account", acct.UserName, "err", err)
+			return p.fallback(key, code, msg)
+		}
+		if p.Metrics != nil {
+			p.Metrics.observeUpstream(routeAHT, res.status, res.took)
+		}
+		if res.status >= 500 {
+			return p.fallback(key, http.StatusBadGateway, "upstream answered HTTP "+strconv.Itoa(res.status))
+		}
+		msg, isErr := cloudagent.ErrorMessage(res.body)
+		switch {
+		case isErr && msg == cloudagent.MsgLimitExceeded:
+			// Someone else spends this account's budget: stop calling
+			// for a whole window rather than retry into the limit.
+			p.Logger.Warn("upstream says max limit exceeded; budget marked spent for a window", "account", acct.UserName)
+			if err := p.Budget.Exhaust(ctx, acct.UserName); err != nil {
+				p.Logger.Error("budget store unavailable", "account", acct.UserName, "err", err)
+			}
+			if a := p.stale(key); a != nil {
+				return a
+			}
+			bst, _ := p.Budget.State(ctx, acct.UserName)
+			return &answer{outcome: OutcomeLimited, budget: bst, upstreamStatus: res.status}
+		case isErr && cloudagent.IsTokenProblem(msg) && attempt == 0:
+			acct.Upstream.Reject(handle)
+			// The retry is an upstream call too, so it needs its own slot.
+			if ok, bst, err := p.Budget.Take(ctx, acct.UserName); err != nil || !ok {
+				if a := p.stale(key); a != nil {
+					return a
+				}
+				return &answer{outcome: OutcomeLimited, budget: bst}
+			}
+			continue
+		}
+		e, _ := p.Cache.Store(key, res.body, res.status, res.contentType)
+		return &answer{outcome: OutcomeMiss, entry: e, upstreamStatus: res.status}
+	}
+}
+
+// stale returns a stale-answer for key if the cache still holds one.
+func (p *Proxy) stale(key string) *answer {
+	if e, ok := p.Cache.Get(key); ok {
+		return &answer{outcome: OutcomeStale, entry: e}
+	}
+	return nil
+}
+
+// fallback serves a stale entry if there is one, else the given error.
+func (p *Proxy) fallback(key string, code int, msg string) *answer {
+	if a := p.stale(key); a != nil {
+		return a
+	}
+	return &answer{outcome: OutcomeUpstreamError, code: code, msg: msg}
+}
+
+// canonicalBody is what caproxy sends upstream: the fields that make the
+// key, so every coalesced waiter gets the answer to the same question.
+func canonicalBody(req cloudagent.AHTRequest) []byte {
+	b, _ := json.Marshal(req) // three strings always marshal
+	return b
+}
+
+type upstreamResult struct {
+	status      int
+	contentType string
+	body        []byte
+	took        time.Duration
+}
+
+// callAHT makes one upstream AHT call with the account's credentials.
+func (p *Proxy) callAHT(ctx context.Context, acct *Account, body []byte) (*upstreamResult, string, error) {
+	out, err := http.NewRequestWithContext(ctx, http.MethodPost, p.ahtURL, bytes.NewReader(body))
+	if err != nil {
+		return nil, "", err
+	}
+	out.Header.Set("Content-Type", "application/json")
+	handle, err := acct.Upstream.Apply(ctx, out.Header)
+	if err != nil {
+		return nil, "", err
+	}
+	start := time.Now()
+	resp, err := p.client.Do(out)
+	if err != nil {
+		return nil, handle, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, handle, err
+	}
+	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: b, took: time.Since(start)}, handle, nil
+}

@@ -1,0 +1,122 @@
+package proxy
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are caproxy's Prometheus metrics. Labels carry routes, outcomes,
+// HTTP statuses and configured account names only, never agent or campaign
+// ids, so their number stays bounded.
+type Metrics struct {
+	requests         *prometheus.CounterVec
+	upstreamCalls    *prometheus.CounterVec
+	upstreamDuration *prometheus.HistogramVec
+	coalesced        prometheus.Counter
+
+	// ahtRequests caches the AHT route's counters so a hit does no label lookup.
+	ahtRequests map[string]prometheus.Counter
+}
+
+// NewMetrics creates p's metrics and registers them, with gauges that read
+// p's cache, coalescing group, budget and tokens when scraped, on reg.
+func NewMetrics(reg prometheus.Registerer, p *Proxy) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "caproxy_requests_total",
+			Help: "Requests answered, by route and outcome.",
+		}, []string{"route", "outcome"}),
+		upstreamCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "caproxy_upstream_requests_total",
+			Help: "Calls made to the upstream, by route and HTTP status.",
+		}, []string{"route", "status"}),
+		upstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "caproxy_upstream_duration_seconds",
+			Help:    "Upstream call latency, by route.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}, []string{"route"}),
+		coalesced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "caproxy_coalesced_requests_total",
+			Help: "AHT misses that shared another request's upstream call.",
+		}),
+		ahtRequests: map[string]prometheus.Counter{},
+	}
+	for _, o := range []string{OutcomeHit, OutcomeMiss, OutcomeStale, OutcomeBypass, OutcomeInvalid, OutcomeUnauthorized, OutcomeLimited, OutcomeUpstreamError} {
+		m.ahtRequests[o] = m.requests.WithLabelValues(routeAHT, o)
+	}
+	reg.MustRegister(m.requests, m.upstreamCalls, m.upstreamDuration, m.coalesced,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "caproxy_coalesced_waiters",
+			Help: "Requests now waiting on another request's upstream call.",
+		}, func() float64 { return float64(p.group.Waiters()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "caproxy_cache_entries",
+			Help: "AHT answers held in the cache.",
+		}, func() float64 { return float64(p.Cache.Len()) }),
+		accountCollector{p},
+	)
+	return m
+}
+
+func (m *Metrics) countRequest(route, outcome string) {
+	if route == routeAHT {
+		if c, ok := m.ahtRequests[outcome]; ok {
+			c.Inc()
+			return
+		}
+	}
+	if route == "" {
+		return
+	}
+	m.requests.WithLabelValues(route, outcome).Inc()
+}
+
+func (m *Metrics) observeUpstream(route string, status int, took time.Duration) {
+	m.upstreamCalls.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	m.upstreamDuration.WithLabelValues(route).Observe(took.Seconds())
+}
+
+// TokenCounter is implemented by upstream credentials that generate tokens.
+type TokenCounter interface {
+	Generations() int64
+	Failures() int64
+}
+
+// accountCollector reports per-account state read at scrape time.
+type accountCollector struct{ p *Proxy }
+
+var (
+	budgetRemainingDesc = prometheus.NewDesc("caproxy_budget_remaining",
+		"Upstream AHT calls the account may still make in the trailing window.", []string{"account"}, nil)
+	tokenGenerationsDesc = prometheus.NewDesc("caproxy_token_generations_total",
+		"Upstream tokens generated.", []string{"account"}, nil)
+	tokenFailuresDesc = prometheus.NewDesc("caproxy_token_generation_failures_total",
+		"Upstream token generations that failed or were refused by the hourly limit.", []string{"account"}, nil)
+)
+
+func (c accountCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- budgetRemainingDesc
+	ch <- tokenGenerationsDesc
+	ch <- tokenFailuresDesc
+}
+
+func (c accountCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.p.settings.Load()
+	if st == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for name, a := range st.Accounts {
+		if bs, err := c.p.Budget.State(ctx, name); err == nil {
+			ch <- prometheus.MustNewConstMetric(budgetRemainingDesc, prometheus.GaugeValue, float64(bs.Remaining), name)
+		}
+		if tc, ok := a.Upstream.(TokenCounter); ok {
+			ch <- prometheus.MustNewConstMetric(tokenGenerationsDesc, prometheus.CounterValue, float64(tc.Generations()), name)
+			ch <- prometheus.MustNewConstMetric(tokenFailuresDesc, prometheus.CounterValue, float64(tc.Failures()), name)
+		}
+	}
+}

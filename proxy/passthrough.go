@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+
+	"github.com/caproxy/caproxy/cloudagent"
+)
+
+// upstreamCreds is what servePassThrough resolved for the reverse proxy's
+// Rewrite and ModifyResponse hooks.
+type upstreamCreds struct {
+	acct   *Account
+	header http.Header // the account's upstream credentials
+	handle string
+	rec    *record
+}
+
+type credsKey struct{}
+
+// servePassThrough sends any other request to the upstream with the
+// credentials of the account it names (userName in the query or the JSON
+// body, or the account of a caproxy-issued bearer token).
+func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *record) {
+	rec.route = routeOther
+	st := p.settings.Load()
+
+	userName := r.URL.Query().Get("userName")
+	if userName == "" && st.ClientAuth {
+		if tok, ok := bearer(r); ok {
+			userName, _ = p.Issuer.Verify(tok, st.keyFor, p.now())
+		}
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		if userName == "" {
+			// Only a body can name the account: buffer it (bounded) to read it.
+			buf, err := readBody(w, r)
+			if err != nil {
+				rec.outcome = OutcomeInvalid
+				writeBodyError(w, err)
+				return
+			}
+			defer bufPool.Put(buf)
+			userName = userNameOf(buf.Bytes())
+			r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
+			r.ContentLength = int64(buf.Len())
+		} else {
+			r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+		}
+	}
+	if userName == "" {
+		rec.outcome = OutcomeInvalid
+		cloudagent.WriteError(w, http.StatusBadRequest, cloudagent.MsgUserNameEmpty)
+		return
+	}
+	acct, msg, code := p.authenticate(r, st, userName)
+	if acct == nil {
+		rec.outcome = OutcomeUnauthorized
+		cloudagent.WriteError(w, code, msg)
+		return
+	}
+	rec.account = acct.UserName
+	if !p.allowClient(w, r, st, acct.UserName) {
+		rec.outcome = OutcomeLimited
+		return
+	}
+	creds := &upstreamCreds{acct: acct, header: http.Header{}, rec: rec}
+	handle, err := acct.Upstream.Apply(r.Context(), creds.header)
+	if err != nil {
+		rec.outcome = OutcomeUpstreamError
+		p.Logger.Warn("no upstream credentials", "account", acct.UserName, "err", err)
+		cloudagent.WriteError(w, http.StatusServiceUnavailable, "upstream credentials unavailable")
+		return
+	}
+	creds.handle = handle
+	rec.outcome = "passed"
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), credsKey{}, creds)))
+}
+
+// userNameOf returns the top-level "userName" of a JSON object, or "".
+func userNameOf(body []byte) string {
+	var v struct {
+		UserName string `json:"userName"`
+	}
+	if json.Unmarshal(body, &v) != nil {
+		return ""
+	}
+	return v.UserName
+}
+
+func (p *Proxy) newReverseProxy(rt http.RoundTripper) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Transport: rt,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(p.Upstream)
+			pr.SetXForwarded()
+			h := pr.Out.Header
+			// The client's own credentials are for caproxy, not CloudAgent.
+			h.Del(cloudagent.HeaderAPIKey)
+			h.Del(cloudagent.HeaderAuthorization)
+			if c, ok := pr.In.Context().Value(credsKey{}).(*upstreamCreds); ok {
+				for k, v := range c.header {
+					h[k] = v
+				}
+			}
+		},
+		ModifyResponse: p.checkPassedResponse,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			code, msg := http.StatusBadGateway, "upstream unreachable"
+			var ne net.Error
+			if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+				code, msg = http.StatusGatewayTimeout, "upstream timed out"
+			}
+			if c, ok := r.Context().Value(credsKey{}).(*upstreamCreds); ok {
+				c.rec.outcome = OutcomeUpstreamError
+			}
+			if r.Context().Err() == nil {
+				p.Logger.Warn("pass-through failed", "path", r.URL.Path, "err", err)
+			}
+			cloudagent.WriteError(w, code, msg)
+		},
+	}
+}
+
+// checkPassedResponse notes the upstream status and, when CloudAgent says
+// the token is expired or invalid, drops it so the next call gets a new one.
+// Pass-through bodies are streamed, so the request itself is not retried.
+func (p *Proxy) checkPassedResponse(resp *http.Response) error {
+	c, ok := resp.Request.Context().Value(credsKey{}).(*upstreamCreds)
+	if !ok {
+		return nil
+	}
+	c.rec.upstreamStatus = resp.StatusCode
+	if p.Metrics != nil {
+		p.Metrics.upstreamCalls.WithLabelValues(routeOther, strconv.Itoa(resp.StatusCode)).Inc()
+	}
+	// Token errors are small JSON bodies; only those are worth a look.
+	if resp.ContentLength < 0 || resp.ContentLength > 4096 {
+		return nil
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	if msg, ok := cloudagent.ErrorMessage(b); ok && cloudagent.IsTokenProblem(msg) {
+		c.acct.Upstream.Reject(c.handle)
+		p.Logger.Warn("upstream refused the token on pass-through; it will be regenerated", "account", c.acct.UserName)
+	}
+	return nil
+}

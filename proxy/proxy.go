@@ -1,0 +1,210 @@
+// Package proxy serves CloudAgent's API to internal apps: AHT answers from a
+// shared cache under a strict upstream budget, generateToken answered
+// locally, and every other path passed through with the account's upstream
+// credentials injected.
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caproxy/caproxy/cache"
+	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/credential"
+	"github.com/caproxy/caproxy/limit"
+)
+
+// MaxBodyBytes caps every request body the proxy reads.
+const MaxBodyBytes = 64 << 10
+
+// Account is one configured CloudAgent account as the proxy sees it.
+type Account struct {
+	UserName string
+	// APIKey is what clients must present to use the account, and what
+	// signs the tokens caproxy issues for it. Never logged.
+	APIKey string
+	// Upstream attaches the account's upstream credentials.
+	Upstream credential.Upstream
+}
+
+// LogValue keeps the key out of logs.
+func (a *Account) LogValue() slog.Value { return slog.StringValue(a.UserName) }
+
+// Settings are the parts of the configuration that may change while the
+// proxy runs (see Proxy.SetSettings).
+type Settings struct {
+	Accounts map[string]*Account
+	// ClientAuth requires clients to prove they may use an account.
+	ClientAuth bool
+	// MaxWait is how long a miss may wait for upstream budget.
+	MaxWait time.Duration
+	// ClientLimit, if not nil, limits requests per client (account + IP).
+	ClientLimit *limit.ClientLimit
+}
+
+// Proxy is an http.Handler that fronts CloudAgent. Set its fields, call
+// SetSettings, then serve; fields must not change after the first request.
+type Proxy struct {
+	// Upstream is CloudAgent's base URL. Required.
+	Upstream *url.URL
+	// Transport makes upstream requests; nil means http.DefaultTransport.
+	Transport http.RoundTripper
+	// Timeout bounds one upstream AHT fetch, retries included.
+	Timeout time.Duration
+	// Cache holds AHT answers. Required.
+	Cache *cache.Cache
+	// Budget guards upstream AHT calls per account. Required.
+	Budget *limit.Budget
+	// Issuer signs and checks the tokens handed out by generateToken.
+	Issuer credential.Issuer
+	// Logger receives operational events (never secrets); nil means slog.Default().
+	Logger *slog.Logger
+	// AccessLog, if not nil, gets one line per request (never secrets).
+	AccessLog *slog.Logger
+	// Metrics, if not nil, is updated as requests are served.
+	Metrics *Metrics
+
+	settings atomic.Pointer[Settings]
+	group    cache.Group
+
+	initOnce sync.Once
+	client   *http.Client
+	rp       *httputil.ReverseProxy
+	ahtURL   string
+}
+
+// SetSettings installs s for requests that start after it returns. Safe to
+// call while serving: cache, budget and tokens are untouched.
+func (p *Proxy) SetSettings(s *Settings) { p.settings.Store(s) }
+
+// Settings returns the settings in force.
+func (p *Proxy) Settings() *Settings { return p.settings.Load() }
+
+func (p *Proxy) init() {
+	p.initOnce.Do(func() {
+		if p.Logger == nil {
+			p.Logger = slog.Default()
+		}
+		rt := p.Transport
+		if rt == nil {
+			rt = http.DefaultTransport
+		}
+		// Redirects are returned to the caller rather than followed, so
+		// credentials never travel to another host.
+		p.client = &http.Client{Transport: rt, CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		}}
+		p.ahtURL = p.Upstream.JoinPath(cloudagent.PathAHT).String()
+		p.rp = p.newReverseProxy(rt)
+	})
+}
+
+// ServeHTTP routes a request: AHT to the cache, generateToken to the local
+// issuer, anything else to the upstream.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.init()
+	rec := recordPool.Get().(*record)
+	*rec = record{start: time.Now()}
+	rec.requestID = requestID(w, r)
+	switch r.URL.Path {
+	case cloudagent.PathAHT:
+		p.serveAHT(w, r, rec)
+	case cloudagent.PathGenerateToken:
+		p.serveGenerateToken(w, r, rec)
+	default:
+		p.servePassThrough(w, r, rec)
+	}
+	p.finish(r, rec)
+	recordPool.Put(rec)
+}
+
+// now is the clock shared with the cache so tests can drive both.
+func (p *Proxy) now() time.Time { return p.Cache.Now() }
+
+// authenticate decides whether r may use the account named userName and
+// returns it, or the CloudAgent message and HTTP status to refuse with.
+func (p *Proxy) authenticate(r *http.Request, st *Settings, userName string) (*Account, string, int) {
+	acct := st.Accounts[userName]
+	if !st.ClientAuth {
+		if acct == nil {
+			return nil, cloudagent.MsgInvalidCredentials, http.StatusUnauthorized
+		}
+		return acct, "", 0
+	}
+	if key := r.Header.Get(cloudagent.HeaderAPIKey); key != "" {
+		if acct == nil || !credential.CheckKey(key, acct.APIKey) {
+			return nil, cloudagent.MsgInvalidCredentials, http.StatusUnauthorized
+		}
+		return acct, "", 0
+	}
+	if tok, ok := bearer(r); ok {
+		user, ok := p.Issuer.Verify(tok, st.keyFor, p.now())
+		if !ok || user != userName || acct == nil {
+			return nil, cloudagent.MsgInvalidCredentials, http.StatusUnauthorized
+		}
+		return acct, "", 0
+	}
+	return nil, cloudagent.MsgAPIKeyEmpty, http.StatusUnauthorized
+}
+
+// keyFor looks up an account's key for token verification.
+func (s *Settings) keyFor(userName string) (string, bool) {
+	a := s.Accounts[userName]
+	if a == nil {
+		return "", false
+	}
+	return a.APIKey, true
+}
+
+// bearer returns the token of an "Authorization: Bearer" header.
+func bearer(r *http.Request) (string, bool) {
+	v := r.Header.Get(cloudagent.HeaderAuthorization)
+	const prefix = "Bearer "
+	if len(v) > len(prefix) && (v[:len(prefix)] == prefix || v[:len(prefix)] == "bearer ") {
+		return v[len(prefix):], true
+	}
+	return "", false
+}
+
+// allowClient applies the optional per-client inbound limit.
+func (p *Proxy) allowClient(w http.ResponseWriter, r *http.Request, st *Settings, account string) bool {
+	if st.ClientLimit == nil {
+		return true
+	}
+	ok, err := st.ClientLimit.Allow(r.Context(), account+"|"+clientIP(r), w.Header())
+	if err != nil {
+		p.Logger.Warn("client limit unavailable", "err", err)
+		return true
+	}
+	if !ok {
+		cloudagent.WriteError(w, http.StatusTooManyRequests, cloudagent.MsgLimitExceeded)
+	}
+	return ok
+}
+
+func clientIP(r *http.Request) string {
+	host := r.RemoteAddr
+	for i := len(host) - 1; i >= 0; i-- {
+		if host[i] == ':' {
+			host = host[:i]
+			break
+		}
+	}
+	return host
+}
+
+// detach gives an upstream call its own deadline, independent of the
+// client that happened to start it.
+func (p *Proxy) detach(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx = context.WithoutCancel(ctx)
+	if p.Timeout > 0 {
+		return context.WithTimeout(ctx, p.Timeout)
+	}
+	return context.WithCancel(ctx)
+}

@@ -1,0 +1,284 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caproxy/caproxy/cache"
+	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/config"
+	"github.com/caproxy/caproxy/credential"
+	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/proxy"
+)
+
+// builtinSim is the upstream URL that starts the simulator in-process.
+const builtinSim = "builtin:sim"
+
+// daemon is a running caproxy: what it was built from, and what a reload
+// may change.
+type daemon struct {
+	path   string
+	logger *slog.Logger
+	proxy  *proxy.Proxy
+	// tokenGuard limits upstream token generations per account.
+	tokenGuard *limit.Budget
+	// endpoint and client are where token sources generate tokens.
+	endpoint *url.URL
+	client   *http.Client
+
+	mu  sync.Mutex     // serializes reloads; guards cfg
+	cfg *config.Config // the configuration in force
+}
+
+func serve(ctx context.Context, path string, cfg *config.Config, stderr io.Writer) error {
+	logger := newLogger(cfg.Log, stderr)
+	upstream := cfg.Upstream.URL
+	if upstream == builtinSim {
+		u, stop, err := startBuiltinSim(cfg, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		upstream = u
+	}
+	endpoint, err := url.Parse(upstream)
+	if err != nil {
+		return fmt.Errorf("upstream url: %w", err)
+	}
+	transport := &http.Transport{
+		Proxy:                 nil, // the upstream is reached directly: never an open proxy
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   128,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: cfg.Upstream.Timeout,
+		ForceAttemptHTTP2:     true,
+	}
+
+	var store limit.Store
+	if cfg.Redis.URL != "" {
+		opt, err := redis.ParseURL(cfg.Redis.URL)
+		if err != nil {
+			return fmt.Errorf("redis url: %w", err)
+		}
+		rdb := redis.NewClient(opt)
+		defer rdb.Close()
+		store = limit.NewRedisStore(rdb, "caproxy:")
+		logger.Info("sharing budgets through redis", "addr", opt.Addr)
+	} else {
+		store = limit.NewMemoryStore()
+	}
+	budget := limit.NewBudget(store, int64(cfg.Limit.UpstreamPerMinute), cfg.Limit.Window)
+	tokenGuard := limit.NewBudget(store, int64(cfg.Limit.TokenGenerationsPerHour), time.Hour)
+	tokenGuard.Prefix = "tokengen:"
+
+	c := cache.New(cache.Options{
+		MaxEntries:  cfg.Cache.MaxEntries,
+		TTL:         cfg.Cache.TTL,
+		StaleTTL:    cfg.Cache.StaleTTL,
+		NegativeTTL: cfg.Cache.NegativeTTL,
+	})
+	p := &proxy.Proxy{
+		Upstream:  endpoint,
+		Transport: transport,
+		Timeout:   cfg.Upstream.Timeout,
+		Cache:     c,
+		Budget:    budget,
+		Logger:    logger,
+		AccessLog: logger,
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	p.Metrics = proxy.NewMetrics(reg, p)
+
+	d := &daemon{
+		path: path, logger: logger, proxy: p, tokenGuard: tokenGuard,
+		endpoint: endpoint, client: &http.Client{Transport: transport, Timeout: cfg.Upstream.Timeout},
+	}
+	d.apply(cfg)
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	srv := &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// Long enough for an upstream call and a wait for budget.
+		WriteTimeout: cfg.Upstream.Timeout + cfg.Limit.MaxWait + 10*time.Second,
+		IdleTimeout:  120 * time.Second,
+		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	admin := &http.Server{Handler: p.AdminHandler(reg), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- admin.Serve(adminLn) }()
+	logger.Info("caproxy listening", "version", version, "addr", ln.Addr().String(),
+		"admin", adminLn.Addr().String(), "upstream", cfg.Upstream.URL, "accounts", len(cfg.Accounts))
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	var serveErr error
+loop:
+	for {
+		select {
+		case <-hup:
+			d.reload()
+		case err := <-errc:
+			serveErr = err
+			break loop
+		case <-ctx.Done():
+			break loop
+		}
+	}
+	logger.Info("shutting down: draining in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	shutdownErr := errors.Join(srv.Shutdown(sctx), admin.Shutdown(sctx))
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	return shutdownErr
+}
+
+// reload reads the config file again and applies what may change at run
+// time; an invalid file is refused and the running config stays.
+func (d *daemon) reload() {
+	cfg, err := config.Load(d.path)
+	if err != nil {
+		d.logger.Error("reload refused: bad config; keeping the running one", "err", oneLine(err))
+		return
+	}
+	d.mu.Lock()
+	old := d.cfg
+	d.mu.Unlock()
+	for _, chg := range []struct {
+		name     string
+		old, new string
+	}{
+		{"listen", old.Listen, cfg.Listen},
+		{"admin_listen", old.AdminListen, cfg.AdminListen},
+		{"upstream", fmt.Sprint(old.Upstream), fmt.Sprint(cfg.Upstream)},
+		{"redis", old.Redis.URL, cfg.Redis.URL},
+	} {
+		if chg.old != chg.new {
+			d.logger.Warn("reload: this key takes effect only on restart", "key", chg.name)
+		}
+	}
+	d.apply(cfg)
+	d.logger.Info("config reloaded", "accounts", len(cfg.Accounts))
+}
+
+// apply installs cfg's run-time settings, keeping the token source of every
+// account whose credentials did not change (a new one would generate a new
+// token and log out the old one).
+func (d *daemon) apply(cfg *config.Config) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	prev := d.proxy.Settings()
+	st := &proxy.Settings{
+		Accounts:   make(map[string]*proxy.Account, len(cfg.Accounts)),
+		ClientAuth: cfg.ClientAuth != "off",
+		MaxWait:    cfg.Limit.MaxWait,
+	}
+	if cfg.Limit.ClientPerMinute > 0 {
+		if prev != nil && prev.ClientLimit != nil && d.cfg.Limit.ClientPerMinute == cfg.Limit.ClientPerMinute {
+			st.ClientLimit = prev.ClientLimit
+		} else {
+			st.ClientLimit = limit.NewClientLimit(int64(cfg.Limit.ClientPerMinute))
+		}
+	}
+	for _, a := range cfg.Accounts {
+		if prev != nil {
+			if old := prev.Accounts[a.UserName]; old != nil && old.APIKey == a.APIKey && authOf(old) == a.Auth {
+				st.Accounts[a.UserName] = old
+				continue
+			}
+		}
+		st.Accounts[a.UserName] = d.newAccount(a)
+	}
+	d.proxy.Cache.SetTTLs(cfg.Cache.TTL, cfg.Cache.StaleTTL, cfg.Cache.NegativeTTL)
+	d.proxy.Cache.Resize(cfg.Cache.MaxEntries)
+	d.proxy.Budget.SetLimit(int64(cfg.Limit.UpstreamPerMinute))
+	d.tokenGuard.SetLimit(int64(cfg.Limit.TokenGenerationsPerHour))
+	d.proxy.SetSettings(st)
+	d.cfg = cfg
+}
+
+func authOf(a *proxy.Account) string {
+	if _, ok := a.Upstream.(*credential.TokenSource); ok {
+		return "token"
+	}
+	return "apikey"
+}
+
+func (d *daemon) newAccount(a config.Account) *proxy.Account {
+	acct := &proxy.Account{UserName: a.UserName, APIKey: a.APIKey}
+	if a.Auth == "apikey" {
+		acct.Upstream = credential.APIKey(a.APIKey)
+	} else {
+		acct.Upstream = &credential.TokenSource{
+			UserName: a.UserName,
+			APIKey:   a.APIKey,
+			Endpoint: d.endpoint,
+			Client:   d.client,
+			Guard:    d.tokenGuard,
+			Logger:   d.logger,
+		}
+	}
+	return acct
+}
+
+// startBuiltinSim serves the simulator on a loopback port, knowing the
+// configured accounts, and returns its URL.
+func startBuiltinSim(cfg *config.Config, logger *slog.Logger) (string, func(), error) {
+	var accounts []sim.Account
+	for _, a := range cfg.Accounts {
+		accounts = append(accounts, sim.Account{UserName: a.UserName, APIKey: a.APIKey, Auth: a.Auth})
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: sim.New(sim.Options{Accounts: accounts}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	u := "http://" + ln.Addr().String()
+	logger.Info("upstream is the built-in CloudAgent simulator", "url", u)
+	return u, func() { srv.Close() }, nil
+}
+
+// newLogger builds the process logger from the log settings.
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
