@@ -85,9 +85,8 @@ func serve(ctx context.Context, path string, cfg *config.Config, stderr io.Write
 	} else {
 		store = limit.NewMemoryStore()
 	}
-	budget := limit.NewBudget(store, int64(cfg.Limit.UpstreamPerMinute), cfg.Limit.Window)
-	tokenGuard := limit.NewBudget(store, int64(cfg.Limit.TokenGenerationsPerHour), time.Hour)
-	tokenGuard.Prefix = "tokengen:"
+	budget := limit.NewBudget(store, int64(cfg.Limit.UpstreamPerMinute), budgetWindow(cfg.Limit.Window))
+	tokenGuard := limit.NewBudget(store, int64(cfg.Limit.TokenGenerationsPerHour), time.Hour, limit.WithPrefix("tokengen:"))
 
 	c := cache.New(cache.Options{
 		MaxEntries:  cfg.Cache.MaxEntries,
@@ -253,6 +252,12 @@ func (d *daemon) newAccount(a config.Account) *proxy.Account {
 	}
 	return acct
 }
+
+// budgetWindow is the window caproxy counts its own calls in: the upstream's
+// plus a sixtieth (1 s a minute), because a call is counted here when it is
+// sent and upstream when it arrives, and network delay must not let two calls
+// that were a window apart here land less than a window apart there.
+func budgetWindow(w time.Duration) time.Duration { return w + w/60 }
 
 // startBuiltinSim serves the simulator on a loopback port, knowing the
 // configured accounts, and returns its URL.
