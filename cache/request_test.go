@@ -157,13 +157,12 @@ func parseRequestStd(body []byte) (req, error) {
 	if !json.Valid(body) {
 		return r, ErrInvalidJSON
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	tok, err := dec.Token()
-	if err != nil {
-		return r, err
-	}
-	if tok != json.Delim('{') {
+	if bytes.TrimLeft(body, " \t\r\n")[0] != '{' {
 		return r, ErrNotObject
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil { // the '{'
+		return r, err
 	}
 	var typeErr error
 	for dec.More() {

@@ -124,16 +124,14 @@ log: {format: JSON, level: Debug}
 			want(func(c *Config) { c.ClientAuth = "off"; c.Listen = "localhost:1" })},
 		{"client_auth off on ::1", "client_auth: off\nlisten: '[::1]:1'\n" + acct,
 			want(func(c *Config) { c.ClientAuth = "off"; c.Listen = "[::1]:1" })},
-		{"anchors and aliases", "x: &t 5s\n", nil}, // unknown key x: checked in errors
+		{"anchors and aliases", "cache: {ttl: &t 5s, negative_ttl: *t}\n" + acct,
+			want(func(c *Config) { c.Cache.TTL = 5 * time.Second; c.Cache.NegativeTTL = 5 * time.Second })},
 		{"port 0 for both listeners", "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n" + acct,
 			want(func(c *Config) { c.Listen = "127.0.0.1:0"; c.AdminListen = "127.0.0.1:0" })},
 		{"numeric api_key", "accounts: [{user_name: u, api_key: 12345}]\n",
 			want(func(c *Config) { c.Accounts[0].APIKey = "12345" })},
 	}
 	for _, tt := range tests {
-		if tt.want == nil {
-			continue
-		}
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := Parse([]byte(tt.yaml), nil)
 			if err != nil {
@@ -301,7 +299,8 @@ func TestValidationErrors(t *testing.T) {
 		{"string as mapping", "listen: {a: b}\n" + acct, []string{"config.yaml:1:", "listen", "a mapping"}},
 		{"section as scalar", "cache: big\n" + acct, []string{"config.yaml:1:", "cache", "mapping"}},
 		{"accounts as mapping", "accounts: {user_name: u}\n", []string{"config.yaml:1:", "accounts", "list"}},
-		{"top level list", "- a\n- b\n", []string{"config.yaml:1:", "top level"}},
+		{"top level list", "- a\n- b\n", []string{"config.yaml:1: the top level: expected a mapping"}},
+		{"both listeners bad", "listen: x\nadmin_listen: x\n" + acct, []string{"config.yaml:1: listen", "config.yaml:2: admin_listen"}},
 		{"yaml syntax", "listen: 127.0.0.1:1\ncache:\n  ttl: 1s\n bad: [\n", []string{"config.yaml:", "invalid YAML"}},
 		{"two documents", acct + "---\nlisten: x\n", []string{"config.yaml:3:", "one YAML document"}},
 	}

@@ -70,6 +70,9 @@ func (d *decoder) decodeDocument(cfg *Config) {
 	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
 		return // only comments
 	}
+	if root.Kind != yaml.MappingNode {
+		d.fatal = true // nothing was decoded; validating would only add noise
+	}
 	d.value(root, reflect.ValueOf(cfg).Elem(), "")
 }
 

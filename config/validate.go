@@ -12,9 +12,9 @@ import (
 // validate records every problem with the decoded cfg and normalizes the
 // case of log.format and log.level.
 func (d *decoder) validate(c *Config) {
-	d.hostPort("listen", c.Listen)
-	d.hostPort("admin_listen", c.AdminListen)
-	if c.Listen == c.AdminListen && !strings.HasSuffix(c.Listen, ":0") {
+	listenOK := d.hostPort("listen", c.Listen)
+	adminOK := d.hostPort("admin_listen", c.AdminListen)
+	if listenOK && adminOK && c.Listen == c.AdminListen && !strings.HasSuffix(c.Listen, ":0") {
 		d.fail("admin_listen", "admin_listen must differ from listen")
 	}
 
@@ -144,7 +144,7 @@ func (d *decoder) echoDuration(path string, v time.Duration) string {
 }
 
 // hostPort checks that v is host:port with a numeric port.
-func (d *decoder) hostPort(path, v string) {
+func (d *decoder) hostPort(path, v string) bool {
 	_, port, err := net.SplitHostPort(v)
 	if err == nil {
 		var n int
@@ -155,7 +155,9 @@ func (d *decoder) hostPort(path, v string) {
 	}
 	if err != nil {
 		d.fail(path, "%s%s must be host:port with a numeric port, such as 127.0.0.1:8080", path, d.echo(path, v))
+		return false
 	}
+	return true
 }
 
 // isLoopback reports whether a listen host only accepts local connections.

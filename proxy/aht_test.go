@@ -1,0 +1,264 @@
+package proxy_test
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/cloudagent/sim"
+)
+
+func TestLocalValidationMakesNoUpstreamCall(t *testing.T) {
+	h := newHarness(t, setup{})
+	key := []string{"apiKey", tokenAccount.APIKey}
+	cases := []struct {
+		name    string
+		method  string
+		body    string
+		headers []string
+		code    int
+		msg     string // exact message, or a fragment when partial
+		partial bool
+	}{
+		{"userName empty", "POST", `{"userName":"","agentId":"agent001"}`, key, 400, cloudagent.MsgUserNameEmpty, false},
+		{"userName missing", "POST", `{"agentId":"agent001"}`, key, 400, cloudagent.MsgUserNameEmpty, false},
+		{"both given", "POST", `{"userName":"demo","agentId":"agent001","campaignName":"campaign001"}`, key, 400, cloudagent.MsgBothGiven, false},
+		{"both empty", "POST", `{"userName":"demo","agentId":"","campaignName":""}`, key, 400, cloudagent.MsgBothEmpty, false},
+		{"both missing", "POST", `{"userName":"demo"}`, key, 400, cloudagent.MsgBothEmpty, false},
+		{"apiKey missing", "POST", `{"userName":"demo","agentId":"agent001"}`, nil, 401, cloudagent.MsgAPIKeyEmpty, false},
+		{"apiKey wrong", "POST", `{"userName":"demo","agentId":"agent001"}`, []string{"apiKey", "nope"}, 401, cloudagent.MsgInvalidCredentials, false},
+		{"other account's key", "POST", `{"userName":"demo","agentId":"agent001"}`, []string{"apiKey", apikeyAccount.APIKey}, 401, cloudagent.MsgInvalidCredentials, false},
+		{"account not configured", "POST", `{"userName":"stranger","agentId":"agent001"}`, key, 401, cloudagent.MsgInvalidCredentials, false},
+		{"bearer not issued by caproxy", "POST", `{"userName":"demo","agentId":"agent001"}`, []string{"Authorization", "Bearer abc.def"}, 401, cloudagent.MsgInvalidCredentials, false},
+		{"malformed JSON", "POST", `{"userName":"demo",`, key, 400, "JSON", true},
+		{"not an object", "POST", `["demo"]`, key, 400, "object", true},
+		{"empty body", "POST", ``, key, 400, "empty", true},
+		{"agentId a number", "POST", `{"userName":"demo","agentId":7}`, key, 400, "agentId", true},
+		{"oversized body", "POST", `{"userName":"demo","agentId":"agent001","pad":"` + strings.Repeat("x", 70<<10) + `"}`, key, 413, "larger than", true},
+		{"wrong method", "GET", ``, key, 405, "POST", true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := h.do(c.method, "/ca_apis/aht", c.body, c.headers...)
+			if r.code != c.code {
+				t.Errorf("HTTP %d, want %d (body %s)", r.code, c.code, r.body)
+			}
+			if r.status() != cloudagent.StatusError {
+				t.Errorf("status %q, want %q: body %s", r.status(), cloudagent.StatusError, r.body)
+			}
+			if got := r.message(); (c.partial && !strings.Contains(got, c.msg)) || (!c.partial && got != c.msg) {
+				t.Errorf("message %q, want %q", got, c.msg)
+			}
+		})
+	}
+	if st := h.sim.Stats(); st.AHTCalls != 0 || st.TokenGenerations != 0 {
+		t.Errorf("bad requests reached the upstream: %+v", st)
+	}
+}
+
+func TestHitMissBypassAndAge(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock})
+	first := h.aht(tokenAccount, "agent001")
+	if first.code != 200 || first.header.Get("X-Cache") != "MISS" || first.status() != "success" {
+		t.Fatalf("first: %d %s %s", first.code, first.header.Get("X-Cache"), first.body)
+	}
+	clock.Advance(7 * time.Second)
+	hit := h.aht(tokenAccount, "agent001")
+	if hit.header.Get("X-Cache") != "HIT" || hit.body != first.body || hit.header.Get("Age") != "7" {
+		t.Fatalf("second: X-Cache %s Age %s body %s", hit.header.Get("X-Cache"), hit.header.Get("Age"), hit.body)
+	}
+	// Field order, spacing and unknown fields do not change the question.
+	same := h.do("POST", "/ca_apis/aht", ` { "app":{"x":[1,"}"]}, "agentId" : "agent001", "userName":"demo" } `, "apiKey", tokenAccount.APIKey)
+	if same.header.Get("X-Cache") != "HIT" {
+		t.Errorf("reordered body: X-Cache %s", same.header.Get("X-Cache"))
+	}
+	bypass := h.aht(tokenAccount, "agent001", "Cache-Control", "no-cache")
+	if bypass.header.Get("X-Cache") != "BYPASS" || bypass.header.Get("Age") != "0" {
+		t.Errorf("no-cache: X-Cache %s Age %s", bypass.header.Get("X-Cache"), bypass.header.Get("Age"))
+	}
+	if got := h.sim.Stats().AHTAdmitted; got != 2 {
+		t.Errorf("upstream AHT calls %d, want 2 (miss + bypass)", got)
+	}
+}
+
+func TestAccountsNeverShareEntries(t *testing.T) {
+	h := newHarness(t, setup{})
+	for _, a := range []sim.Account{tokenAccount, apikeyAccount, tokenAccount, apikeyAccount} {
+		if r := h.aht(a, "agent002"); r.code != 200 || r.status() != "success" {
+			t.Fatalf("%s: %d %s", a.UserName, r.code, r.body)
+		}
+	}
+	st := h.sim.Stats()
+	for _, a := range []sim.Account{tokenAccount, apikeyAccount} {
+		if got := st.PerAccount[a.UserName].AHTAdmitted; got != 1 {
+			t.Errorf("%s: %d upstream calls, want 1", a.UserName, got)
+		}
+	}
+}
+
+func TestCoalescing200Waiters(t *testing.T) {
+	h := newHarness(t, setup{sim: sim.Options{Latency: 200 * time.Millisecond}})
+	const n = 200
+	var wg sync.WaitGroup
+	bodies := make([]string, n)
+	codes := make([]int, n)
+	for i := range n {
+		wg.Go(func() {
+			r := h.aht(tokenAccount, "agent003")
+			bodies[i], codes[i] = r.body, r.code
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if codes[i] != 200 || bodies[i] != bodies[0] {
+			t.Fatalf("waiter %d: %d %s, want 200 %s", i, codes[i], bodies[i], bodies[0])
+		}
+	}
+	if st := h.sim.Stats(); st.AHTAdmitted != 1 || st.TokenGenerations != 1 {
+		t.Errorf("upstream saw %d AHT calls and %d token generations, want 1 and 1", st.AHTAdmitted, st.TokenGenerations)
+	}
+}
+
+func TestNegativeAnswersCachedBriefly(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock, negTTL: 10 * time.Second})
+	for i, want := range []string{"MISS", "HIT"} {
+		r := h.aht(tokenAccount, "no-such-agent")
+		if r.message() != cloudagent.MsgInvalidAgent || r.header.Get("X-Cache") != want {
+			t.Fatalf("call %d: %s %s, want %s", i, r.header.Get("X-Cache"), r.body, want)
+		}
+	}
+	clock.Advance(11 * time.Second)
+	if r := h.aht(tokenAccount, "no-such-agent"); r.header.Get("X-Cache") != "MISS" {
+		t.Errorf("after negative ttl: X-Cache %s", r.header.Get("X-Cache"))
+	}
+	if got := h.sim.Stats().AHTAdmitted; got != 2 {
+		t.Errorf("upstream calls %d, want 2", got)
+	}
+}
+
+func TestStaleWhenUpstreamDown(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock, ttl: 30 * time.Second, staleTTL: time.Minute})
+	good := h.aht(tokenAccount, "agent004")
+	h.simSrv.CloseClientConnections()
+	h.simSrv.Close()
+
+	clock.Advance(45 * time.Second) // past ttl, within stale_ttl
+	r := h.aht(tokenAccount, "agent004")
+	if r.code != 200 || r.header.Get("X-Cache") != "STALE" || r.body != good.body || r.header.Get("Age") != "45" {
+		t.Errorf("stale: %d X-Cache %s Age %s %s", r.code, r.header.Get("X-Cache"), r.header.Get("Age"), r.body)
+	}
+	if r := h.aht(tokenAccount, "agent005"); r.code != http.StatusBadGateway || r.status() != "error" {
+		t.Errorf("nothing stale: %d %s, want 502 with an error body", r.code, r.body)
+	}
+	clock.Advance(time.Minute) // past ttl + stale_ttl
+	if r := h.aht(tokenAccount, "agent004"); r.code != http.StatusBadGateway {
+		t.Errorf("past stale_ttl: %d %s, want 502", r.code, r.body)
+	}
+}
+
+func TestUpstreamTimeoutIs504(t *testing.T) {
+	h := newHarness(t, setup{sim: sim.Options{Latency: 2 * time.Second}, timeout: 200 * time.Millisecond})
+	r := h.aht(apikeyAccount, "agent006")
+	if r.code != http.StatusGatewayTimeout || r.status() != "error" {
+		t.Errorf("%d %s, want 504 with an error body", r.code, r.body)
+	}
+}
+
+func TestUpstream5xxServesStale(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock, sim: sim.Options{ErrorRate: 1}})
+	// Every upstream AHT call fails: with nothing stale the client gets 502.
+	if r := h.aht(apikeyAccount, "agent007"); r.code != http.StatusBadGateway {
+		t.Errorf("%d %s, want 502", r.code, r.body)
+	}
+	if got := h.sim.Stats().AHTInjectedErrors; got != 1 {
+		t.Errorf("injected errors %d, want 1", got)
+	}
+}
+
+func TestBudgetRefusalHeaders(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock, perWindow: 3, window: time.Minute})
+	for i := 1; i <= 3; i++ {
+		if r := h.aht(apikeyAccount, "agent00"+strconv.Itoa(i)); r.code != 200 {
+			t.Fatalf("call %d: %d %s", i, r.code, r.body)
+		}
+		clock.Advance(10 * time.Second)
+	}
+	r := h.aht(apikeyAccount, "agent009")
+	if r.code != http.StatusTooManyRequests || r.message() != cloudagent.MsgLimitExceeded || r.status() != "error" {
+		t.Fatalf("over budget: %d %s", r.code, r.body)
+	}
+	// The first slot frees 60 s after the first call, 30 s from now.
+	for name, want := range map[string]string{"Retry-After": "30", "RateLimit-Limit": "3", "RateLimit-Remaining": "0", "RateLimit-Reset": "30"} {
+		if got := r.header.Get(name); got != want {
+			t.Errorf("%s: %q, want %q", name, got, want)
+		}
+	}
+	// Hits stay free while the budget is spent.
+	if r := h.aht(apikeyAccount, "agent003"); r.header.Get("X-Cache") != "HIT" {
+		t.Errorf("hit while over budget: %d %s", r.code, r.header.Get("X-Cache"))
+	}
+	// Over budget, a stale entry beats a refusal.
+	clock.Advance(25 * time.Second) // agent003 is 35 s old: stale
+	if r := h.aht(apikeyAccount, "agent003"); r.header.Get("X-Cache") != "STALE" {
+		t.Errorf("over budget with stale entry: %d %s %s", r.code, r.header.Get("X-Cache"), r.body)
+	}
+	clock.Advance(6 * time.Second)
+	if r := h.aht(apikeyAccount, "agent009"); r.code != 200 || r.header.Get("X-Cache") != "MISS" {
+		t.Errorf("after a slot freed: %d %s", r.code, r.body)
+	}
+	if st := h.sim.Stats(); st.AHTLimited != 0 || st.AHTAdmitted != 4 {
+		t.Errorf("upstream: %d admitted, %d limited; want 4 and 0", st.AHTAdmitted, st.AHTLimited)
+	}
+}
+
+func TestMaxWaitWaitsForASlot(t *testing.T) {
+	h := newHarness(t, setup{perWindow: 2, window: 300 * time.Millisecond, maxWait: 2 * time.Second})
+	for _, agent := range []string{"agent001", "agent002", "agent003"} {
+		if r := h.aht(apikeyAccount, agent); r.code != 200 || r.header.Get("X-Cache") != "MISS" {
+			t.Fatalf("%s: %d %s", agent, r.code, r.body)
+		}
+	}
+	if st := h.sim.Stats(); st.AHTAdmitted != 3 || st.AHTLimited != 0 {
+		t.Errorf("upstream: %+v", st)
+	}
+}
+
+func TestUpstreamLimitExceededSpendsTheBudget(t *testing.T) {
+	h := newHarness(t, setup{sim: sim.Options{Limit: 2}})
+	// Another app spends the account's upstream limit outside caproxy.
+	for range 2 {
+		req, _ := http.NewRequest("POST", h.simSrv.URL+cloudagent.PathAHT, strings.NewReader(`{"userName":"demo-basic","agentId":"agent001"}`))
+		req.Header.Set("apiKey", apikeyAccount.APIKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	r := h.aht(apikeyAccount, "agent002")
+	if r.code != http.StatusTooManyRequests || r.message() != cloudagent.MsgLimitExceeded || r.header.Get("Retry-After") == "" {
+		t.Fatalf("%d %s", r.code, r.body)
+	}
+	calls := h.sim.Stats().AHTCalls
+	// The budget is now spent for a window: no call goes upstream.
+	for _, agent := range []string{"agent003", "agent004"} {
+		if r := h.aht(apikeyAccount, agent); r.code != http.StatusTooManyRequests {
+			t.Errorf("%s: %d", agent, r.code)
+		}
+	}
+	if got := h.sim.Stats().AHTCalls; got != calls {
+		t.Errorf("caproxy retried into the limit: %d upstream calls, want %d", got, calls)
+	}
+	if !strings.Contains(h.logs.String(), "max limit exceeded") {
+		t.Error("no log line about the upstream limit")
+	}
+}

@@ -1,0 +1,299 @@
+package proxy_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caproxy/caproxy/cache"
+	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/credential"
+	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/proxy"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Accounts of the simulator's built-in set, in both auth modes.
+var (
+	tokenAccount  = sim.Account{UserName: "demo", APIKey: "demo-key", Auth: "token"}
+	apikeyAccount = sim.Account{UserName: "demo-basic", APIKey: "demo-basic-key", Auth: "apikey"}
+)
+
+// fakeClock is a clock tests move by hand; After fires when Advance passes
+// its deadline.
+type fakeClock struct {
+	mu      sync.Mutex // guards now and waiters
+	now     time.Time
+	waiters []fakeWaiter
+}
+
+type fakeWaiter struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.waiters = append(c.waiters, fakeWaiter{c.now.Add(d), ch})
+	return ch
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if w.at.After(c.now) {
+			kept = append(kept, w)
+			continue
+		}
+		w.ch <- c.now
+	}
+	c.waiters = kept
+}
+
+// syncBuffer collects log output from many goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex // guards buf
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// tokenRecorder wraps the upstream transport to remember every bearer token
+// caproxy sent, so tests can check that none of them leaks.
+type tokenRecorder struct {
+	next   http.RoundTripper
+	mu     sync.Mutex // guards tokens
+	tokens map[string]bool
+}
+
+func (r *tokenRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	if tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer "); ok {
+		r.mu.Lock()
+		r.tokens[tok] = true
+		r.mu.Unlock()
+	}
+	return r.next.RoundTrip(req)
+}
+
+func (r *tokenRecorder) seen() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for t := range r.tokens {
+		out = append(out, t)
+	}
+	return out
+}
+
+// setup describes one test's proxy and simulator.
+type setup struct {
+	sim        sim.Options // Accounts default to tokenAccount and apikeyAccount
+	clock      *fakeClock  // nil: real time
+	ttl        time.Duration
+	staleTTL   time.Duration
+	negTTL     time.Duration
+	perWindow  int64         // 0: 50
+	window     time.Duration // 0: 60s
+	maxWait    time.Duration
+	timeout    time.Duration // 0: 5s
+	clientAuth string        // "off" turns it off
+	clientRate int64
+}
+
+// harness is a proxy in front of a simulator, both over loopback.
+type harness struct {
+	t        *testing.T
+	sim      *sim.Server
+	simSrv   *httptest.Server
+	proxy    *proxy.Proxy
+	url      string
+	registry *prometheus.Registry
+	logs     *syncBuffer
+	tokens   *tokenRecorder
+	clock    *fakeClock
+	accounts []sim.Account
+}
+
+func newHarness(t *testing.T, s setup) *harness {
+	t.Helper()
+	if s.sim.Accounts == nil {
+		s.sim.Accounts = []sim.Account{tokenAccount, apikeyAccount}
+	}
+	if s.ttl == 0 {
+		s.ttl = 30 * time.Second
+	}
+	if s.staleTTL == 0 {
+		s.staleTTL = 10 * time.Minute
+	}
+	if s.negTTL == 0 {
+		s.negTTL = 10 * time.Second
+	}
+	if s.perWindow == 0 {
+		s.perWindow = 50
+	}
+	if s.window == 0 {
+		s.window = time.Minute
+	}
+	if s.timeout == 0 {
+		s.timeout = 5 * time.Second
+	}
+	var now func() time.Time
+	var budgetOpts []limit.Option
+	store := limit.NewMemoryStore()
+	if s.clock != nil {
+		now = s.clock.Now
+		s.sim.Now = now
+		store.Now = now
+		budgetOpts = append(budgetOpts, limit.WithClock(s.clock))
+	}
+	h := &harness{t: t, logs: &syncBuffer{}, clock: s.clock, accounts: s.sim.Accounts}
+	h.sim = sim.New(s.sim)
+	h.simSrv = httptest.NewServer(h.sim)
+	t.Cleanup(h.simSrv.Close)
+	upstream, _ := url.Parse(h.simSrv.URL)
+
+	h.tokens = &tokenRecorder{next: http.DefaultTransport, tokens: map[string]bool{}}
+	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	guard := limit.NewBudget(store, 10, time.Hour, append(budgetOpts, limit.WithPrefix("tokengen:"))...)
+	st := &proxy.Settings{Accounts: map[string]*proxy.Account{}, ClientAuth: s.clientAuth != "off", MaxWait: s.maxWait}
+	if s.clientRate > 0 {
+		st.ClientLimit = limit.NewClientLimit(s.clientRate)
+	}
+	for _, a := range s.sim.Accounts {
+		acct := &proxy.Account{UserName: a.UserName, APIKey: a.APIKey}
+		if a.Auth == "apikey" {
+			acct.Upstream = credential.APIKey(a.APIKey)
+		} else {
+			acct.Upstream = &credential.TokenSource{
+				UserName: a.UserName, APIKey: a.APIKey, Endpoint: upstream,
+				Client: &http.Client{Transport: h.tokens}, Guard: guard, Now: now, Logger: logger,
+			}
+		}
+		st.Accounts[a.UserName] = acct
+	}
+	h.proxy = &proxy.Proxy{
+		Upstream:  upstream,
+		Transport: h.tokens,
+		Timeout:   s.timeout,
+		Cache: cache.New(cache.Options{
+			MaxEntries: 1000, TTL: s.ttl, StaleTTL: s.staleTTL, NegativeTTL: s.negTTL, Now: now,
+		}),
+		Budget:    limit.NewBudget(store, s.perWindow, s.window, budgetOpts...),
+		Logger:    logger,
+		AccessLog: logger,
+	}
+	h.registry = prometheus.NewRegistry()
+	h.proxy.Metrics = proxy.NewMetrics(h.registry, h.proxy)
+	h.proxy.SetSettings(st)
+	srv := httptest.NewServer(h.proxy)
+	t.Cleanup(srv.Close)
+	h.url = srv.URL
+	// Registered last so it runs first: every log line of the test is in.
+	t.Cleanup(h.checkNoSecretsLogged)
+	return h
+}
+
+// checkNoSecretsLogged fails the test if any configured key or any upstream
+// token caproxy used appears in its logs.
+func (h *harness) checkNoSecretsLogged() {
+	logs := h.logs.String()
+	for _, a := range h.accounts {
+		if strings.Contains(logs, a.APIKey) {
+			h.t.Errorf("the apiKey of %s appears in the logs", a.UserName)
+		}
+	}
+	for _, tok := range h.tokens.seen() {
+		if strings.Contains(logs, tok) {
+			h.t.Errorf("an upstream token appears in the logs")
+		}
+	}
+}
+
+// reply is what a client saw.
+type reply struct {
+	code   int
+	header http.Header
+	body   string
+}
+
+func (r reply) status() string  { return field(r.body, "status") }
+func (r reply) message() string { return field(r.body, "message") }
+
+func field(body, name string) string {
+	var m map[string]json.RawMessage
+	if json.Unmarshal([]byte(body), &m) != nil {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(m[name], &s) != nil {
+		return string(m[name])
+	}
+	return s
+}
+
+// do sends one request to the proxy; headers are name, value pairs.
+func (h *harness) do(method, path, body string, headers ...string) reply {
+	h.t.Helper()
+	req, err := http.NewRequest(method, h.url+path, strings.NewReader(body))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return reply{resp.StatusCode, resp.Header, string(b)}
+}
+
+// aht asks for one agent's AHT as account a, with a's apiKey.
+func (h *harness) aht(a sim.Account, agent string, headers ...string) reply {
+	h.t.Helper()
+	body := `{"userName":"` + a.UserName + `","agentId":"` + agent + `"}`
+	return h.do(http.MethodPost, "/ca_apis/aht", body, append([]string{"apiKey", a.APIKey}, headers...)...)
+}
