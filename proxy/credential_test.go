@@ -1,0 +1,235 @@
+package proxy_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/cloudagent/sim"
+)
+
+// generateToken asks the proxy for a client token.
+func (h *harness) generateToken(user, key string) reply {
+	h.t.Helper()
+	return h.do("POST", cloudagent.PathGenerateToken, `{"userName":"`+user+`"}`, "apiKey", key)
+}
+
+func tokenOf(t *testing.T, r reply) string {
+	t.Helper()
+	var tr cloudagent.TokenResponse
+	if r.code != 200 || json.Unmarshal([]byte(r.body), &tr) != nil || tr.Token == "" {
+		t.Fatalf("generateToken: %d %s", r.code, r.body)
+	}
+	return tr.Token
+}
+
+func TestThousandRequestsOneTokenGeneration(t *testing.T) {
+	h := newHarness(t, setup{perWindow: 2000, sim: sim.Options{Limit: -1}})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	failures := 0
+	for i := range 1000 {
+		wg.Go(func() {
+			r := h.aht(tokenAccount, fmt.Sprintf("agent%03d", i%300+1))
+			if r.code != 200 || r.status() != "success" {
+				mu.Lock()
+				failures++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if failures != 0 {
+		t.Errorf("%d of 1000 requests failed", failures)
+	}
+	if st := h.sim.Stats(); st.TokenGenerations != 1 || st.AHTAdmitted != 300 {
+		t.Errorf("upstream: %d generations, %d AHT calls; want 1 and 300", st.TokenGenerations, st.AHTAdmitted)
+	}
+}
+
+func TestTokenInvalidatedElsewhereRegeneratesOnce(t *testing.T) {
+	h := newHarness(t, setup{})
+	if r := h.aht(tokenAccount, "agent001"); r.code != 200 {
+		t.Fatal(r.body)
+	}
+	// Another app generates a token for the account directly: caproxy's
+	// token is now invalid upstream.
+	req, _ := http.NewRequest("POST", h.simSrv.URL+cloudagent.PathGenerateToken, strings.NewReader(`{"userName":"demo"}`))
+	req.Header.Set("apiKey", tokenAccount.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+
+	var wg sync.WaitGroup
+	codes := make([]int, 20)
+	for i := range codes {
+		wg.Go(func() { codes[i] = h.aht(tokenAccount, fmt.Sprintf("agent%03d", 10+i)).code })
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != 200 {
+			t.Errorf("request %d: HTTP %d", i, c)
+		}
+	}
+	// caproxy 1 + the other app 1 + exactly one regeneration.
+	if got := h.sim.Stats().TokenGenerations; got != 3 {
+		t.Errorf("token generations %d, want 3", got)
+	}
+}
+
+func TestProactiveRefresh(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock, ttl: time.Second})
+	h.aht(tokenAccount, "agent001")
+	clock.Advance(30 * time.Minute)
+	h.aht(tokenAccount, "agent002")
+	if got := h.sim.Stats().TokenGenerations; got != 1 {
+		t.Fatalf("at 30 min: %d generations, want 1", got)
+	}
+	clock.Advance(24 * time.Minute) // 54 min: inside the refresh window
+	if r := h.aht(tokenAccount, "agent003"); r.code != 200 {
+		t.Fatal(r.body)
+	}
+	if got := h.sim.Stats().TokenGenerations; got != 2 {
+		t.Errorf("at 54 min: %d generations, want 2", got)
+	}
+}
+
+func TestGenerationLimitIsAClearError(t *testing.T) {
+	h := newHarness(t, setup{sim: sim.Options{TokenGenerations: 100}, perWindow: 1000})
+	for i := 1; i <= 11; i++ {
+		if i > 1 {
+			// Another app generates a token directly, invalidating caproxy's.
+			req, _ := http.NewRequest("POST", h.simSrv.URL+cloudagent.PathGenerateToken, strings.NewReader(`{"userName":"demo"}`))
+			req.Header.Set("apiKey", tokenAccount.APIKey)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+		r := h.aht(tokenAccount, fmt.Sprintf("agent%03d", i))
+		if i <= 10 && r.code != 200 {
+			t.Fatalf("call %d: %d %s", i, r.code, r.body)
+		}
+		if i == 11 && (r.code != http.StatusServiceUnavailable || r.status() != "error" || !strings.Contains(r.message(), "generation limit")) {
+			t.Fatalf("call 11, generations spent: %d %s", r.code, r.body)
+		}
+	}
+	// caproxy generated 10, the other app 10.
+	if got := h.sim.Stats().TokenGenerations; got != 20 {
+		t.Errorf("upstream generations %d, want 20", got)
+	}
+	if !strings.Contains(h.logs.String(), "generation limit") {
+		t.Error("no log line saying why there is no token")
+	}
+}
+
+func TestClientTokensAreIssuedLocally(t *testing.T) {
+	h := newHarness(t, setup{})
+	tok := tokenOf(t, h.generateToken("demo", tokenAccount.APIKey))
+	for range 5 {
+		tokenOf(t, h.generateToken("demo", tokenAccount.APIKey))
+	}
+	r := h.do("POST", "/ca_apis/aht", `{"userName":"demo","agentId":"agent001"}`, "Authorization", "Bearer "+tok)
+	if r.code != 200 || r.status() != "success" {
+		t.Fatalf("AHT with a caproxy token: %d %s", r.code, r.body)
+	}
+	if got := h.sim.Stats().TokenGenerations; got != 1 {
+		t.Errorf("upstream generations %d, want 1 (caproxy's own)", got)
+	}
+	if strings.Contains(r.body, tok) {
+		t.Error("token echoed")
+	}
+	// A token for one account does not open another.
+	r = h.do("POST", "/ca_apis/aht", `{"userName":"demo-basic","agentId":"agent001"}`, "Authorization", "Bearer "+tok)
+	if r.code != 401 || r.message() != cloudagent.MsgInvalidCredentials {
+		t.Errorf("cross-account token: %d %s", r.code, r.body)
+	}
+	for _, c := range []struct{ user, key string }{{"demo", "wrong"}, {"demo", ""}, {"stranger", "demo-key"}, {"", "demo-key"}} {
+		r := h.generateToken(c.user, c.key)
+		if r.code != 401 || r.status() != cloudagent.StatusFalse || r.message() != cloudagent.MsgTokenInvalidCredentials {
+			t.Errorf("generateToken(%q, %q): %d %s", c.user, c.key, r.code, r.body)
+		}
+	}
+}
+
+func TestClientAuthOff(t *testing.T) {
+	h := newHarness(t, setup{clientAuth: "off"})
+	r := h.do("POST", "/ca_apis/aht", `{"userName":"demo","agentId":"agent001"}`)
+	if r.code != 200 {
+		t.Errorf("no credentials with client_auth off: %d %s", r.code, r.body)
+	}
+	r = h.do("POST", "/ca_apis/aht", `{"userName":"stranger","agentId":"agent001"}`)
+	if r.code != 401 || r.message() != cloudagent.MsgInvalidCredentials {
+		t.Errorf("unknown account: %d %s", r.code, r.body)
+	}
+}
+
+func TestPassThroughInjectsCredentials(t *testing.T) {
+	h := newHarness(t, setup{})
+	// apikey account: the client proves itself with a caproxy token, and the
+	// upstream only accepts the call if caproxy injected the account's key.
+	tok := tokenOf(t, h.generateToken("demo-basic", apikeyAccount.APIKey))
+	r := h.do("POST", sim.PathAgentDetails, `{"userName":"demo-basic"}`, "Authorization", "Bearer "+tok)
+	if r.code != 200 || r.status() != "success" {
+		t.Errorf("apikey account: %d %s", r.code, r.body)
+	}
+	// token account, userName in the query: the upstream needs caproxy's bearer token.
+	r = h.do("POST", sim.PathAgentDetails+"?userName=demo", ``, "apiKey", tokenAccount.APIKey)
+	if r.code != 200 || r.status() != "success" {
+		t.Errorf("token account: %d %s", r.code, r.body)
+	}
+	// Unknown paths come back as the upstream answered them.
+	r = h.do("GET", "/ca_apis/nope?userName=demo", ``, "apiKey", tokenAccount.APIKey)
+	if r.code != 404 {
+		t.Errorf("unknown path: %d %s", r.code, r.body)
+	}
+	// Without proof, nothing is passed.
+	calls := h.sim.Stats().OtherCalls
+	for _, c := range []struct {
+		hdr  []string
+		code int
+		msg  string
+	}{
+		{nil, 401, cloudagent.MsgAPIKeyEmpty},
+		{[]string{"apiKey", "wrong"}, 401, cloudagent.MsgInvalidCredentials},
+	} {
+		r := h.do("POST", sim.PathAgentDetails, `{"userName":"demo"}`, c.hdr...)
+		if r.code != c.code || r.message() != c.msg {
+			t.Errorf("%v: %d %s", c.hdr, r.code, r.body)
+		}
+	}
+	if r := h.do("POST", sim.PathAgentDetails, `{}`, "apiKey", "demo-key"); r.code != 400 || r.message() != cloudagent.MsgUserNameEmpty {
+		t.Errorf("no userName: %d %s", r.code, r.body)
+	}
+	if got := h.sim.Stats().OtherCalls; got != calls {
+		t.Errorf("refused requests reached the upstream: %d calls, want %d", got, calls)
+	}
+}
+
+func TestPassThroughUpstreamDownIs502(t *testing.T) {
+	h := newHarness(t, setup{})
+	h.simSrv.Close()
+	r := h.do("POST", sim.PathAgentDetails, `{"userName":"demo-basic"}`, "apiKey", apikeyAccount.APIKey)
+	if r.code != http.StatusBadGateway || r.status() != "error" {
+		t.Errorf("%d %s, want 502 with an error body", r.code, r.body)
+	}
+}
+
+func TestPassThroughStreamsLargeBodiesWithQueryAccount(t *testing.T) {
+	h := newHarness(t, setup{})
+	body := bytes.Repeat([]byte("x"), 32<<10)
+	r := h.do("POST", "/ca_apis/upload?userName=demo-basic", string(body), "apiKey", apikeyAccount.APIKey)
+	if r.code != 404 { // the simulator has no such path; it got the request
+		t.Errorf("%d %s", r.code, r.body)
+	}
+}
