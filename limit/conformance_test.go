@@ -291,46 +291,50 @@ func TestStoreConformance(t *testing.T) {
 	}
 }
 
-// TestRedisSameMicrosecond pipelines many Gets so that several run in the
-// same server microsecond: each must still count.
+// TestRedisSameMicrosecond checks that calls in the same server
+// microsecond each count: the script is run with a fixed time (its
+// test-only arguments) so every call collides.
 func TestRedisSameMicrosecond(t *testing.T) {
 	addr := redistest.Start(t)
 	client := redis.NewClient(&redis.Options{Addr: addr})
 	defer client.Close()
-	store := NewRedisStore(client, "test:")
 	ctx := context.Background()
-	rate := limiter.Rate{Period: time.Minute, Limit: 1000}
-	if _, err := store.Peek(ctx, "warm", rate); err != nil { // load the script
-		t.Fatal(err)
+	rate := limiter.Rate{Period: time.Minute, Limit: 10}
+	now := time.Now()
+	sec, usec := now.Unix(), now.Nanosecond()/1000
+	run := func(o op, count int64) []int64 {
+		t.Helper()
+		v, err := redisSliding.Run(ctx, client, []string{"test:k"},
+			int(o), rate.Limit, rate.Period.Microseconds(), count, sec, usec).Int64Slice()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
 	}
-	const calls = 300
-	pipe := client.Pipeline()
-	for range calls {
-		redisSliding.Run(ctx, pipe, []string{"test:k"}, int(opGet), rate.Limit, rate.Period.Microseconds(), 0)
+	for i := range 6 {
+		if v := run(opGet, 0); v[0] != 1 || v[1] != int64(i+1) {
+			t.Fatalf("Get #%d in one microsecond = %v, want admitted with total %d", i+1, v, i+1)
+		}
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		t.Fatal(err)
-	}
-	c, err := store.Peek(ctx, "k", rate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.Remaining != rate.Limit-calls {
-		t.Fatalf("Remaining = %d after %d calls, want %d", c.Remaining, calls, rate.Limit-calls)
+	run(opIncrement, 2)
+	run(opIncrement, 2) // same weight, same microsecond: must not merge
+	if v := run(opGet, 0); v[0] != 0 || v[1] != 10 {
+		t.Fatalf("Get after 6 calls and two Increment(2) = %v, want refused with total 10", v)
 	}
 	members, err := client.ZRange(ctx, "test:k", 0, -1).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	shared := 0
-	for _, m := range members {
-		if strings.Count(m, ":") == 2 {
-			shared++
-		}
+	if len(members) != 8 {
+		t.Fatalf("sorted set holds %d members, want 8: %q", len(members), members)
 	}
-	t.Logf("%d of %d calls shared a microsecond with another", shared, calls)
 
-	ttl, err := client.PTTL(ctx, "test:k").Result()
+	// Through the store: the key expires one window after its last call.
+	store := NewRedisStore(client, "test:")
+	if _, err := store.Get(ctx, "ttl", rate); err != nil {
+		t.Fatal(err)
+	}
+	ttl, err := client.PTTL(ctx, "test:ttl").Result()
 	if err != nil {
 		t.Fatal(err)
 	}

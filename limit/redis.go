@@ -19,7 +19,8 @@ import (
 // same microsecond distinct.
 //
 // KEYS[1]: the log. ARGV: op (0 peek, 1 get, 2 increment), limit,
-// period in microseconds, count (increment only).
+// period in microseconds, count (increment only), and, for tests only, a
+// fixed time as TIME's seconds and microseconds.
 // Returns {admitted (0/1), total in window, microseconds until the next
 // slot frees in Store's Reset sense}.
 const slidingScript = `
@@ -29,7 +30,12 @@ local limit = tonumber(ARGV[2])
 local period = tonumber(ARGV[3])
 local count = tonumber(ARGV[4])
 
-local t = redis.call('TIME')
+local t
+if ARGV[6] then
+	t = {ARGV[5], ARGV[6]}
+else
+	t = redis.call('TIME')
+end
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
 redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now - period))

@@ -9,8 +9,9 @@
 # requests/s and p50/p99 latency per run and the caproxy/bare ratios.
 #
 #   scripts/bench-hit.sh                        (or: make bench-hit)
-#   DURATION=30s CONNS=128 THREADS=2 scripts/bench-hit.sh
+#   DURATION=30s CONNS=128 THREADS=2 ROUNDS=3 scripts/bench-hit.sh
 #
+# Knobs: DURATION (10s per run), CONNS (64), THREADS (2), ROUNDS (2 pairs).
 # wrk and the servers share the machine's cores; nothing is pinned, which
 # costs both targets alike. Fails if caproxy answered anything but 200 HIT.
 set -euo pipefail
@@ -100,6 +101,8 @@ bench() {
 }
 
 echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS rounds of bare then caproxy"
+# Other work on the machine skews both targets; the load average says how much.
+echo "cores: $(nproc 2>/dev/null || echo ?), load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo ?)"
 : >"$tmp/results"
 for ((run = 1; run <= ROUNDS; run++)); do
 	bench bare "$bare_url"

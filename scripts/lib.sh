@@ -29,8 +29,8 @@ cleanup() {
 	exit "$rc"
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'echo "$(basename "$0"): interrupted; stopping what it started" >&2; exit 130' INT
+trap 'echo "$(basename "$0"): terminated; stopping what it started" >&2; exit 143' TERM
 
 die() {
 	echo "$(basename "$0"): $*" >&2

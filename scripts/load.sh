@@ -83,6 +83,7 @@ start_bg caproxy "$tmp/caproxy" -config "$tmp/config.yaml"
 wait_ready caproxy "$admin_url/readyz" 20
 
 echo "load: wrk -t$THREADS -c$CONNS -d$DURATION -s scripts/mix.lua, simulator latency $SIM_LATENCY"
+echo "cores: $(nproc 2>/dev/null || echo ?), load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo ?)"
 out="$tmp/wrk.txt"
 if ! run_bg $((secs + 30)) "$out" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --timeout 10s \
 	-s scripts/mix.lua "http://127.0.0.1:$proxy_port/ca_apis/aht"; then
