@@ -22,7 +22,7 @@ var parseCases = []struct {
 	{"agent", `{"userName":"demo","agentId":"agent1"}`, req{UserName: "demo", AgentID: "agent1"}, nil},
 	{"campaign", `{"userName":"demo","campaignName":"Sales"}`, req{UserName: "demo", CampaignName: "Sales"}, nil},
 	{"reordered", `{"agentId":"agent1","userName":"demo"}`, req{UserName: "demo", AgentID: "agent1"}, nil},
-	{"all three", `{"campaignName":"c","agentId":"a","userName":"u"}`, req{"u", "a", "c"}, nil},
+	{"all three", `{"campaignName":"c","agentId":"a","userName":"u"}`, req{UserName: "u", AgentID: "a", CampaignName: "c"}, nil},
 	{"whitespace", " \t\r\n{ \"userName\" :\n\"demo\" ,\t\"agentId\"\r:\"agent1\" }\n ", req{UserName: "demo", AgentID: "agent1"}, nil},
 	{"empty object", `{}`, req{}, nil},
 	{"empty strings", `{"userName":"","agentId":""}`, req{}, nil},

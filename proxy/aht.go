@@ -90,7 +90,8 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 		return
 	}
 	st := p.settings.Load()
-	acct, msg, code := p.authenticate(r, st, req.UserName)
+	now := p.now()
+	acct, msg, code := p.authenticate(r, st, req.UserName, now)
 	if acct == nil {
 		rec.outcome = OutcomeUnauthorized
 		cloudagent.WriteError(w, code, msg)
@@ -110,9 +111,9 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	key := cache.RequestKey(acct.UserName, req)
 	bypass := noCache(r)
 	if !bypass {
-		if e, ok := p.Cache.Get(key); ok && e.Fresh(p.now()) {
+		if e, ok := p.Cache.Get(key); ok && e.Fresh(now) {
 			rec.outcome = OutcomeHit
-			p.writeEntry(w, e, xCacheHit)
+			writeEntry(w, e, xCacheHit, now)
 			return
 		}
 	}
@@ -135,12 +136,12 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	case OutcomeMiss:
 		if bypass {
 			rec.outcome = OutcomeBypass
-			p.writeEntry(w, a.entry, xCacheBypass)
+			writeEntry(w, a.entry, xCacheBypass, p.now())
 		} else {
-			p.writeEntry(w, a.entry, xCacheMiss)
+			writeEntry(w, a.entry, xCacheMiss, p.now())
 		}
 	case OutcomeStale:
-		p.writeEntry(w, a.entry, xCacheStale)
+		writeEntry(w, a.entry, xCacheStale, p.now())
 	case OutcomeLimited:
 		writeLimited(w, a.budget, p.now())
 	default:
@@ -160,10 +161,10 @@ func noCache(r *http.Request) bool {
 }
 
 // writeEntry writes a stored answer as is.
-func (p *Proxy) writeEntry(w http.ResponseWriter, e *cache.Entry, xcache []string) {
+func writeEntry(w http.ResponseWriter, e *cache.Entry, xcache []string, now time.Time) {
 	h := w.Header()
 	h["X-Cache"] = xcache
-	h["Age"] = []string{strconv.Itoa(e.Age(p.now()))}
+	h["Age"] = []string{strconv.Itoa(e.Age(now))}
 	ct := e.ContentType
 	if ct == "" {
 		ct = "application/json"

@@ -60,7 +60,7 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 		cloudagent.WriteError(w, http.StatusBadRequest, cloudagent.MsgUserNameEmpty)
 		return
 	}
-	acct, msg, code := p.authenticate(r, st, userName)
+	acct, msg, code := p.authenticate(r, st, userName, p.now())
 	if acct == nil {
 		rec.outcome = OutcomeUnauthorized
 		cloudagent.WriteError(w, code, msg)

@@ -31,6 +31,15 @@ type Account struct {
 	APIKey string
 	// Upstream attaches the account's upstream credentials.
 	Upstream credential.Upstream
+
+	keyOnce sync.Once
+	key     credential.Key // APIKey's digest, made on first use
+}
+
+// keyMatches reports, in constant time, whether got is the account's key.
+func (a *Account) keyMatches(got string) bool {
+	a.keyOnce.Do(func() { a.key = credential.NewKey(a.APIKey) })
+	return a.key.Matches(got)
 }
 
 // LogValue keeps the key out of logs.
@@ -110,7 +119,10 @@ func (p *Proxy) init() {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
 	rec := recordPool.Get().(*record)
-	*rec = record{start: time.Now()}
+	*rec = record{}
+	if p.AccessLog != nil {
+		rec.start = time.Now()
+	}
 	rec.requestID = requestID(w, r)
 	switch r.URL.Path {
 	case cloudagent.PathAHT:
@@ -129,7 +141,7 @@ func (p *Proxy) now() time.Time { return p.Cache.Now() }
 
 // authenticate decides whether r may use the account named userName and
 // returns it, or the CloudAgent message and HTTP status to refuse with.
-func (p *Proxy) authenticate(r *http.Request, st *Settings, userName string) (*Account, string, int) {
+func (p *Proxy) authenticate(r *http.Request, st *Settings, userName string, now time.Time) (*Account, string, int) {
 	acct := st.Accounts[userName]
 	if !st.ClientAuth {
 		if acct == nil {
@@ -138,13 +150,13 @@ func (p *Proxy) authenticate(r *http.Request, st *Settings, userName string) (*A
 		return acct, "", 0
 	}
 	if key := r.Header.Get(cloudagent.HeaderAPIKey); key != "" {
-		if acct == nil || !credential.CheckKey(key, acct.APIKey) {
+		if acct == nil || !acct.keyMatches(key) {
 			return nil, cloudagent.MsgInvalidCredentials, http.StatusUnauthorized
 		}
 		return acct, "", 0
 	}
 	if tok, ok := bearer(r); ok {
-		user, ok := p.Issuer.Verify(tok, st.keyFor, p.now())
+		user, ok := p.Issuer.Verify(tok, st.keyFor, now)
 		if !ok || user != userName || acct == nil {
 			return nil, cloudagent.MsgInvalidCredentials, http.StatusUnauthorized
 		}

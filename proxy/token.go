@@ -6,7 +6,6 @@ import (
 	"strconv"
 
 	"github.com/caproxy/caproxy/cloudagent"
-	"github.com/caproxy/caproxy/credential"
 )
 
 // serveGenerateToken answers generateToken locally with a token caproxy
@@ -36,7 +35,7 @@ func (p *Proxy) serveGenerateToken(w http.ResponseWriter, r *http.Request, rec *
 	}
 	st := p.settings.Load()
 	acct := st.Accounts[req.UserName]
-	if acct == nil || (st.ClientAuth && !credential.CheckKey(r.Header.Get(cloudagent.HeaderAPIKey), acct.APIKey)) {
+	if acct == nil || (st.ClientAuth && !acct.keyMatches(r.Header.Get(cloudagent.HeaderAPIKey))) {
 		rec.outcome = OutcomeUnauthorized
 		cloudagent.WriteTokenError(w, http.StatusUnauthorized, cloudagent.MsgTokenInvalidCredentials)
 		return

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib.sh — helpers shared by bench-hit.sh and load.sh. Sourced, not run.
 #
 # Sourcing it makes a temp dir ($tmp) and installs traps so that, however

@@ -33,7 +33,9 @@
 #
 # This script does all of that on free loopback ports and stops everything
 # it started when it ends. Knobs: DURATION (20s), CONNS (64), THREADS (2),
-# SIM_LATENCY (20ms, added to every simulated CloudAgent answer).
+# SIM_LATENCY (20ms, added to every simulated CloudAgent answer), SIM_ARGS
+# (more simulator flags, e.g. "-error-rate 0.05" to see stale answers
+# served, or "-limit 30" to watch this script catch a broken limit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -42,6 +44,7 @@ DURATION=${DURATION:-20s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
 SIM_LATENCY=${SIM_LATENCY:-20ms}
+SIM_ARGS=${SIM_ARGS:-}
 need go wrk curl
 
 secs=$(seconds_of "$DURATION")
@@ -77,12 +80,14 @@ YAML
 	die "caproxy refused the generated config"
 }
 
-start_bg sim "$tmp/caproxy" sim -listen "127.0.0.1:$sim_port" -latency "$SIM_LATENCY"
+# SIM_ARGS is split into words on purpose: it holds several flags.
+# shellcheck disable=SC2086
+start_bg sim "$tmp/caproxy" sim -listen "127.0.0.1:$sim_port" -latency "$SIM_LATENCY" $SIM_ARGS
 wait_ready sim "$sim_url/sim/stats" 20
 start_bg caproxy "$tmp/caproxy" -config "$tmp/config.yaml"
 wait_ready caproxy "$admin_url/readyz" 20
 
-echo "load: wrk -t$THREADS -c$CONNS -d$DURATION -s scripts/mix.lua, simulator latency $SIM_LATENCY"
+echo "load: wrk -t$THREADS -c$CONNS -d$DURATION -s scripts/mix.lua, simulator latency $SIM_LATENCY${SIM_ARGS:+, simulator flags $SIM_ARGS}"
 echo "cores: $(nproc 2>/dev/null || echo ?), load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo ?)"
 out="$tmp/wrk.txt"
 if ! run_bg $((secs + 30)) "$out" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --timeout 10s \

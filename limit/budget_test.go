@@ -1,0 +1,276 @@
+package limit
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caproxy/caproxy/internal/redistest"
+)
+
+// fakeBudget is a Budget on a MemoryStore sharing one fake clock.
+func fakeBudget(perWindow int64, window time.Duration, auto bool, opts ...Option) (*Budget, *fakeClock) {
+	clock := newFakeClock(t0, auto)
+	store := &MemoryStore{Now: clock.Now}
+	return NewBudget(store, perWindow, window, append([]Option{WithClock(clock)}, opts...)...), clock
+}
+
+func TestBudgetTakeAndState(t *testing.T) {
+	ctx := context.Background()
+	b, clock := fakeBudget(3, time.Minute, false)
+
+	st, err := b.State(ctx, "demo")
+	if err != nil || st != (State{Limit: 3, Remaining: 3}) {
+		t.Fatalf("State of a fresh account = %+v, %v", st, err)
+	}
+	for i := range int64(3) {
+		ok, st, err := b.Take(ctx, "demo")
+		if err != nil || !ok || st.Remaining != 2-i {
+			t.Fatalf("Take #%d = %v %+v %v", i+1, ok, st, err)
+		}
+		if i < 2 && !st.NextFree.IsZero() {
+			t.Fatalf("Take #%d: NextFree set while slots are free: %+v", i+1, st)
+		}
+		clock.Advance(10 * time.Second)
+	}
+	// Spent: the first call (at t0) frees at t0+1m.
+	ok, st, err := b.Take(ctx, "demo")
+	want := State{Limit: 3, Remaining: 0, NextFree: t0.Add(time.Minute)}
+	if err != nil || ok || st != want {
+		t.Fatalf("Take on a spent budget = %v %+v %v, want refused %+v", ok, st, err, want)
+	}
+	if st, _ := b.State(ctx, "demo"); st != want {
+		t.Fatalf("State = %+v, want %+v", st, want)
+	}
+	// State spends nothing.
+	clock.Set(t0.Add(time.Minute))
+	for range 5 {
+		b.State(ctx, "demo")
+	}
+	if ok, st, _ := b.Take(ctx, "demo"); !ok || st.NextFree != t0.Add(time.Minute+10*time.Second) {
+		t.Fatalf("Take once the oldest call left = %v %+v", ok, st)
+	}
+}
+
+func TestBudgetExhaust(t *testing.T) {
+	ctx := context.Background()
+	b, clock := fakeBudget(50, time.Minute, false)
+	b.Take(ctx, "demo")
+	clock.Advance(30 * time.Second)
+	if err := b.Exhaust(ctx, "demo"); err != nil {
+		t.Fatal(err)
+	}
+	// Spent for a whole window from now, even after the earlier call left.
+	exhausted := clock.Now()
+	for _, at := range []time.Duration{0, 31 * time.Second, 59*time.Second + 999*time.Millisecond} {
+		clock.Set(exhausted.Add(at))
+		ok, st, err := b.Take(ctx, "demo")
+		if err != nil || ok || st.NextFree != exhausted.Add(time.Minute) {
+			t.Fatalf("Take %v after Exhaust = %v %+v %v, want refused until %v", at, ok, st, err, exhausted.Add(time.Minute))
+		}
+	}
+	clock.Set(exhausted.Add(time.Minute))
+	if ok, st, _ := b.Take(ctx, "demo"); !ok || st.Remaining != 49 {
+		t.Fatalf("Take a window after Exhaust = %v %+v", ok, st)
+	}
+}
+
+func TestBudgetWait(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name    string
+		maxWait time.Duration
+		wantOK  bool
+		// wantAt is where the fake clock must stand afterwards,
+		// relative to t0: Wait sleeps exactly until the slot frees.
+		wantAt time.Duration
+	}{
+		{"slot frees within maxWait", time.Minute, true, time.Minute},
+		{"slot frees exactly at maxWait", 50 * time.Second, true, time.Minute},
+		{"slot frees after maxWait: no waiting at all", 49 * time.Second, false, 10 * time.Second},
+		{"no maxWait is Take", 0, false, 10 * time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b, clock := fakeBudget(2, time.Minute, true)
+			b.Take(ctx, "demo") // at t0: frees at t0+1m
+			clock.Advance(10 * time.Second)
+			b.Take(ctx, "demo") // at t0+10s
+			ok, st, err := b.Wait(ctx, "demo", tc.maxWait)
+			if err != nil || ok != tc.wantOK {
+				t.Fatalf("Wait = %v %+v %v, want ok=%v", ok, st, err, tc.wantOK)
+			}
+			if got := clock.Now().Sub(t0); got != tc.wantAt {
+				t.Fatalf("clock after Wait at t0+%v, want t0+%v", got, tc.wantAt)
+			}
+			if !ok && st.NextFree != t0.Add(time.Minute) {
+				t.Fatalf("refused Wait: NextFree %v, want t0+1m", st.NextFree.Sub(t0))
+			}
+		})
+	}
+}
+
+func TestBudgetWaitContended(t *testing.T) {
+	// One slot frees; two waiters race for it. The loser waits again for
+	// the next one, which the test then frees.
+	ctx := context.Background()
+	b, clock := fakeBudget(1, time.Minute, false)
+	b.Take(ctx, "demo")
+	type res struct {
+		ok  bool
+		err error
+		at  time.Time
+	}
+	results := make(chan res, 2)
+	for range 2 {
+		go func() {
+			ok, _, err := b.Wait(ctx, "demo", 3*time.Minute)
+			results <- res{ok, err, clock.Now()}
+		}()
+	}
+	waitTimers(t, clock, 2)
+	clock.Advance(time.Minute)
+	first := <-results
+	if !first.ok || first.err != nil || !first.at.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("first waiter = %+v, want the slot at t0+1m", first)
+	}
+	waitTimers(t, clock, 1) // the loser parks again, until t0+2m
+	clock.Advance(time.Minute)
+	second := <-results
+	if !second.ok || second.err != nil || !second.at.Equal(t0.Add(2*time.Minute)) {
+		t.Fatalf("second waiter = %+v, want the slot at t0+2m", second)
+	}
+}
+
+func TestBudgetWaitHonoursContext(t *testing.T) {
+	b, clock := fakeBudget(1, time.Minute, false)
+	b.Take(context.Background(), "demo")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := b.Wait(ctx, "demo", time.Hour)
+		done <- err
+	}()
+	waitTimers(t, clock, 1)
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait after cancel = %v, want context.Canceled", err)
+	}
+	// An already ended context does not wait either.
+	if _, _, err := b.Wait(ctx, "demo", time.Hour); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Wait on a cancelled context = %v", err)
+	}
+}
+
+// waitTimers blocks until n goroutines are parked on clock.
+func waitTimers(t *testing.T, clock *fakeClock, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); clock.Timers() < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d waiters parked, want %d", clock.Timers(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestBudgetSetLimit(t *testing.T) {
+	ctx := context.Background()
+	b, _ := fakeBudget(2, time.Minute, false)
+	b.Take(ctx, "demo")
+	b.Take(ctx, "demo")
+	if ok, _, _ := b.Take(ctx, "demo"); ok {
+		t.Fatal("3rd Take within a limit of 2 admitted")
+	}
+	b.SetLimit(3)
+	if b.Limit() != 3 || b.Window() != time.Minute {
+		t.Fatalf("Limit, Window = %d, %v", b.Limit(), b.Window())
+	}
+	if ok, st, _ := b.Take(ctx, "demo"); !ok || st.Limit != 3 {
+		t.Fatalf("Take after SetLimit(3) = %v %+v", ok, st)
+	}
+	b.SetLimit(1) // lowering: recorded calls keep counting
+	if st, _ := b.State(ctx, "demo"); st.Remaining != 0 || st.Limit != 1 {
+		t.Fatalf("State after SetLimit(1) = %+v", st)
+	}
+
+	// Reloads race with Takes without tearing (run under -race).
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			for j := range 200 {
+				if i == 0 {
+					b.SetLimit(int64(j % 7))
+					continue
+				}
+				b.Take(ctx, "other")
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestTokenGenerationGuard shows that the hourly token-generation limit is
+// a Budget of 10 per hour under its own prefix.
+func TestTokenGenerationGuard(t *testing.T) {
+	ctx := context.Background()
+	clock := newFakeClock(t0, false)
+	store := &MemoryStore{Now: clock.Now}
+	guard := NewBudget(store, 10, time.Hour, WithPrefix("tokengen:"), WithClock(clock))
+	upstream := NewBudget(store, 50, time.Minute, WithClock(clock))
+
+	for i := range 10 { // one generation every 5 minutes
+		if ok, _, err := guard.Take(ctx, "demo"); !ok || err != nil {
+			t.Fatalf("generation #%d refused", i+1)
+		}
+		clock.Advance(5 * time.Minute)
+	}
+	ok, st, _ := guard.Take(ctx, "demo") // at t0+50m
+	if ok || st.NextFree != t0.Add(time.Hour) {
+		t.Fatalf("11th generation in an hour = %v %+v, want refused until t0+1h", ok, st)
+	}
+	if ok, st, _ := upstream.Take(ctx, "demo"); !ok || st.Remaining != 49 {
+		t.Fatalf("upstream budget shares the token guard's count: %v %+v", ok, st)
+	}
+	clock.Set(t0.Add(time.Hour))
+	if ok, _, _ := guard.Take(ctx, "demo"); !ok {
+		t.Fatal("generation refused an hour after the first")
+	}
+	if ok, _, _ := guard.Take(ctx, "demo"); ok {
+		t.Fatal("two generations admitted when one left the hour")
+	}
+	if _, err := store.Peek(ctx, "tokengen:demo", guard.lim.Load().Rate); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBudgetWaitRedis waits for a slot on a real Redis in real time.
+func TestBudgetWaitRedis(t *testing.T) {
+	addr := redistest.Start(t)
+	client := redis.NewClient(&redis.Options{Addr: addr})
+	defer client.Close()
+	ctx := context.Background()
+	b := NewBudget(NewRedisStore(client, "test:"), 2, 300*time.Millisecond)
+	b.Take(ctx, "demo")
+	b.Take(ctx, "demo")
+	_, st, err := b.Take(ctx, "demo")
+	if err != nil || st.NextFree.IsZero() {
+		t.Fatalf("Take on a spent budget = %+v %v", st, err)
+	}
+	ok, _, err := b.Wait(ctx, "demo", 5*time.Second)
+	if err != nil || !ok {
+		t.Fatalf("Wait = %v %v", ok, err)
+	}
+	if now := time.Now(); now.Before(st.NextFree) {
+		t.Fatalf("Wait admitted %v before the slot freed", st.NextFree.Sub(now))
+	}
+	// Too short a maxWait gives up without sleeping.
+	b.Take(ctx, "fresh")
+	b.Take(ctx, "fresh")
+	if ok, st, err := b.Wait(ctx, "fresh", time.Millisecond); ok || err != nil || st.NextFree.IsZero() {
+		t.Fatalf("Wait with 1ms = %v %+v %v, want refused with NextFree", ok, st, err)
+	}
+}

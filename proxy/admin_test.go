@@ -1,0 +1,104 @@
+package proxy_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caproxy/caproxy/proxy"
+)
+
+// admin calls the admin handler of h's proxy.
+func (h *harness) admin(method, target string) (int, string) {
+	rec := httptest.NewRecorder()
+	h.proxy.AdminHandler(h.registry).ServeHTTP(rec, httptest.NewRequest(method, target, nil))
+	b, _ := io.ReadAll(rec.Body)
+	return rec.Code, string(b)
+}
+
+func TestAdminPurge(t *testing.T) {
+	h := newHarness(t, setup{})
+	warm := func() {
+		for _, a := range []string{"agent001", "agent002"} {
+			h.aht(tokenAccount, a)
+			h.aht(apikeyAccount, a)
+		}
+	}
+	xcache := func(acct int, agent string) string {
+		a := tokenAccount
+		if acct == 1 {
+			a = apikeyAccount
+		}
+		return h.aht(a, agent).header.Get("X-Cache")
+	}
+	warm()
+	cases := []struct {
+		name    string
+		target  string
+		removed int
+		// which (account index, agent) miss afterwards; the rest hit
+		misses map[string]bool
+	}{
+		{"one key", "/admin/cache/purge?account=demo&agentId=agent001", 1, map[string]bool{"0agent001": true}},
+		{"one account", "/admin/cache/purge?account=demo-basic", 2, map[string]bool{"1agent001": true, "1agent002": true}},
+		{"all", "/admin/cache/purge", 4, map[string]bool{"0agent001": true, "0agent002": true, "1agent001": true, "1agent002": true}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			warm()
+			code, body := h.admin("POST", c.target)
+			var out struct{ Removed int }
+			if code != 200 || json.Unmarshal([]byte(body), &out) != nil || out.Removed != c.removed {
+				t.Fatalf("%d %s, want removed %d", code, body, c.removed)
+			}
+			for _, acct := range []int{0, 1} {
+				for _, agent := range []string{"agent001", "agent002"} {
+					want := "HIT"
+					if c.misses[string(rune('0'+acct))+agent] {
+						want = "MISS"
+					}
+					if got := xcache(acct, agent); got != want {
+						t.Errorf("account %d %s: %s, want %s", acct, agent, got, want)
+					}
+				}
+			}
+		})
+	}
+	if code, _ := h.admin("POST", "/admin/cache/purge?agentId=agent001"); code != 400 {
+		t.Errorf("key without account: %d, want 400", code)
+	}
+}
+
+func TestAdminBudgetAndProbes(t *testing.T) {
+	h := newHarness(t, setup{})
+	h.aht(apikeyAccount, "agent001")
+	code, body := h.admin("GET", "/admin/budget")
+	var out map[string]proxy.BudgetState
+	if code != 200 || json.Unmarshal([]byte(body), &out) != nil {
+		t.Fatalf("%d %s", code, body)
+	}
+	if b := out["demo-basic"]; b.Limit != 50 || b.Remaining != 49 {
+		t.Errorf("demo-basic: %+v, want limit 50 remaining 49", b)
+	}
+	if b := out["demo"]; b.Remaining != 50 {
+		t.Errorf("demo: %+v, want remaining 50", b)
+	}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if code, body := h.admin("GET", p); code != http.StatusOK {
+			t.Errorf("%s: %d %s", p, code, body)
+		}
+	}
+	if code, body := h.admin("GET", "/metrics"); code != 200 || !strings.Contains(body, "caproxy_requests_total") {
+		t.Errorf("/metrics: %d", code)
+	}
+}
+
+func TestNotReadyWithoutSettings(t *testing.T) {
+	p := &proxy.Proxy{}
+	if p.Ready() {
+		t.Error("ready before settings were installed")
+	}
+}
