@@ -6,13 +6,16 @@ RUN go mod download
 COPY . .
 ARG VERSION=dev
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/caproxy .
+# In a container the listeners must face the container network, not its loopback.
+RUN sed -e 's/^listen: .*/listen: 0.0.0.0:8080/' -e 's/^admin_listen: .*/admin_listen: 0.0.0.0:9090/' config.yaml > /out/config.yaml \
+ && grep -q '^listen: 0.0.0.0:8080' /out/config.yaml && grep -q '^admin_listen: 0.0.0.0:9090' /out/config.yaml
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/caproxy /usr/local/bin/caproxy
-COPY config.yaml /etc/caproxy/config.yaml
+COPY --from=build /out/config.yaml /etc/caproxy/config.yaml
 USER nonroot:nonroot
-# 8080: proxy; 9090: admin (/metrics /healthz /readyz). In a container, set
-# listen/admin_listen to 0.0.0.0:… (client_auth must then stay "required").
+# 8080: proxy (client_auth stays "required" off loopback); 9090: admin
+# (/metrics /healthz /readyz /admin): publish it only to operators.
 EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/caproxy"]
 CMD ["-config", "/etc/caproxy/config.yaml"]

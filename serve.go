@@ -48,6 +48,9 @@ type daemon struct {
 
 func serve(ctx context.Context, path string, cfg *config.Config, stderr io.Writer) error {
 	logger := newLogger(cfg.Log, stderr)
+	// Access lines are batched; operational lines go out at once.
+	access := newLineBuffer(stderr)
+	defer access.Close()
 	upstream := cfg.Upstream.URL
 	if upstream == builtinSim {
 		u, stop, err := startBuiltinSim(cfg, logger)
@@ -101,7 +104,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, stderr io.Write
 		Cache:     c,
 		Budget:    budget,
 		Logger:    logger,
-		AccessLog: logger,
+		AccessLog: newLogger(cfg.Log, access),
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

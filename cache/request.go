@@ -30,19 +30,30 @@ const maxDepth = 10000
 // keeps no reference to body, so body may be reused at once.
 //
 // The body must be exactly one JSON object (surrounding whitespace
-// allowed). Field names match exactly, as CloudAgent's do. The three fields
-// must be strings wherever they appear; JSON null counts as absent. Other
-// fields, of any type, are ignored. When a field is repeated the last one
-// wins, as with encoding/json. Strings are decoded as encoding/json
-// decodes them (escapes, surrogate pairs, invalid UTF-8 replaced by U+FFFD),
-// and the same bodies are accepted; FuzzParseRequest checks both against
-// an encoding/json implementation. This hand-written scanner exists because
-// it is several times faster and allocates only the strings it returns.
+// allowed). Field names match exactly, case included; the proxy forwards
+// only the fields read here, so upstream answers the question keyed. The
+// three fields must be strings wherever they appear; JSON null counts as
+// absent. Other fields, of any type, are ignored. When a field is
+// repeated, its last occurrence wins, as with encoding/json (a last null
+// leaves it absent). Strings are decoded as encoding/json decodes them
+// (escapes, surrogate pairs, invalid UTF-8 and lone surrogates become
+// U+FFFD) and the same bodies are accepted, nesting limit included;
+// FuzzParseRequest checks both against an encoding/json implementation.
+// The hand-written scanner exists because it is about ten times faster
+// and allocates only the strings it returns.
 //
 // Errors are ErrEmptyBody, ErrInvalidJSON (wrapped with where and why),
 // ErrNotObject, or one of the *NotString errors for the first offending
-// field.
+// field. On error the request returned is empty.
 func ParseRequest(body []byte) (cloudagent.AHTRequest, error) {
+	r, err := parseRequest(body)
+	if err != nil {
+		return cloudagent.AHTRequest{}, err
+	}
+	return r, nil
+}
+
+func parseRequest(body []byte) (cloudagent.AHTRequest, error) {
 	var r cloudagent.AHTRequest
 	p := parser{b: body}
 	p.skipSpace()
@@ -127,10 +138,7 @@ func ParseRequest(body []byte) (cloudagent.AHTRequest, error) {
 	if err := p.end(); err != nil {
 		return r, err
 	}
-	if typeErr != nil {
-		return cloudagent.AHTRequest{}, typeErr
-	}
-	return r, nil
+	return r, typeErr
 }
 
 // field says which request field a name is.

@@ -388,7 +388,7 @@ func TestRedisSharedBudget(t *testing.T) {
 // TestRedisStoreErrors checks that a dead Redis is an error, not a silent
 // admission.
 func TestRedisStoreErrors(t *testing.T) {
-	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1})
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialerRetries: 1})
 	defer client.Close()
 	b := NewBudget(NewRedisStore(client, "x:"), 5, time.Minute)
 	ok, _, err := b.Take(context.Background(), "demo")
