@@ -39,6 +39,8 @@ func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) 
 // Budget is a per-account allowance of perWindow calls in any trailing
 // window, on a sliding-log Store behind ulule's Limiter. It is safe for
 // concurrent use, and shared by every replica when its store is shared.
+// Make one with NewBudget: a Budget needs a store, so its zero value is not
+// usable.
 type Budget struct {
 	store  Store
 	prefix string

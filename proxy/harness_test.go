@@ -135,6 +135,8 @@ type setup struct {
 	timeout    time.Duration // 0: 5s
 	clientAuth string        // "off" turns it off
 	clientRate int64
+	store      limit.Store // nil: a new MemoryStore on the clock
+	upstream   *harness    // nil: a simulator of the harness's own; else share this one's
 }
 
 // harness is a proxy in front of a simulator, both over loopback.
@@ -176,17 +178,25 @@ func newHarness(t *testing.T, s setup) *harness {
 	}
 	var now func() time.Time
 	var budgetOpts []limit.Option
-	store := limit.NewMemoryStore()
+	mem := limit.NewMemoryStore()
 	if s.clock != nil {
 		now = s.clock.Now
 		s.sim.Now = now
-		store.Now = now
+		mem.Now = now
 		budgetOpts = append(budgetOpts, limit.WithClock(s.clock))
 	}
+	store := s.store
+	if store == nil {
+		store = mem
+	}
 	h := &harness{t: t, logs: &syncBuffer{}, clock: s.clock, accounts: s.sim.Accounts}
-	h.sim = sim.New(s.sim)
-	h.simSrv = httptest.NewServer(h.sim)
-	t.Cleanup(h.simSrv.Close)
+	if s.upstream != nil {
+		h.sim, h.simSrv = s.upstream.sim, s.upstream.simSrv
+	} else {
+		h.sim = sim.New(s.sim)
+		h.simSrv = httptest.NewServer(h.sim)
+		t.Cleanup(h.simSrv.Close)
+	}
 	upstream, _ := url.Parse(h.simSrv.URL)
 
 	h.tokens = &tokenRecorder{next: http.DefaultTransport, tokens: map[string]bool{}}

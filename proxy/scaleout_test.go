@@ -1,0 +1,88 @@
+package proxy_test
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/internal/redistest"
+	"github.com/caproxy/caproxy/limit"
+	"github.com/redis/go-redis/v9"
+)
+
+// TestReplicasShareOneBudgetThroughRedis runs two proxies, each with its
+// own cache, in front of one simulator, their budgets in one real Redis:
+// together they stay within the account's limit.
+func TestReplicasShareOneBudgetThroughRedis(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drives load for several seconds")
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: redistest.Start(t)})
+	t.Cleanup(func() { rdb.Close() })
+	const perWindow = 30
+	base := setup{
+		sim:       sim.Options{Limit: perWindow, Window: time.Second},
+		perWindow: perWindow, window: 1250 * time.Millisecond,
+		ttl: 200 * time.Millisecond,
+	}
+	a := base
+	a.store = limit.NewRedisStore(rdb, "caproxy-test:")
+	first := newHarness(t, a)
+	b := base
+	b.store = limit.NewRedisStore(rdb, "caproxy-test:")
+	b.upstream = first
+	second := newHarness(t, b)
+
+	deadline := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	codes := map[int]int{}
+	for c := range 8 {
+		h := first
+		if c%2 == 1 {
+			h = second
+		}
+		wg.Go(func() {
+			for i := c; time.Now().Before(deadline); i += 8 {
+				r := h.aht(apikeyAccount, fmt.Sprintf("agent%03d", i%200+1))
+				mu.Lock()
+				codes[r.code]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	st := first.sim.Stats()
+	t.Logf("client statuses %v; upstream admitted %d, limited %d, max in one window %d", codes, st.AHTAdmitted, st.AHTLimited, st.MaxInWindow)
+	if st.AHTLimited != 0 || st.MaxInWindow > perWindow {
+		t.Errorf("two replicas went over the shared budget: %d limited, %d in one window (limit %d)", st.AHTLimited, st.MaxInWindow, perWindow)
+	}
+	if codes[http.StatusTooManyRequests] == 0 {
+		t.Errorf("demand never exceeded the budget: %v", codes)
+	}
+	for code, n := range codes {
+		if code >= 500 {
+			t.Errorf("%d answers with HTTP %d", n, code)
+		}
+	}
+}
+
+func TestClientLimitPerClient(t *testing.T) {
+	h := newHarness(t, setup{clientRate: 3})
+	for i := 1; i <= 4; i++ {
+		r := h.aht(apikeyAccount, "agent001")
+		if i <= 3 && (r.code != 200 || r.header.Get("X-RateLimit-Remaining") != fmt.Sprint(3-i)) {
+			t.Errorf("request %d: %d remaining %q", i, r.code, r.header.Get("X-RateLimit-Remaining"))
+		}
+		if i == 4 && (r.code != http.StatusTooManyRequests || r.header.Get("X-RateLimit-Limit") != "3") {
+			t.Errorf("request 4: %d %v", r.code, r.header)
+		}
+	}
+	// Another account from the same address has its own allowance.
+	if r := h.aht(tokenAccount, "agent001"); r.code != 200 {
+		t.Errorf("other account: %d %s", r.code, r.body)
+	}
+}
