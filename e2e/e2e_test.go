@@ -24,18 +24,19 @@ func TestQuickStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	listen, admin := freeAddr(t), freeAddr(t)
-	text := string(shipped)
-	for _, r := range []struct{ old, new string }{
-		{"listen: 127.0.0.1:8080", "listen: " + listen},
-		{"admin_listen: 127.0.0.1:9090", "admin_listen: " + admin},
-	} {
-		if n := strings.Count(text, r.old); n != 1 {
-			t.Fatalf("shipped config.yaml has %q %d times, want once", r.old, n)
+	p := startProxyText(t, func(listen, admin string) string {
+		text := string(shipped)
+		for _, r := range []struct{ old, new string }{
+			{"listen: 127.0.0.1:8080", "listen: " + listen},
+			{"admin_listen: 127.0.0.1:9090", "admin_listen: " + admin},
+		} {
+			if n := strings.Count(text, r.old); n != 1 {
+				t.Fatalf("shipped config.yaml has %q %d times, want once", r.old, n)
+			}
+			text = strings.Replace(text, r.old, r.new, 1)
 		}
-		text = strings.Replace(text, r.old, r.new, 1)
-	}
-	p := startProxyText(t, listen, admin, text)
+		return text
+	})
 	c := newClient(t)
 
 	checkAgentAHT(t, c.aht(p, demoKey, "demo", "agent001"), "agent001", "MISS")
@@ -206,9 +207,8 @@ func TestProxyOwnsTheToken(t *testing.T) {
 // TestReload changes the config under a running proxy with SIGHUP.
 func TestReload(t *testing.T) {
 	s := startSim(t)
-	listen, admin := freeAddr(t), freeAddr(t)
 	cfg := proxyConfig{Upstream: s.url(), TTL: "30s"}
-	p := startProxyText(t, listen, admin, cfg.render(listen, admin))
+	p := startProxy(t, cfg)
 	c := newClient(t)
 
 	checkAgentAHT(t, c.aht(p, demoKey, "demo", "agent001"), "agent001", "MISS")
@@ -216,7 +216,7 @@ func TestReload(t *testing.T) {
 
 	cfg.TTL = "45s"
 	cfg.Accounts = []account{{"demo", demoKey, "token"}, {"demo-basic", demoBasicKey, "apikey"}}
-	p.writeConfig(t, cfg.render(listen, admin))
+	p.writeConfig(t, cfg.render(p.listen, p.admin))
 	p.signal(t, syscall.SIGHUP)
 	p.waitLog(t, "config reloaded", 1)
 
@@ -229,7 +229,7 @@ func TestReload(t *testing.T) {
 	}
 
 	// An invalid file is refused and the running config stays.
-	p.writeConfig(t, cfg.render(listen, admin)+"cache_ttl: 5s\n")
+	p.writeConfig(t, cfg.render(p.listen, p.admin)+"cache_ttl: 5s\n")
 	p.signal(t, syscall.SIGHUP)
 	p.waitLog(t, "reload refused", 1)
 	if line := p.logLine("reload refused"); !strings.Contains(line, "cache_ttl") {

@@ -206,12 +206,18 @@ func (b *syncBuffer) String() string {
 // a config's meaning, plus extra ("NAME=value").
 func childEnv(extra ...string) []string {
 	var env []string
+	gorace := ""
 	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "CLOUDAGENT_API_KEY=") || strings.HasPrefix(kv, "E2E_") {
-			continue
+		switch {
+		case strings.HasPrefix(kv, "CLOUDAGENT_API_KEY="), strings.HasPrefix(kv, "E2E_"):
+		case strings.HasPrefix(kv, "GORACE="):
+			gorace = strings.TrimPrefix(kv, "GORACE=") + " "
+		default:
+			env = append(env, kv)
 		}
-		env = append(env, kv)
 	}
+	// A -race binary otherwise sleeps a second before a clean exit.
+	env = append(env, "GORACE="+gorace+"atexit_sleep_ms=0")
 	return append(env, extra...)
 }
 
@@ -305,20 +311,52 @@ func (p *process) logLine(substr string) string {
 // p (if not nil) exits, with p's output.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool, p *process) {
 	t.Helper()
+	if err := poll(timeout, what, cond, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// errExited is wrapped by poll's error when the process it watched exited.
+var errExited = errors.New("process exited")
+
+// poll polls cond until it holds, giving up after timeout or as soon as p
+// (if not nil) exits; its error carries p's output.
+func poll(timeout time.Duration, what string, cond func() bool, p *process) error {
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if p != nil && p.exited() {
-			t.Fatalf("waiting for %s: %s exited (code %d); output:\n%s", what, p.name, p.cmd.ProcessState.ExitCode(), p.out.String())
+			return fmt.Errorf("waiting for %s: %s %w (code %d); output:\n%s", what, p.name, errExited, p.cmd.ProcessState.ExitCode(), p.out.String())
 		}
 		if time.Now().After(deadline) {
 			out := ""
 			if p != nil {
 				out = "; output of " + p.name + ":\n" + p.out.String()
 			}
-			t.Fatalf("gave up after %v waiting for %s%s", timeout, what, out)
+			return fmt.Errorf("gave up after %v waiting for %s%s", timeout, what, out)
 		}
 		time.Sleep(pollEvery)
 	}
+	return nil
+}
+
+// startAttempts bounds retries of a start that lost its port: freeAddr's
+// port may be taken by another process before ours binds it.
+const startAttempts = 3
+
+// lostPort reports whether err says a process could not bind its port.
+func lostPort(err error, p *process) bool {
+	return errors.Is(err, errExited) && strings.Contains(p.out.String(), "address already in use")
+}
+
+// getsOK reports whether GET url answers 200.
+func getsOK(url string) bool {
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Get(url)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }
 
 // runResult is how a process that runs to completion ended.
@@ -431,28 +469,26 @@ func (c *caproxy) writeConfig(t *testing.T, text string) {
 // it is ready.
 func startProxy(t *testing.T, cfg proxyConfig, env ...string) *caproxy {
 	t.Helper()
-	listen, admin := freeAddr(t), freeAddr(t)
-	return startProxyText(t, listen, admin, cfg.render(listen, admin), env...)
+	return startProxyText(t, cfg.render, env...)
 }
 
-// startProxyText starts caproxy with a config text that listens on listen
-// and admin, and waits until /readyz answers 200.
-func startProxyText(t *testing.T, listen, admin, text string, env ...string) *caproxy {
+// startProxyText starts caproxy on fresh loopback ports with the config text
+// that render returns for them, and waits until /readyz answers 200.
+func startProxyText(t *testing.T, render func(listen, admin string) string, env ...string) *caproxy {
 	t.Helper()
-	c := &caproxy{cfgPath: filepath.Join(t.TempDir(), "config.yaml"), listen: listen, admin: admin}
-	c.writeConfig(t, text)
-	c.process = startProcess(t, "caproxy", env, "-config", c.cfgPath)
-	hc := &http.Client{Timeout: time.Second}
-	eventually(t, waitStart, "caproxy /readyz to answer 200", func() bool {
-		resp, err := hc.Get(c.adminURL("/readyz"))
-		if err != nil {
-			return false
+	dir := t.TempDir()
+	for attempt := 1; ; attempt++ {
+		c := &caproxy{cfgPath: filepath.Join(dir, "config.yaml"), listen: freeAddr(t), admin: freeAddr(t)}
+		c.writeConfig(t, render(c.listen, c.admin))
+		c.process = startProcess(t, "caproxy", env, "-config", c.cfgPath)
+		err := poll(waitStart, "caproxy /readyz to answer 200", func() bool { return getsOK(c.adminURL("/readyz")) }, c.process)
+		if err == nil {
+			return c
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, c.process)
-	hc.CloseIdleConnections()
-	return c
+		if attempt == startAttempts || !lostPort(err, c.process) {
+			t.Fatal(err)
+		}
+	}
 }
 
 // simulator is a running "caproxy sim" process.
@@ -468,19 +504,17 @@ func (s *simulator) url() string { return "http://" + s.addr }
 // waits until it serves /sim/stats.
 func startSim(t *testing.T, flags ...string) *simulator {
 	t.Helper()
-	s := &simulator{addr: freeAddr(t)}
-	s.process = startProcess(t, "caproxy sim", nil, append([]string{"sim", "-listen", s.addr}, flags...)...)
-	hc := &http.Client{Timeout: time.Second}
-	eventually(t, waitStart, "the simulator's /sim/stats to answer 200", func() bool {
-		resp, err := hc.Get(s.url() + sim.PathStats)
-		if err != nil {
-			return false
+	for attempt := 1; ; attempt++ {
+		s := &simulator{addr: freeAddr(t)}
+		s.process = startProcess(t, "caproxy sim", nil, append([]string{"sim", "-listen", s.addr}, flags...)...)
+		err := poll(waitStart, "the simulator's /sim/stats to answer 200", func() bool { return getsOK(s.url() + sim.PathStats) }, s.process)
+		if err == nil {
+			return s
 		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, s.process)
-	hc.CloseIdleConnections()
-	return s
+		if attempt == startAttempts || !lostPort(err, s.process) {
+			t.Fatal(err)
+		}
+	}
 }
 
 // stats reads the simulator's counters.

@@ -27,6 +27,9 @@ const (
 	OutcomeUnauthorized  = "unauthorized"
 	OutcomeLimited       = "limited"
 	OutcomeUpstreamError = "upstream_error"
+	// OutcomeClientGone is a client that left while waiting for an
+	// upstream answer; the fetch went on for the others.
+	OutcomeClientGone = "client_gone"
 )
 
 // Header values shared by every response; net/http only reads them.
@@ -123,7 +126,7 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	})
 	if err != nil {
 		// Only the client's own context ends a wait early: it has gone.
-		rec.outcome = OutcomeUpstreamError
+		rec.outcome = OutcomeClientGone
 		return
 	}
 	if shared && p.Metrics != nil {

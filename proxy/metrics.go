@@ -44,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer, p *Proxy) *Metrics {
 		}),
 		ahtRequests: map[string]prometheus.Counter{},
 	}
-	for _, o := range []string{OutcomeHit, OutcomeMiss, OutcomeStale, OutcomeBypass, OutcomeInvalid, OutcomeUnauthorized, OutcomeLimited, OutcomeUpstreamError} {
+	for _, o := range []string{OutcomeHit, OutcomeMiss, OutcomeStale, OutcomeBypass, OutcomeInvalid, OutcomeUnauthorized, OutcomeLimited, OutcomeUpstreamError, OutcomeClientGone} {
 		m.ahtRequests[o] = m.requests.WithLabelValues(routeAHT, o)
 	}
 	reg.MustRegister(m.requests, m.upstreamCalls, m.upstreamDuration, m.coalesced,

@@ -120,7 +120,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
 	rec := recordPool.Get().(*record)
 	*rec = record{}
-	if p.AccessLog != nil {
+	if p.AccessLog != nil && p.AccessLog.Enabled(r.Context(), slog.LevelInfo) {
 		rec.start = time.Now()
 	}
 	rec.requestID = requestID(w, r)

@@ -57,7 +57,7 @@ func (p *Proxy) finish(r *http.Request, rec *record) {
 	if p.Metrics != nil {
 		p.Metrics.countRequest(rec.route, rec.outcome)
 	}
-	if p.AccessLog == nil {
+	if p.AccessLog == nil || !p.AccessLog.Enabled(r.Context(), slog.LevelInfo) {
 		return
 	}
 	attrs := []slog.Attr{
