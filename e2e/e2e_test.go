@@ -92,8 +92,8 @@ func TestCommandLine(t *testing.T) {
 			}
 			for _, mode := range [][]string{{"-config", path, "-check"}, {"-config", path}} {
 				r := run(t, env, mode...)
-				if r.code == 0 {
-					t.Errorf("%v: exit 0, want non-zero; stderr %q", mode, r.stderr)
+				if check := len(mode) == 3; r.code == 0 || (check && r.code != 1) {
+					t.Errorf("%v: exit %d, want 1 with -check, non-zero without; stderr %q", mode, r.code, r.stderr)
 				}
 				if r.stdout != "" {
 					t.Errorf("%v: stdout %q, want nothing", mode, r.stdout)
@@ -222,6 +222,8 @@ func TestReload(t *testing.T) {
 
 	checkAgentAHT(t, c.aht(p, demoBasicKey, "demo-basic", "agent002"), "agent002", "MISS")
 	checkAgentAHT(t, c.aht(p, demoKey, "demo", "agent001"), "agent001", "HIT")
+	// A miss of the token account goes upstream with the token it had.
+	checkAgentAHT(t, c.aht(p, demoKey, "demo", "agent004"), "agent004", "MISS")
 	st := s.stats(t, c)
 	if st.TokenGenerations != 1 || st.PerAccount["demo-basic"].AHTAdmitted != 1 {
 		t.Fatalf("after the reload the simulator saw %d token generations and %d demo-basic AHT calls, want 1 and 1",
@@ -241,6 +243,7 @@ func TestReload(t *testing.T) {
 	checkAgentAHT(t, c.aht(p, demoKey, "demo", "agent001"), "agent001", "HIT")
 	checkAgentAHT(t, c.aht(p, demoBasicKey, "demo-basic", "agent002"), "agent002", "HIT")
 	checkAgentAHT(t, c.aht(p, demoBasicKey, "demo-basic", "agent003"), "agent003", "MISS")
+	checkAgentAHT(t, c.aht(p, demoKey, "demo", "agent005"), "agent005", "MISS")
 	if st := s.stats(t, c); st.TokenGenerations != 1 {
 		t.Fatalf("after the refused reload the simulator saw %d token generations, want 1", st.TokenGenerations)
 	}

@@ -247,12 +247,19 @@ func startProcess(t *testing.T, name string, env []string, args ...string) *proc
 		close(p.done)
 	}()
 	t.Cleanup(func() {
+		// SIGTERM rather than SIGKILL, so buffered log lines are written
+		// and checked too, and every process shows that it stops cleanly.
 		if !p.exited() {
-			p.cmd.Process.Kill()
+			p.cmd.Process.Signal(syscall.SIGTERM)
 			select {
 			case <-p.done:
+				if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+					t.Errorf("%s exited with %d after SIGTERM, want 0; output:\n%s", name, code, p.out.String())
+				}
 			case <-time.After(waitExit):
-				t.Errorf("%s did not exit after SIGKILL", name)
+				p.cmd.Process.Kill()
+				<-p.done
+				t.Errorf("%s did not exit within %v of SIGTERM; output:\n%s", name, waitExit, p.out.String())
 			}
 		}
 		checkOutput(t, name, p.out.String())
