@@ -30,10 +30,10 @@ import (
 var version = "dev"
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string, stderr io.Writer) int {
+func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "sim" {
 		return runSim(args[1:], stderr)
 	}
@@ -46,9 +46,14 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if *showVersion {
-		fmt.Fprintln(stderr, "caproxy", version)
+		fmt.Fprintln(stdout, "caproxy", version)
 		return 0
 	}
+	// Catch SIGHUP from the start: before serve listens for it, a reload
+	// request must not kill the process (its default action).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := config.Load(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, "caproxy: bad config:", oneLine(err))
@@ -60,7 +65,7 @@ func run(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, *path, cfg, stderr); err != nil {
+	if err := serve(ctx, *path, cfg, hup, stderr); err != nil {
 		fmt.Fprintln(stderr, "caproxy:", oneLine(err))
 		return 1
 	}

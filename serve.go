@@ -10,9 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,7 +44,8 @@ type daemon struct {
 	cfg *config.Config // the configuration in force
 }
 
-func serve(ctx context.Context, path string, cfg *config.Config, stderr io.Writer) error {
+// serve runs caproxy with cfg until ctx ends, reloading path on hup.
+func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.Signal, stderr io.Writer) error {
 	logger := newLogger(cfg.Log, stderr)
 	// Access lines are batched; operational lines go out at once.
 	access := newLineBuffer(stderr)
@@ -142,9 +141,6 @@ func serve(ctx context.Context, path string, cfg *config.Config, stderr io.Write
 	logger.Info("caproxy listening", "version", version, "addr", ln.Addr().String(),
 		"admin", adminLn.Addr().String(), "upstream", cfg.Upstream.URL, "accounts", len(cfg.Accounts))
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	var serveErr error
 loop:
 	for {
