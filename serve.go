@@ -103,7 +103,9 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 		Cache:     c,
 		Budget:    budget,
 		Logger:    logger,
-		AccessLog: newLogger(cfg.Log, access),
+	}
+	if cfg.Log.Access {
+		p.AccessLog = newLogger(cfg.Log, access)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -183,6 +185,8 @@ func (d *daemon) reload() {
 		{"admin_listen", old.AdminListen, cfg.AdminListen},
 		{"upstream", fmt.Sprint(old.Upstream), fmt.Sprint(cfg.Upstream)},
 		{"redis", old.Redis.URL, cfg.Redis.URL},
+		{"log", fmt.Sprint(old.Log), fmt.Sprint(cfg.Log)},
+		{"limit.window", old.Limit.Window.String(), cfg.Limit.Window.String()},
 	} {
 		if chg.old != chg.new {
 			d.logger.Warn("reload: this key takes effect only on restart", "key", chg.name)

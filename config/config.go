@@ -131,6 +131,9 @@ type Log struct {
 	Format string `yaml:"format"`
 	// Level is "debug", "info" (default), "warn" or "error".
 	Level string `yaml:"level"`
+	// Access turns the access log (one info line per request) on (default)
+	// or off; off saves the cost of a line on every cache hit.
+	Access bool `yaml:"access"`
 }
 
 // defaults returns a Config holding the default of every optional key.
@@ -151,7 +154,7 @@ func defaults() *Config {
 			TokenGenerationsPerHour: 10,
 		},
 		ClientAuth: ClientAuthRequired,
-		Log:        Log{Format: "text", Level: "info"},
+		Log:        Log{Format: "text", Level: "info", Access: true},
 	}
 }
 

@@ -39,7 +39,7 @@ func want(mod func(*Config)) *Config {
 		Limit:       Limit{UpstreamPerMinute: 50, MaxWait: 0, Window: 60 * time.Second, ClientPerMinute: 0, TokenGenerationsPerHour: 10},
 		ClientAuth:  "required",
 		Redis:       Redis{URL: ""},
-		Log:         Log{Format: "text", Level: "info"},
+		Log:         Log{Format: "text", Level: "info", Access: true},
 	}
 	if mod != nil {
 		mod(c)
@@ -108,7 +108,7 @@ cache: {ttl: 1m, stale_ttl: 0s, negative_ttl: 0, max_entries: 7}
 limit: {upstream_per_minute: 5, max_wait: 1.5s, window: 100ms, client_per_minute: 20, token_generations_per_hour: 3}
 client_auth: required
 redis: {url: "redis://127.0.0.1:6379/0"}
-log: {format: JSON, level: Debug}
+log: {format: JSON, level: Debug, access: false}
 `, &Config{
 			Listen: "0.0.0.0:80", AdminListen: "[::1]:9999",
 			Upstream: Upstream{URL: "https://in1-ccaas-api.ozonetel.com", Timeout: 2 * time.Second},
@@ -286,6 +286,7 @@ func TestValidationErrors(t *testing.T) {
 		{"redis no host", "redis: {url: 'redis://'}\n" + acct, []string{"redis.url", "no host"}},
 		{"log format", "log: {format: xml}\n" + acct, []string{"log.format", `"xml"`}},
 		{"log level", "log: {level: trace}\n" + acct, []string{"log.level", `"trace"`}},
+		{"log access", "log: {access: sometimes}\n" + acct, []string{"log.access", "true or false"}},
 		// Decoding problems.
 		{"unknown top-level key", "listen: 127.0.0.1:1\nlisen: x\n" + acct, []string{`config.yaml:2: unknown key "lisen" at top level (did you mean "listen"?)`}},
 		{"unknown nested key", "cache:\n  ttl: 1s\n  ttll: 5s\n" + acct, []string{`config.yaml:3: unknown key "ttll" in cache (did you mean "ttl"?)`}},

@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/caproxy/caproxy/cache"
@@ -31,7 +32,7 @@ func (p *Proxy) Ready() bool {
 }
 
 // AdminHandler serves the admin listener: /healthz, /readyz, /metrics (from
-// g), POST /admin/cache/purge and GET /admin/budget.
+// g), POST /admin/cache/purge, GET /admin/budget and /debug/pprof/.
 func (p *Proxy) AdminHandler(g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -45,6 +46,8 @@ func (p *Proxy) AdminHandler(g prometheus.Gatherer) http.Handler {
 		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("POST /admin/cache/purge", p.servePurge)
 	mux.HandleFunc("GET /admin/budget", p.serveBudget)
 	return mux

@@ -38,6 +38,8 @@ var (
 	xCacheMiss   = []string{"MISS"}
 	xCacheStale  = []string{"STALE"}
 	xCacheBypass = []string{"BYPASS"}
+
+	jsonContentType = []string{"application/json"}
 )
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -45,9 +47,23 @@ var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 // readBody reads at most MaxBodyBytes of r's body into a pooled buffer the
 // caller must return with bufPool.Put.
 func readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, error) {
+	if r.ContentLength > MaxBodyBytes {
+		return nil, &http.MaxBytesError{Limit: MaxBodyBytes}
+	}
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var err error
+	if n := int(r.ContentLength); n >= 0 {
+		// The length is known and allowed: read exactly that, with no
+		// limiting reader to allocate (net/http stops the body at n).
+		buf.Grow(n)
+		b := buf.AvailableBuffer()[:n]
+		if _, err = io.ReadFull(r.Body, b); err == nil {
+			buf.Write(b)
+		}
+	} else {
+		_, err = buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	}
 	if err != nil {
 		bufPool.Put(buf)
 		return nil, err
@@ -168,12 +184,16 @@ func writeEntry(w http.ResponseWriter, e *cache.Entry, xcache []string, now time
 	h := w.Header()
 	h["X-Cache"] = xcache
 	h["Age"] = []string{strconv.Itoa(e.Age(now))}
-	ct := e.ContentType
-	if ct == "" {
-		ct = "application/json"
+	if ct := e.ContentType; ct == "" || ct == jsonContentType[0] {
+		h["Content-Type"] = jsonContentType
+	} else {
+		h["Content-Type"] = []string{ct}
 	}
-	h["Content-Type"] = []string{ct}
-	h["Content-Length"] = []string{strconv.Itoa(len(e.Body))}
+	// net/http sets Content-Length itself, without allocating, for a body
+	// that fits its 2 KiB response buffer; larger ones would be chunked.
+	if len(e.Body) > 2048 {
+		h["Content-Length"] = []string{strconv.Itoa(len(e.Body))}
+	}
 	w.WriteHeader(e.Status)
 	w.Write(e.Body)
 }

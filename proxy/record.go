@@ -46,7 +46,8 @@ var (
 func requestID(w http.ResponseWriter, r *http.Request) string {
 	id := r.Header.Get("X-Request-Id")
 	if id == "" || len(id) > 128 {
-		id = requestIDPrefix + strconv.FormatUint(requestIDSeq.Add(1), 36)
+		var b [48]byte
+		id = string(strconv.AppendUint(append(b[:0], requestIDPrefix...), requestIDSeq.Add(1), 36))
 	}
 	w.Header()["X-Request-Id"] = []string{id}
 	return id
