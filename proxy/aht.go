@@ -229,8 +229,8 @@ type answer struct {
 // fetch gets a fresh answer for key from the upstream, spending budget, or
 // falls back to a stale entry, a wait for budget, or a refusal.
 func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key string, req cloudagent.AHTRequest, bypass bool) *answer {
-	ctx, cancel := p.detach(ctx)
-	defer cancel()
+	// The fetch serves every waiter, so no single client's leaving ends it.
+	ctx = context.WithoutCancel(ctx)
 
 	// A flight that just ended may have stored what this one came for.
 	if !bypass {
@@ -256,6 +256,9 @@ func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key stri
 		}
 	}
 
+	// The upstream timeout starts now, not before a wait for budget.
+	ctx, cancel := p.upstreamContext(ctx)
+	defer cancel()
 	body := canonicalBody(req)
 	for attempt := 0; ; attempt++ {
 		res, handle, err := p.callAHT(ctx, acct, body)

@@ -211,10 +211,8 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-// detach gives an upstream call its own deadline, independent of the
-// client that happened to start it.
-func (p *Proxy) detach(ctx context.Context) (context.Context, context.CancelFunc) {
-	ctx = context.WithoutCancel(ctx)
+// upstreamContext bounds the upstream calls of one fetch by p.Timeout.
+func (p *Proxy) upstreamContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	if p.Timeout > 0 {
 		return context.WithTimeout(ctx, p.Timeout)
 	}
