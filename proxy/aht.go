@@ -71,28 +71,42 @@ func readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, error) {
 	return buf, nil
 }
 
+// errorWriter writes a CloudAgent-shaped error: cloudagent.WriteError, or
+// cloudagent.WriteTokenError on the token API.
+type errorWriter func(w http.ResponseWriter, code int, msg string)
+
 // writeBodyError answers a body that could not be read.
-func writeBodyError(w http.ResponseWriter, err error) {
+func writeBodyError(w http.ResponseWriter, err error, writeErr errorWriter) {
 	if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-		cloudagent.WriteError(w, http.StatusRequestEntityTooLarge,
+		writeErr(w, http.StatusRequestEntityTooLarge,
 			"request body is larger than "+strconv.Itoa(MaxBodyBytes)+" bytes")
 		return
 	}
-	cloudagent.WriteError(w, http.StatusBadRequest, "request body could not be read")
+	writeErr(w, http.StatusBadRequest, "request body could not be read")
 }
 
-func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
-	rec.route = routeAHT
+// readPost reads the body of a request that must be a POST, or answers
+// why not with writeErr and returns false. The buffer goes back to bufPool.
+func readPost(w http.ResponseWriter, r *http.Request, rec *record, writeErr errorWriter) (*bytes.Buffer, bool) {
 	if r.Method != http.MethodPost {
 		rec.outcome = OutcomeInvalid
 		w.Header().Set("Allow", http.MethodPost)
-		cloudagent.WriteError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use POST")
-		return
+		writeErr(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use POST")
+		return nil, false
 	}
 	buf, err := readBody(w, r)
 	if err != nil {
 		rec.outcome = OutcomeInvalid
-		writeBodyError(w, err)
+		writeBodyError(w, err, writeErr)
+		return nil, false
+	}
+	return buf, true
+}
+
+func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
+	rec.route = routeAHT
+	buf, ok := readPost(w, r, rec, cloudagent.WriteError)
+	if !ok {
 		return
 	}
 	req, err := cache.ParseRequest(buf.Bytes())

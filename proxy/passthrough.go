@@ -44,7 +44,7 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 			buf, err := readBody(w, r)
 			if err != nil {
 				rec.outcome = OutcomeInvalid
-				writeBodyError(w, err)
+				writeBodyError(w, err, cloudagent.WriteError)
 				return
 			}
 			defer bufPool.Put(buf)

@@ -13,20 +13,12 @@ import (
 // log out every other app) and the upstream token never leaves caproxy.
 func (p *Proxy) serveGenerateToken(w http.ResponseWriter, r *http.Request, rec *record) {
 	rec.route = routeToken
-	if r.Method != http.MethodPost {
-		rec.outcome = OutcomeInvalid
-		w.Header().Set("Allow", http.MethodPost)
-		cloudagent.WriteTokenError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use POST")
-		return
-	}
-	buf, err := readBody(w, r)
-	if err != nil {
-		rec.outcome = OutcomeInvalid
-		writeBodyError(w, err)
+	buf, ok := readPost(w, r, rec, cloudagent.WriteTokenError)
+	if !ok {
 		return
 	}
 	var req cloudagent.TokenRequest
-	err = json.Unmarshal(buf.Bytes(), &req)
+	err := json.Unmarshal(buf.Bytes(), &req)
 	bufPool.Put(buf)
 	if err != nil {
 		rec.outcome = OutcomeInvalid
