@@ -7,28 +7,12 @@ import (
 	"time"
 
 	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/internal/fakeclock"
 )
 
-// fakeClock is a clock tests move by hand.
-type fakeClock struct {
-	mu sync.Mutex // protects t
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 11, 28, 4, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
+// newFakeClock returns a clock tests move by hand.
+func newFakeClock() *fakeclock.Clock {
+	return fakeclock.New(time.Date(2026, 11, 28, 4, 0, 0, 0, time.UTC))
 }
 
 var (
@@ -38,7 +22,7 @@ var (
 
 const jsonCT = "application/json"
 
-func newTestCache(clk *fakeClock, maxEntries int) *Cache {
+func newTestCache(clk *fakeclock.Clock, maxEntries int) *Cache {
 	return New(Options{MaxEntries: maxEntries, TTL: 30 * time.Second, StaleTTL: 10 * time.Minute, NegativeTTL: 5 * time.Second, Now: clk.Now})
 }
 

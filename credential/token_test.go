@@ -18,60 +18,25 @@ import (
 
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/internal/fakeclock"
+	"github.com/caproxy/caproxy/internal/syncbuf"
 	"github.com/caproxy/caproxy/limit"
 )
 
-// fakeClock is the one clock a test gives the simulator, the guard and the
-// TokenSource, so token lifetimes and windows are stepped, never slept.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-func (c *fakeClock) Advance(d time.Duration) { c.Set(c.Now().Add(d)) }
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
-
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// newClock returns the one clock a test gives the simulator, the guard and
+// the TokenSource, so token lifetimes and windows are stepped, never slept.
+func newClock() *fakeclock.Clock {
+	return fakeclock.New(time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC))
 }
 
 // env is a simulator on loopback plus a TokenSource for its "demo" account,
 // all on one fake clock.
 type env struct {
-	clk  *fakeClock
+	clk  *fakeclock.Clock
 	sim  *sim.Server
 	srv  *httptest.Server
 	ts   *TokenSource
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 const (
@@ -83,7 +48,7 @@ const (
 // and returns a TokenSource for it with a guard of perHour generations.
 func newEnv(t *testing.T, perHour int64, wrap func(http.Handler) http.Handler) *env {
 	t.Helper()
-	e := &env{clk: newClock(), logs: &syncBuffer{}}
+	e := &env{clk: newClock(), logs: &syncbuf.Buffer{}}
 	e.sim = sim.New(sim.Options{
 		Accounts: []sim.Account{
 			{UserName: demoUser, APIKey: demoKey, Auth: sim.AuthToken},

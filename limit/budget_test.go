@@ -9,14 +9,20 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/caproxy/caproxy/internal/fakeclock"
 	"github.com/caproxy/caproxy/internal/redistest"
 )
 
 // fakeBudget is a Budget on a MemoryStore sharing one fake clock.
-func fakeBudget(perWindow int64, window time.Duration, auto bool, opts ...Option) (*Budget, *fakeClock) {
-	clock := newFakeClock(t0, auto)
+// With auto, Wait moves the clock itself (see autoClock).
+func fakeBudget(perWindow int64, window time.Duration, auto bool, opts ...Option) (*Budget, *fakeclock.Clock) {
+	clock := fakeclock.New(t0)
 	store := &MemoryStore{Now: clock.Now}
-	return NewBudget(store, perWindow, window, append([]Option{WithClock(clock)}, opts...)...), clock
+	var bc Clock = clock
+	if auto {
+		bc = autoClock{clock}
+	}
+	return NewBudget(store, perWindow, window, append([]Option{WithClock(bc)}, opts...)...), clock
 }
 
 func TestBudgetTakeAndState(t *testing.T) {
@@ -167,11 +173,11 @@ func TestBudgetWaitHonoursContext(t *testing.T) {
 }
 
 // waitTimers blocks until n goroutines are parked on clock.
-func waitTimers(t *testing.T, clock *fakeClock, n int) {
+func waitTimers(t *testing.T, clock *fakeclock.Clock, n int) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); clock.Timers() < n; {
+	for deadline := time.Now().Add(10 * time.Second); clock.Waiters() < n; {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d waiters parked, want %d", clock.Timers(), n)
+			t.Fatalf("%d waiters parked, want %d", clock.Waiters(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -217,7 +223,7 @@ func TestBudgetSetLimit(t *testing.T) {
 // a Budget of 10 per hour under its own prefix.
 func TestTokenGenerationGuard(t *testing.T) {
 	ctx := context.Background()
-	clock := newFakeClock(t0, false)
+	clock := fakeclock.New(t0)
 	store := &MemoryStore{Now: clock.Now}
 	guard := NewBudget(store, 10, time.Hour, WithPrefix("tokengen:"), WithClock(clock))
 	upstream := NewBudget(store, 50, time.Minute, WithClock(clock))

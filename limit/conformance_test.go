@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/ulule/limiter/v3"
 
+	"github.com/caproxy/caproxy/internal/fakeclock"
 	"github.com/caproxy/caproxy/internal/redistest"
 )
 
@@ -30,7 +31,7 @@ type storeKit struct {
 func (k storeKit) sleepUntil(t time.Time) { k.sleep(t.Sub(k.now())) }
 
 func memoryKit() storeKit {
-	clock := newFakeClock(t0, false)
+	clock := fakeclock.New(t0)
 	return storeKit{
 		name:  "memory",
 		store: &MemoryStore{Now: clock.Now},

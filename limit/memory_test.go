@@ -12,6 +12,8 @@ import (
 
 	"github.com/ulule/limiter/v3"
 	"github.com/ulule/limiter/v3/drivers/store/memory"
+
+	"github.com/caproxy/caproxy/internal/fakeclock"
 )
 
 var t0 = time.Date(2026, 11, 28, 11, 0, 0, 0, time.UTC)
@@ -25,7 +27,7 @@ func TestMemoryStoreProperty(t *testing.T) {
 	ctx := context.Background()
 	for seed := range uint64(300) {
 		rng := rand.New(rand.NewPCG(seed, 42))
-		clock := newFakeClock(t0, false)
+		clock := fakeclock.New(t0)
 		store := &MemoryStore{Now: clock.Now}
 		rate := limiter.Rate{
 			Limit:  1 + rng.Int64N(10),
@@ -107,7 +109,7 @@ func TestBoundaryBurst(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("sliding, fake clock, minute boundary", func(t *testing.T) {
-		clock := newFakeClock(time.Date(2026, 11, 28, 11, 59, 59, 0, time.UTC), false)
+		clock := fakeclock.New(time.Date(2026, 11, 28, 11, 59, 59, 0, time.UTC))
 		store := &MemoryStore{Now: clock.Now}
 		rate := limiter.Rate{Period: time.Minute, Limit: n}
 		got := 0
@@ -226,7 +228,7 @@ func TestMemoryStoreConcurrentTake(t *testing.T) {
 // window are dropped, by the next touch or by a shard's sweep.
 func TestMemoryStoreStaysBounded(t *testing.T) {
 	ctx := context.Background()
-	clock := newFakeClock(t0, false)
+	clock := fakeclock.New(t0)
 	store := &MemoryStore{Now: clock.Now, SweepInterval: time.Second}
 	rate := limiter.Rate{Period: 100 * time.Millisecond, Limit: 3}
 	for i := range 5000 {

@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -16,6 +15,8 @@ import (
 	"github.com/caproxy/caproxy/cache"
 	"github.com/caproxy/caproxy/cloudagent/sim"
 	"github.com/caproxy/caproxy/credential"
+	"github.com/caproxy/caproxy/internal/fakeclock"
+	"github.com/caproxy/caproxy/internal/syncbuf"
 	"github.com/caproxy/caproxy/limit"
 	"github.com/caproxy/caproxy/proxy"
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,72 +28,10 @@ var (
 	apikeyAccount = sim.Account{UserName: "demo-basic", APIKey: "demo-basic-key", Auth: "apikey"}
 )
 
-// fakeClock is a clock tests move by hand; After fires when Advance passes
-// its deadline.
-type fakeClock struct {
-	mu      sync.Mutex // guards now and waiters
-	now     time.Time
-	waiters []fakeWaiter
-}
-
-type fakeWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, fakeWaiter{c.now.Add(d), ch})
-	return ch
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if w.at.After(c.now) {
-			kept = append(kept, w)
-			continue
-		}
-		w.ch <- c.now
-	}
-	c.waiters = kept
-}
-
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex // guards buf
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// newFakeClock returns a clock tests move by hand; its After fires when
+// Advance passes the deadline.
+func newFakeClock() *fakeclock.Clock {
+	return fakeclock.New(time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC))
 }
 
 // tokenRecorder wraps the upstream transport to remember every bearer token
@@ -124,8 +63,8 @@ func (r *tokenRecorder) seen() []string {
 
 // setup describes one test's proxy and simulator.
 type setup struct {
-	sim        sim.Options // Accounts default to tokenAccount and apikeyAccount
-	clock      *fakeClock  // nil: real time
+	sim        sim.Options      // Accounts default to tokenAccount and apikeyAccount
+	clock      *fakeclock.Clock // nil: real time
 	ttl        time.Duration
 	staleTTL   time.Duration
 	negTTL     time.Duration
@@ -147,9 +86,9 @@ type harness struct {
 	proxy    *proxy.Proxy
 	url      string
 	registry *prometheus.Registry
-	logs     *syncBuffer
+	logs     *syncbuf.Buffer
 	tokens   *tokenRecorder
-	clock    *fakeClock
+	clock    *fakeclock.Clock
 	accounts []sim.Account
 }
 
@@ -189,7 +128,7 @@ func newHarness(t *testing.T, s setup) *harness {
 	if store == nil {
 		store = mem
 	}
-	h := &harness{t: t, logs: &syncBuffer{}, clock: s.clock, accounts: s.sim.Accounts}
+	h := &harness{t: t, logs: &syncbuf.Buffer{}, clock: s.clock, accounts: s.sim.Accounts}
 	if s.upstream != nil {
 		h.sim, h.simSrv = s.upstream.sim, s.upstream.simSrv
 	} else {

@@ -16,46 +16,23 @@ import (
 	"time"
 
 	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/internal/fakeclock"
 )
 
-// clock is an injectable clock tests move by hand.
-type clock struct {
-	mu sync.Mutex // protects t
-	t  time.Time
-}
-
+// epoch is where each harness's clock starts; tests set it to epoch+d.
 var epoch = time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-// Set moves the clock to epoch+d.
-func (c *clock) Set(d time.Duration) {
-	c.mu.Lock()
-	c.t = epoch.Add(d)
-	c.mu.Unlock()
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // harness is a simulator behind a real loopback HTTP server.
 type harness struct {
 	t     *testing.T
 	sim   *Server
 	srv   *httptest.Server
-	clock *clock
+	clock *fakeclock.Clock
 }
 
 func newHarness(t *testing.T, opts Options) *harness {
 	t.Helper()
-	c := &clock{t: epoch}
+	c := fakeclock.New(epoch)
 	if opts.Now == nil {
 		opts.Now = c.Now
 	}
@@ -333,16 +310,16 @@ func TestTokenGenerationLimitSlides(t *testing.T) {
 		return b
 	}
 	for i := range 10 { // one a minute, t = 0..9 min
-		h.clock.Set(time.Duration(i) * time.Minute)
+		h.clock.Set(epoch.Add(time.Duration(i) * time.Minute))
 		h.token("demo", "demo-key")
 	}
-	h.clock.Set(10 * time.Minute)
+	h.clock.Set(epoch.Add(10 * time.Minute))
 	wantTokenError(t, gen(), MsgTokenGenLimit)
-	h.clock.Set(59*time.Minute + 59*time.Second)
+	h.clock.Set(epoch.Add(59*time.Minute + 59*time.Second))
 	wantTokenError(t, gen(), MsgTokenGenLimit)
 	// The generation at t=0 leaves the trailing hour at t=60 min; the one at
 	// t=1 min has not, so only one more fits.
-	h.clock.Set(60 * time.Minute)
+	h.clock.Set(epoch.Add(60 * time.Minute))
 	h.token("demo", "demo-key")
 	wantTokenError(t, gen(), MsgTokenGenLimit)
 	// Another account has its own allowance.
@@ -425,7 +402,7 @@ func TestLimitIsTrailingWindow(t *testing.T) {
 		_, b := h.post(cloudagent.PathAHT, basicAuth, `{"userName":"demo-basic","campaignName":"campaign001"}`)
 		return b
 	}
-	h.clock.Set(59 * time.Second)
+	h.clock.Set(epoch.Add(59 * time.Second))
 	for i := range 50 {
 		if b := call(); !cloudagent.IsSuccess(b) {
 			t.Fatalf("call %d at 59 s: %s", i+1, b)
@@ -433,11 +410,11 @@ func TestLimitIsTrailingWindow(t *testing.T) {
 	}
 	wantError(t, call(), cloudagent.MsgLimitExceeded)
 	// A fixed-minute counter would reset at 60 s; a trailing window does not.
-	h.clock.Set(61 * time.Second)
+	h.clock.Set(epoch.Add(61 * time.Second))
 	wantError(t, call(), cloudagent.MsgLimitExceeded)
-	h.clock.Set(118*time.Second + 999*time.Millisecond)
+	h.clock.Set(epoch.Add(118*time.Second + 999*time.Millisecond))
 	wantError(t, call(), cloudagent.MsgLimitExceeded)
-	h.clock.Set(119*time.Second + 500*time.Millisecond)
+	h.clock.Set(epoch.Add(119*time.Second + 500*time.Millisecond))
 	for i := range 50 {
 		if b := call(); !cloudagent.IsSuccess(b) {
 			t.Fatalf("call %d at 119.5 s: %s", i+1, b)
@@ -465,11 +442,11 @@ func TestLimitRecordsOnlyAdmittedCalls(t *testing.T) {
 	for range 5 {
 		call()
 	}
-	h.clock.Set(5 * time.Second)
+	h.clock.Set(epoch.Add(5 * time.Second))
 	for range 20 { // refused, so they must not push the window out
 		wantError(t, call(), cloudagent.MsgLimitExceeded)
 	}
-	h.clock.Set(10*time.Second + time.Nanosecond)
+	h.clock.Set(epoch.Add(10*time.Second + time.Nanosecond))
 	for i := range 5 {
 		if b := call(); !cloudagent.IsSuccess(b) {
 			t.Fatalf("call %d after the window slid: %s", i+1, b)

@@ -4,14 +4,14 @@ package redistest
 
 import (
 	"bufio"
-	"bytes"
 	"net"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/caproxy/caproxy/internal/syncbuf"
 )
 
 // startTimeout bounds how long Start waits for redis-server to answer.
@@ -48,7 +48,9 @@ func try(t testing.TB, bin string) (addr, why string) {
 		return "", err.Error()
 	}
 	addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	out := &syncBuffer{}
+	// out collects redis-server's output for error messages; the process
+	// writes it while this goroutine may read it.
+	out := &syncbuf.Buffer{}
 	cmd := exec.Command(bin,
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no",
@@ -104,24 +106,4 @@ func ping(addr string) bool {
 	}
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	return err == nil && strings.HasPrefix(line, "+PONG")
-}
-
-// syncBuffer collects redis-server's output for error messages; the
-// process writes it while the test may read it.
-type syncBuffer struct {
-	// mu guards buf.
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
