@@ -74,7 +74,14 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 		ForceAttemptHTTP2:     true,
 	}
 
+	c := cache.New(cache.Options{
+		MaxEntries:  cfg.Cache.MaxEntries,
+		TTL:         cfg.Cache.TTL,
+		StaleTTL:    cfg.Cache.StaleTTL,
+		NegativeTTL: cfg.Cache.NegativeTTL,
+	})
 	var store limit.Store
+	var shared cache.Shared
 	if cfg.Redis.URL != "" {
 		opt, err := redis.ParseURL(cfg.Redis.URL)
 		if err != nil {
@@ -83,24 +90,20 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 		rdb := redis.NewClient(opt)
 		defer rdb.Close()
 		store = limit.NewRedisStore(rdb, "caproxy:")
-		logger.Info("sharing budgets through redis", "addr", opt.Addr)
+		shared = cache.NewRedisShared(rdb, cache.DefaultSharedPrefix, cache.WithSharedClock(c.Now))
+		logger.Info("sharing budgets and cache through redis", "addr", opt.Addr)
 	} else {
 		store = limit.NewMemoryStore()
 	}
 	budget := limit.NewBudget(store, int64(cfg.Limit.UpstreamPerMinute), budgetWindow(cfg.Limit.Window))
 	tokenGuard := limit.NewBudget(store, int64(cfg.Limit.TokenGenerationsPerHour), time.Hour, limit.WithPrefix("tokengen:"))
 
-	c := cache.New(cache.Options{
-		MaxEntries:  cfg.Cache.MaxEntries,
-		TTL:         cfg.Cache.TTL,
-		StaleTTL:    cfg.Cache.StaleTTL,
-		NegativeTTL: cfg.Cache.NegativeTTL,
-	})
 	p := &proxy.Proxy{
 		Upstream:  endpoint,
 		Transport: transport,
 		Timeout:   cfg.Upstream.Timeout,
 		Cache:     c,
+		Shared:    shared,
 		Budget:    budget,
 		Logger:    logger,
 	}

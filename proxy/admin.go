@@ -58,7 +58,8 @@ func (p *Proxy) AdminHandler(g prometheus.Gatherer) http.Handler {
 func (p *Proxy) servePurge(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	account, agent, campaign := q.Get("account"), q.Get("agentId"), q.Get("campaignName")
-	removed := 0
+	removed, shared := 0, 0
+	var err error
 	switch {
 	case account == "" && (agent != "" || campaign != ""):
 		cloudagent.WriteError(w, http.StatusBadRequest, "purging one key needs account")
@@ -66,20 +67,42 @@ func (p *Proxy) servePurge(w http.ResponseWriter, r *http.Request) {
 	case account == "":
 		removed = p.Cache.Len()
 		p.Cache.Purge()
+		if p.Shared != nil {
+			shared, err = p.Shared.Purge(r.Context())
+		}
 	case agent == "" && campaign == "":
 		removed = p.Cache.PurgeAccount(account)
+		if p.Shared != nil {
+			shared, err = p.Shared.PurgeAccount(r.Context(), account)
+		}
 	default:
 		req := cloudagent.AHTRequest{UserName: account, AgentID: agent, CampaignName: campaign}
 		if msg := req.Validate(); msg != "" {
 			cloudagent.WriteError(w, http.StatusBadRequest, msg)
 			return
 		}
-		if p.Cache.Remove(cache.RequestKey(account, req)) {
+		key := cache.RequestKey(account, req)
+		if p.Cache.Remove(key) {
 			removed = 1
 		}
+		if p.Shared != nil {
+			var ok bool
+			if ok, err = p.Shared.Remove(r.Context(), key); ok {
+				shared = 1
+			}
+		}
 	}
-	p.Logger.Info("cache purged", "account", account, "removed", removed)
-	writeAdminJSON(w, map[string]int{"removed": removed})
+	if err != nil {
+		p.Logger.Error("shared cache purge failed", "account", account, "err", err)
+		cloudagent.WriteError(w, http.StatusBadGateway, "local cache purged; shared cache unavailable")
+		return
+	}
+	p.Logger.Info("cache purged", "account", account, "removed", removed, "removed_shared", shared)
+	out := map[string]int{"removed": removed}
+	if p.Shared != nil {
+		out["removed_shared"] = shared
+	}
+	writeAdminJSON(w, out)
 }
 
 // BudgetState is one account's upstream budget as /admin/budget shows it.

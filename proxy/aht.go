@@ -166,6 +166,8 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	rec.outcome = a.outcome
 	rec.upstreamStatus = a.upstreamStatus
 	switch a.outcome {
+	case OutcomeHit: // from the shared level
+		writeEntry(w, a.entry, xCacheHit, p.now())
 	case OutcomeMiss:
 		if bypass {
 			rec.outcome = OutcomeBypass
@@ -246,10 +248,14 @@ func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key stri
 	// The fetch serves every waiter, so no single client's leaving ends it.
 	ctx = context.WithoutCancel(ctx)
 
-	// A flight that just ended may have stored what this one came for.
 	if !bypass {
+		// A flight that just ended may have stored what this one came for.
 		if e, ok := p.Cache.Get(key); ok && e.Fresh(p.now()) {
 			return &answer{outcome: OutcomeMiss, entry: e}
+		}
+		// Another replica may have fetched it.
+		if e := p.sharedGet(ctx, key); e != nil && e.Fresh(p.now()) {
+			return &answer{outcome: OutcomeHit, entry: e}
 		}
 	}
 
@@ -320,9 +326,35 @@ func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key stri
 			}
 			continue
 		}
-		e, _ := p.Cache.Store(key, res.body, res.status, res.contentType)
+		e, stored := p.Cache.Store(key, res.body, res.status, res.contentType)
+		if stored && p.Shared != nil {
+			if err := p.Shared.Set(ctx, key, e); err != nil {
+				p.Logger.Warn("shared cache unavailable", "err", err)
+			}
+		}
 		return &answer{outcome: OutcomeMiss, entry: e, upstreamStatus: res.status}
 	}
+}
+
+// sharedGet looks key up in the shared level and keeps what it finds in the
+// local cache (a stale entry too: it is the fallback when the upstream
+// fails). A shared level that cannot answer counts as a miss.
+func (p *Proxy) sharedGet(ctx context.Context, key string) *cache.Entry {
+	if p.Shared == nil {
+		return nil
+	}
+	e, ok, err := p.Shared.Get(ctx, key)
+	if err != nil {
+		p.Logger.Warn("shared cache unavailable", "err", err)
+	}
+	if p.Metrics != nil {
+		p.Metrics.observeShared(ok, err)
+	}
+	if !ok {
+		return nil
+	}
+	p.Cache.Put(key, e)
+	return e
 }
 
 // stale returns a stale-answer for key if the cache still holds one.

@@ -20,6 +20,7 @@ import (
 	"github.com/caproxy/caproxy/limit"
 	"github.com/caproxy/caproxy/proxy"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 )
 
 // Accounts of the simulator's built-in set, in both auth modes.
@@ -74,8 +75,9 @@ type setup struct {
 	timeout    time.Duration // 0: 5s
 	clientAuth string        // "off" turns it off
 	clientRate int64
-	store      limit.Store // nil: a new MemoryStore on the clock
-	upstream   *harness    // nil: a simulator of the harness's own; else share this one's
+	store      limit.Store   // nil: a new MemoryStore on the clock
+	upstream   *harness      // nil: a simulator of the harness's own; else share this one's
+	redis      *redis.Client // not nil: the shared cache level lives there
 }
 
 // harness is a proxy in front of a simulator, both over loopback.
@@ -167,6 +169,9 @@ func newHarness(t *testing.T, s setup) *harness {
 		Budget:    limit.NewBudget(store, s.perWindow, s.window, budgetOpts...),
 		Logger:    logger,
 		AccessLog: logger,
+	}
+	if s.redis != nil {
+		h.proxy.Shared = cache.NewRedisShared(s.redis, "caproxy-test:cache:", cache.WithSharedClock(h.proxy.Cache.Now))
 	}
 	h.registry = prometheus.NewRegistry()
 	h.proxy.Metrics = proxy.NewMetrics(h.registry, h.proxy)

@@ -16,6 +16,7 @@ type Metrics struct {
 	upstreamCalls    *prometheus.CounterVec
 	upstreamDuration *prometheus.HistogramVec
 	coalesced        prometheus.Counter
+	sharedLookups    *prometheus.CounterVec
 
 	// ahtRequests caches the AHT route's counters so a hit does no label lookup.
 	ahtRequests map[string]prometheus.Counter
@@ -42,12 +43,16 @@ func NewMetrics(reg prometheus.Registerer, p *Proxy) *Metrics {
 			Name: "caproxy_coalesced_requests_total",
 			Help: "AHT misses that shared another request's upstream call.",
 		}),
+		sharedLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "caproxy_shared_cache_lookups_total",
+			Help: "Lookups in the cache level replicas share, by result (hit, miss, error).",
+		}, []string{"result"}),
 		ahtRequests: map[string]prometheus.Counter{},
 	}
 	for _, o := range []string{OutcomeHit, OutcomeMiss, OutcomeStale, OutcomeBypass, OutcomeInvalid, OutcomeUnauthorized, OutcomeLimited, OutcomeUpstreamError, OutcomeClientGone} {
 		m.ahtRequests[o] = m.requests.WithLabelValues(routeAHT, o)
 	}
-	reg.MustRegister(m.requests, m.upstreamCalls, m.upstreamDuration, m.coalesced,
+	reg.MustRegister(m.requests, m.upstreamCalls, m.upstreamDuration, m.coalesced, m.sharedLookups,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "caproxy_coalesced_waiters",
 			Help: "Requests now waiting on another request's upstream call.",
@@ -77,6 +82,17 @@ func (m *Metrics) countRequest(route, outcome string) {
 func (m *Metrics) observeUpstream(route string, status int, took time.Duration) {
 	m.upstreamCalls.WithLabelValues(route, strconv.Itoa(status)).Inc()
 	m.upstreamDuration.WithLabelValues(route).Observe(took.Seconds())
+}
+
+func (m *Metrics) observeShared(hit bool, err error) {
+	switch {
+	case err != nil:
+		m.sharedLookups.WithLabelValues("error").Inc()
+	case hit:
+		m.sharedLookups.WithLabelValues("hit").Inc()
+	default:
+		m.sharedLookups.WithLabelValues("miss").Inc()
+	}
 }
 
 // TokenCounter is implemented by upstream credentials that generate tokens.

@@ -68,6 +68,10 @@ type Proxy struct {
 	Timeout time.Duration
 	// Cache holds AHT answers. Required.
 	Cache *cache.Cache
+	// Shared, if not nil, is the cache level replicas share (Redis): asked
+	// on a local miss before any budget is spent, and given every answer
+	// the local cache stores.
+	Shared cache.Shared
 	// Budget guards upstream AHT calls per account. Required.
 	Budget *limit.Budget
 	// Issuer signs and checks the tokens handed out by generateToken.

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,5 +85,38 @@ func TestClientLimitPerClient(t *testing.T) {
 	// Another account from the same address has its own allowance.
 	if r := h.aht(tokenAccount, "agent001"); r.code != 200 {
 		t.Errorf("other account: %d %s", r.code, r.body)
+	}
+}
+
+// TestReplicasShareTheCache: what one replica fetched, another serves as a
+// hit without an upstream call, and a purge on one reaches the other.
+func TestReplicasShareTheCache(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: redistest.Start(t)})
+	t.Cleanup(func() { rdb.Close() })
+	first := newHarness(t, setup{redis: rdb})
+	second := newHarness(t, setup{redis: rdb, upstream: first})
+
+	a := first.aht(apikeyAccount, "agent001")
+	b := second.aht(apikeyAccount, "agent001")
+	if a.header.Get("X-Cache") != "MISS" || b.header.Get("X-Cache") != "HIT" || a.body != b.body {
+		t.Fatalf("first %s, second %s (%s vs %s)", a.header.Get("X-Cache"), b.header.Get("X-Cache"), a.body, b.body)
+	}
+	if got := first.sim.Stats().AHTAdmitted; got != 1 {
+		t.Errorf("upstream calls %d, want 1", got)
+	}
+	// Now held locally by the second replica too.
+	if r := second.aht(apikeyAccount, "agent001"); r.header.Get("X-Cache") != "HIT" {
+		t.Errorf("second replica, again: %s", r.header.Get("X-Cache"))
+	}
+	if !strings.Contains(second.metricsText(), `caproxy_shared_cache_lookups_total{result="hit"} 1`) {
+		t.Error("shared hit not counted")
+	}
+
+	if code, body := first.admin("POST", "/admin/cache/purge?account=demo-basic"); code != 200 || !strings.Contains(body, `"removed_shared":1`) {
+		t.Fatalf("purge: %d %s", code, body)
+	}
+	second.proxy.Cache.Purge() // the other replica's memory; the shared level is gone already
+	if r := second.aht(apikeyAccount, "agent001"); r.header.Get("X-Cache") != "MISS" {
+		t.Errorf("after purge: %s", r.header.Get("X-Cache"))
 	}
 }
