@@ -1,8 +1,9 @@
 // Package cache keeps CloudAgent's AHT answers so that repeated questions
 // cost no upstream budget: it turns a request body into a canonical cache
 // key, holds answers in a bounded in-memory LRU with fresh, stale and
-// negative lifetimes on an injectable clock, and coalesces concurrent misses
-// for one key into a single upstream fetch.
+// negative lifetimes on an injectable clock, coalesces concurrent misses
+// for one key into a single upstream fetch, and (Shared, RedisShared) keeps
+// a second level that several replicas share.
 package cache
 
 import (
