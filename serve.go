@@ -36,6 +36,8 @@ type daemon struct {
 	proxy  *proxy.Proxy
 	// tokenGuard limits upstream token generations per account.
 	tokenGuard *limit.Budget
+	// tokens shares upstream tokens between replicas; nil on a single node.
+	tokens credential.TokenStore
 	// endpoint and client are where token sources generate tokens.
 	endpoint *url.URL
 	client   *http.Client
@@ -82,6 +84,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	})
 	var store limit.Store
 	var shared cache.Shared
+	var tokens credential.TokenStore
 	if cfg.Redis.URL != "" {
 		opt, err := redis.ParseURL(cfg.Redis.URL)
 		if err != nil {
@@ -91,7 +94,8 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 		defer rdb.Close()
 		store = limit.NewRedisStore(rdb, "caproxy:")
 		shared = cache.NewRedisShared(rdb, cache.DefaultSharedPrefix, cache.WithSharedClock(c.Now))
-		logger.Info("sharing budgets and cache through redis", "addr", opt.Addr)
+		tokens = credential.NewRedisTokenStore(rdb, "caproxy:token:")
+		logger.Info("sharing budgets, upstream tokens and cache through redis", "addr", opt.Addr)
 	} else {
 		store = limit.NewMemoryStore()
 	}
@@ -115,7 +119,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	p.Metrics = proxy.NewMetrics(reg, p)
 
 	d := &daemon{
-		path: path, logger: logger, proxy: p, tokenGuard: tokenGuard,
+		path: path, logger: logger, proxy: p, tokenGuard: tokenGuard, tokens: tokens,
 		endpoint: endpoint, client: &http.Client{Transport: transport, Timeout: cfg.Upstream.Timeout},
 	}
 	d.apply(cfg)
@@ -253,6 +257,7 @@ func (d *daemon) newAccount(a config.Account) *proxy.Account {
 			Endpoint: d.endpoint,
 			Client:   d.client,
 			Guard:    d.tokenGuard,
+			Shared:   d.tokens,
 			Logger:   d.logger,
 		}
 	}

@@ -7,7 +7,9 @@
 // generations per account per hour and a new token invalidates every earlier
 // one, so caproxy must be the only owner of an account's token: TokenSource
 // generates one token at a time, single-flight, refreshes it shortly before
-// it expires, and refuses to generate beyond an hourly guard.
+// it expires, and refuses to generate beyond an hourly guard. Replicas share
+// one token per account through a TokenStore (RedisTokenStore), so exactly
+// one of them generates and none logs the others out.
 //
 // Downstream, clients that call generateToken through caproxy get a token
 // from Issuer: stateless and HMAC-signed with a key derived from the

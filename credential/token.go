@@ -3,6 +3,7 @@ package credential
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,6 +119,11 @@ type Guard interface {
 // (1 s doubling to 1 min, or until the guard frees), during which Apply
 // returns that failure at once.
 //
+// With several replicas, give each replica's TokenSource the same Shared
+// store (and the same shared Guard): they then use one token per account
+// instead of logging each other out, with one replica generating for all;
+// see Shared.
+//
 // Set the exported fields before first use and do not change them after.
 // String, GoString and LogValue show only the account name.
 type TokenSource struct {
@@ -148,9 +154,28 @@ type TokenSource struct {
 	// Logger receives generation events (never secrets); nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// Shared, when set, shares the account's token with the other replicas
+	// whose TokenSources use the same store; nil keeps the token in this
+	// process only. With a store, Apply uses the store's token, keeping a
+	// local copy for SharedCheck; when the store has none, or it is due for
+	// refresh or was rejected, one replica claims the generation (with a
+	// lease, so a replica that dies mid-generation blocks the others only
+	// until the lease ends) while the others poll the store for its token.
+	// Reject drops the token from the store only if it is still the one
+	// rejected. A failed generation holds every replica off for its backoff.
+	// Generation fails closed while the store is unreachable, and the store
+	// holds the token itself: keep it on trusted infrastructure
+	// (RedisTokenStore).
+	Shared TokenStore
+	// SharedCheck is how long a token read from Shared is used before the
+	// store is asked whether another replica replaced it; zero means
+	// DefaultSharedCheck. A replaced token that CloudAgent refuses is
+	// noticed sooner, through Reject.
+	SharedCheck time.Duration
 
 	initOnce sync.Once
 	guard    Guard
+	owner    string // names this source's claims in Shared
 
 	// mu guards the fields below.
 	mu      sync.Mutex
@@ -158,10 +183,14 @@ type TokenSource struct {
 	handle  string    // opaque name of token, given to callers for Reject
 	seq     uint64    // generations made by this source, naming handles
 	expires time.Time // when CloudAgent stops accepting token
-	flight  *flight   // the generation in progress, if any
+	flight  *flight   // the generation (or, with Shared, the round) in progress, if any
 	lastErr error     // the last generation failure; nil after a success
 	retryAt time.Time // no generation before this, after a failure
 	streak  int       // consecutive failures, for the backoff
+	// With Shared, token is the local copy of the store's token and handle
+	// its ID; these two serve Shared only.
+	checked  time.Time // when the local copy was last read from Shared
+	rejected string    // the ID of the last token rejected here
 
 	generations, failures atomic.Int64
 }
@@ -212,6 +241,7 @@ func (ts *TokenSource) init() {
 			ts.guard = limit.NewBudget(&limit.MemoryStore{Now: ts.now}, DefaultGenerationsPerHour, time.Hour,
 				limit.WithPrefix(guardPrefix), limit.WithClock(clock(ts.now)))
 		}
+		ts.owner = rand.Text()
 	})
 }
 
@@ -228,6 +258,9 @@ func (c clock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 // waiting for a generation.
 func (ts *TokenSource) Apply(ctx context.Context, h http.Header) (string, error) {
 	ts.init()
+	if ts.Shared != nil {
+		return ts.applyShared(ctx, h)
+	}
 	ts.mu.Lock()
 	now := ts.now()
 	valid := ts.token != "" && now.Before(ts.expires)
@@ -257,7 +290,12 @@ func (ts *TokenSource) Apply(ctx context.Context, h http.Header) (string, error)
 		go ts.generate(context.WithoutCancel(ctx), f)
 	}
 	ts.mu.Unlock()
+	return ts.await(ctx, h, f)
+}
 
+// await waits for flight f and sets its token on h; if f failed, the
+// current token is used while it lasts.
+func (ts *TokenSource) await(ctx context.Context, h http.Header, f *flight) (string, error) {
 	select {
 	case <-f.done:
 	case <-ctx.Done():
@@ -294,6 +332,10 @@ func setBearer(h http.Header, token string) {
 // so any number of rejections of one token cause one generation.
 func (ts *TokenSource) Reject(handle string) {
 	if handle == "" {
+		return
+	}
+	if ts.Shared != nil {
+		ts.rejectShared(handle)
 		return
 	}
 	ts.mu.Lock()

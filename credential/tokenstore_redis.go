@@ -1,0 +1,214 @@
+package credential
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Values of a claim key: "=" + owner while an owner holds it, "!L" or "!F"
+// + message during a hold (L: the guard was spent; F: another failure). The
+// marks keep any owner string apart from a hold.
+const (
+	claimOwnerMark   = "="
+	claimHoldMark    = "!"
+	holdLimitedMark  = "L"
+	holdFailedMark   = "F"
+	maxHoldMessage   = 512 // bytes of a hold's message kept in Redis
+	minRedisDuration = time.Millisecond
+)
+
+// claimScript is Claim. KEYS: token, claim. ARGV: marked owner, seen ID,
+// lease in ms. Returns {state, hold value, hold ms left}; state 0 busy,
+// 1 won, 2 changed, 3 held.
+var claimScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], 'id')
+if not cur then cur = '' end
+if cur ~= ARGV[2] then return {2, '', 0} end
+local holder = redis.call('GET', KEYS[2])
+if (not holder) or holder == ARGV[1] then
+	redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
+	return {1, '', 0}
+end
+if string.sub(holder, 1, 1) == '!' then
+	return {3, holder, redis.call('PTTL', KEYS[2])}
+end
+return {0, '', 0}
+`)
+
+// putScript is Put. KEYS: token, claim. ARGV: marked owner, value, expiry
+// (Unix ns), ID, keep in ms. Returns 1 if stored.
+var putScript = redis.NewScript(`
+local holder = redis.call('GET', KEYS[2])
+if holder == ARGV[1] or ((not holder) and redis.call('EXISTS', KEYS[1]) == 0) then
+	redis.call('DEL', KEYS[1])
+	redis.call('HSET', KEYS[1], 'v', ARGV[2], 'e', ARGV[3], 'id', ARGV[4])
+	redis.call('PEXPIRE', KEYS[1], ARGV[5])
+	if holder then redis.call('DEL', KEYS[2]) end
+	return 1
+end
+return 0
+`)
+
+// releaseScript is Release. KEYS: claim. ARGV: marked owner, hold value,
+// hold in ms (0: none). Returns 1 if owner held the claim.
+var releaseScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[3]) > 0 then
+	redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else
+	redis.call('DEL', KEYS[1])
+end
+return 1
+`)
+
+// dropScript is Drop. KEYS: token. ARGV: ID. Returns 1 if dropped.
+var dropScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then
+	redis.call('DEL', KEYS[1])
+	return 1
+end
+return 0
+`)
+
+// RedisTokenStore is a TokenStore in Redis, so that several proxy replicas
+// share one upstream token per account. Tokens are stored in clear: Redis
+// is trusted infrastructure here, as it is for the shared cache, and should
+// be reachable only by the replicas (password, TLS, private network).
+//
+// An account has two keys, hash-tagged by account so a cluster keeps them
+// in one slot: prefix+"{account}:token", a hash of the token's value (v),
+// expiry in Unix nanoseconds (e) and ID (id), set to expire with the token;
+// and prefix+"{account}:claim", the generator's claim or a hold after a
+// failure, set to expire with its lease or hold. Every operation that reads
+// and writes is one Lua script, so it is atomic. Leases, holds and key
+// lifetimes run on the Redis server's clock.
+type RedisTokenStore struct {
+	client redis.UniversalClient
+	prefix string
+}
+
+var _ TokenStore = (*RedisTokenStore)(nil)
+
+// NewRedisTokenStore returns a RedisTokenStore on client whose keys start
+// with prefix (for example "caproxy:token:").
+func NewRedisTokenStore(client redis.UniversalClient, prefix string) *RedisTokenStore {
+	return &RedisTokenStore{client: client, prefix: prefix}
+}
+
+func (s *RedisTokenStore) keys(account string) []string {
+	base := s.prefix + "{" + account + "}:"
+	return []string{base + "token", base + "claim"}
+}
+
+// millis returns d in whole milliseconds, rounded up and at least one, as
+// PX wants.
+func millis(d time.Duration) int64 {
+	return int64(max((d+minRedisDuration-1)/minRedisDuration, 1))
+}
+
+// Get returns account's token; see TokenStore.
+func (s *RedisTokenStore) Get(ctx context.Context, account string) (Token, bool, error) {
+	v, err := s.client.HMGet(ctx, s.keys(account)[0], "v", "e", "id").Result()
+	if err != nil {
+		return Token{}, false, fmt.Errorf("credential: redis token store: get %q: %w", account, err)
+	}
+	value, _ := v[0].(string)
+	exp, _ := v[1].(string)
+	id, _ := v[2].(string)
+	if value == "" {
+		return Token{}, false, nil
+	}
+	ns, err := strconv.ParseInt(exp, 10, 64)
+	if err != nil || id == "" {
+		return Token{}, false, fmt.Errorf("credential: redis token store: get %q: malformed entry", account)
+	}
+	return Token{ID: id, Value: value, Expires: time.Unix(0, ns)}, true, nil
+}
+
+// Claim elects owner the generator; see TokenStore.
+func (s *RedisTokenStore) Claim(ctx context.Context, account, owner, seen string, lease time.Duration) (Claim, error) {
+	v, err := claimScript.Run(ctx, s.client, s.keys(account), claimOwnerMark+owner, seen, millis(lease)).Slice()
+	if err != nil {
+		return Claim{}, fmt.Errorf("credential: redis token store: claim %q: %w", account, err)
+	}
+	if len(v) != 3 {
+		return Claim{}, errors.New("credential: redis token store: unexpected claim reply")
+	}
+	state, _ := v[0].(int64)
+	switch state {
+	case 1:
+		return Claim{Won: true}, nil
+	case 2:
+		return Claim{Changed: true}, nil
+	case 3:
+		value, _ := v[1].(string)
+		ms, _ := v[2].(int64)
+		if ms <= 0 {
+			// The hold lapsed between SET and PTTL, or has no expiry
+			// (never set so): treat it as a hold of a moment.
+			ms = 1
+		}
+		return Claim{Hold: parseHold(value, time.Duration(ms)*time.Millisecond)}, nil
+	}
+	return Claim{}, nil
+}
+
+// holdValue encodes hold as a claim key's value.
+func holdValue(h Hold) string {
+	mark := holdFailedMark
+	if h.Limited {
+		mark = holdLimitedMark
+	}
+	msg := h.Message
+	if len(msg) > maxHoldMessage {
+		msg = msg[:maxHoldMessage]
+	}
+	return claimHoldMark + mark + msg
+}
+
+// parseHold decodes a claim key's hold value with for left.
+func parseHold(value string, left time.Duration) Hold {
+	h := Hold{For: left}
+	if len(value) >= 2 {
+		h.Limited = value[1:2] == holdLimitedMark
+		h.Message = value[2:]
+	}
+	return h
+}
+
+// Put stores tok and gives up owner's claim; see TokenStore.
+func (s *RedisTokenStore) Put(ctx context.Context, account, owner string, tok Token, keep time.Duration) (bool, error) {
+	n, err := putScript.Run(ctx, s.client, s.keys(account), claimOwnerMark+owner,
+		tok.Value, tok.Expires.UnixNano(), tok.ID, millis(keep)).Int64()
+	if err != nil {
+		return false, fmt.Errorf("credential: redis token store: put %q: %w", account, err)
+	}
+	return n == 1, nil
+}
+
+// Release gives up owner's claim, leaving hold; see TokenStore.
+func (s *RedisTokenStore) Release(ctx context.Context, account, owner string, hold Hold) error {
+	var ms int64
+	if hold.For > 0 {
+		ms = millis(hold.For)
+	}
+	err := releaseScript.Run(ctx, s.client, s.keys(account)[1:], claimOwnerMark+owner, holdValue(hold), ms).Err()
+	if err != nil {
+		return fmt.Errorf("credential: redis token store: release %q: %w", account, err)
+	}
+	return nil
+}
+
+// Drop deletes account's token if it is still id; see TokenStore.
+func (s *RedisTokenStore) Drop(ctx context.Context, account, id string) (bool, error) {
+	n, err := dropScript.Run(ctx, s.client, s.keys(account)[:1], id).Int64()
+	if err != nil {
+		return false, fmt.Errorf("credential: redis token store: drop %q: %w", account, err)
+	}
+	return n == 1, nil
+}
