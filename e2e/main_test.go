@@ -401,6 +401,7 @@ type proxyConfig struct {
 	TTL       string    // cache.ttl; default 30s
 	LogLevel  string    // default info
 	LogFormat string    // default text
+	Redis     string    // redis.url; default none
 }
 
 func (c proxyConfig) render(listen, admin string) string {
@@ -424,6 +425,9 @@ func (c proxyConfig) render(listen, admin string) string {
 	fmt.Fprintf(&b, "cache:\n  ttl: %s\n  stale_ttl: 10m\n", or(c.TTL, "30s"))
 	b.WriteString("limit:\n  upstream_per_minute: 50\n")
 	fmt.Fprintf(&b, "log:\n  level: %s\n  format: %s\n", or(c.LogLevel, "info"), or(c.LogFormat, "text"))
+	if c.Redis != "" {
+		fmt.Fprintf(&b, "redis:\n  url: %s\n", c.Redis)
+	}
 	return b.String()
 }
 
