@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -151,7 +152,13 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 		}
 	}
 
-	v, shared, err := p.group.Do(r.Context(), key, func(ctx context.Context) (any, error) {
+	// A no-cache request must not be answered by a flight that may settle
+	// for a cached entry, so those coalesce only among themselves.
+	group := &p.group
+	if bypass {
+		group = &p.bypassGroup
+	}
+	v, shared, err := group.Do(r.Context(), key, func(ctx context.Context) (any, error) {
 		return p.fetch(ctx, st, acct, key, req, bypass), nil
 	})
 	if err != nil {
@@ -188,7 +195,7 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 // noCache reports whether the client asked to skip fresh entries.
 func noCache(r *http.Request) bool {
 	for _, v := range r.Header.Values("Cache-Control") {
-		if bytes.Contains([]byte(v), []byte("no-cache")) {
+		if strings.Contains(v, "no-cache") {
 			return true
 		}
 	}

@@ -56,7 +56,7 @@ func NewMetrics(reg prometheus.Registerer, p *Proxy) *Metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "caproxy_coalesced_waiters",
 			Help: "Requests now waiting on another request's upstream call.",
-		}, func() float64 { return float64(p.group.Waiters()) }),
+		}, func() float64 { return float64(p.group.Waiters() + p.bypassGroup.Waiters()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "caproxy_cache_entries",
 			Help: "AHT answers held in the cache.",

@@ -83,8 +83,9 @@ type Proxy struct {
 	// Metrics, if not nil, is updated as requests are served.
 	Metrics *Metrics
 
-	settings atomic.Pointer[Settings]
-	group    cache.Group
+	settings    atomic.Pointer[Settings]
+	group       cache.Group // coalesces misses
+	bypassGroup cache.Group // coalesces no-cache requests
 
 	initOnce sync.Once
 	client   *http.Client
