@@ -74,20 +74,7 @@ func (ts *TokenSource) applyShared(ctx context.Context, h http.Header) (string, 
 			return "", err
 		}
 	}
-	f := ts.flight
-	if f == nil {
-		if err := context.Cause(ctx); err != nil {
-			ts.mu.Unlock()
-			return "", fmt.Errorf("credential: account %q: waiting for upstream token: %w", ts.UserName, err)
-		}
-		f = &flight{done: make(chan struct{})}
-		ts.flight = f
-		// Like a generation, the round outlives this caller: others may
-		// join it, and it may be generating.
-		go ts.syncShared(context.WithoutCancel(ctx), f)
-	}
-	ts.mu.Unlock()
-	return ts.await(ctx, h, f)
+	return ts.joinLocked(ctx, h, ts.syncShared)
 }
 
 // syncShared runs one read-or-generate round for flight f and installs its

@@ -1,11 +1,8 @@
 package credential
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -120,25 +117,7 @@ func shApply(t *testing.T, ts *TokenSource) (handle, token string) {
 // aht calls the simulator's AHT API with token and returns its error
 // message, or "" when it accepted the token.
 func (e *shEnv) aht(t *testing.T, token string) string {
-	t.Helper()
-	body, _ := json.Marshal(cloudagent.AHTRequest{UserName: shUser, AgentID: "ravi"})
-	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+cloudagent.PathAHT, bytes.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := e.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if cloudagent.IsSuccess(b) {
-		return ""
-	}
-	msg, ok := cloudagent.ErrorMessage(b)
-	if !ok {
-		t.Fatalf("AHT answered %d %s", resp.StatusCode, b)
-	}
-	return msg
+	return simAHT(t, e.srv, shUser, http.Header{"Authorization": {"Bearer " + token}})
 }
 
 // noSecrets fails if s holds the apiKey or any of the tokens.

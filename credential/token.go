@@ -267,17 +267,25 @@ func (ts *TokenSource) Apply(ctx context.Context, h http.Header) (string, error)
 	if valid && now.Before(ts.expires.Add(-ts.refreshBefore())) {
 		return ts.useLocked(h)
 	}
+	if ts.flight == nil && now.Before(ts.retryAt) {
+		// A generation failed recently: do not spend another one yet.
+		if valid {
+			return ts.useLocked(h)
+		}
+		err := ts.lastErr
+		ts.mu.Unlock()
+		return "", err
+	}
+	return ts.joinLocked(ctx, h, ts.generate)
+}
+
+// joinLocked waits, with ts.mu held on entry and released, for the flight
+// in progress, or starts one that runs run. A flight outlives the caller
+// that started it: others may be waiting on it, and an abandoned generation
+// would still cost one of ten per hour.
+func (ts *TokenSource) joinLocked(ctx context.Context, h http.Header, run func(context.Context, *flight)) (string, error) {
 	f := ts.flight
 	if f == nil {
-		if now.Before(ts.retryAt) {
-			// A generation failed recently: do not spend another one yet.
-			if valid {
-				return ts.useLocked(h)
-			}
-			err := ts.lastErr
-			ts.mu.Unlock()
-			return "", err
-		}
 		if err := context.Cause(ctx); err != nil {
 			// Nobody would wait for the token: do not spend a generation.
 			ts.mu.Unlock()
@@ -285,9 +293,7 @@ func (ts *TokenSource) Apply(ctx context.Context, h http.Header) (string, error)
 		}
 		f = &flight{done: make(chan struct{})}
 		ts.flight = f
-		// The generation outlives this caller: others may be waiting on it,
-		// and an abandoned generation would still cost one of ten per hour.
-		go ts.generate(context.WithoutCancel(ctx), f)
+		go run(context.WithoutCancel(ctx), f)
 	}
 	ts.mu.Unlock()
 	return ts.await(ctx, h, f)

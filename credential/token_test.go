@@ -100,14 +100,20 @@ func (e *env) apply(t *testing.T) (handle, token string) {
 // aht calls the simulator's AHT API with header h and returns its error
 // message, or "" on success.
 func (e *env) aht(t *testing.T, user string, h http.Header) string {
+	return simAHT(t, e.srv, user, h)
+}
+
+// simAHT calls srv's AHT API as user with header h and returns its error
+// message, or "" on success.
+func simAHT(t *testing.T, srv *httptest.Server, user string, h http.Header) string {
 	t.Helper()
 	body, _ := json.Marshal(cloudagent.AHTRequest{UserName: user, AgentID: "ravi"})
-	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+cloudagent.PathAHT, bytes.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, srv.URL+cloudagent.PathAHT, bytes.NewReader(body))
 	for k, v := range h {
 		req.Header[k] = v
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := e.srv.Client().Do(req)
+	resp, err := srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

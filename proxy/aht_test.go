@@ -236,13 +236,7 @@ func TestUpstreamLimitExceededSpendsTheBudget(t *testing.T) {
 	h := newHarness(t, setup{sim: sim.Options{Limit: 2}})
 	// Another app spends the account's upstream limit outside caproxy.
 	for range 2 {
-		req, _ := http.NewRequest("POST", h.simSrv.URL+cloudagent.PathAHT, strings.NewReader(`{"userName":"demo-basic","agentId":"agent001"}`))
-		req.Header.Set("apiKey", apikeyAccount.APIKey)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
+		h.direct(cloudagent.PathAHT, `{"userName":"demo-basic","agentId":"agent001"}`, apikeyAccount)
 	}
 	r := h.aht(apikeyAccount, "agent002")
 	if r.code != http.StatusTooManyRequests || r.message() != cloudagent.MsgLimitExceeded || r.header.Get("Retry-After") == "" {

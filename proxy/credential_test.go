@@ -60,13 +60,7 @@ func TestTokenInvalidatedElsewhereRegeneratesOnce(t *testing.T) {
 	}
 	// Another app generates a token for the account directly: caproxy's
 	// token is now invalid upstream.
-	req, _ := http.NewRequest("POST", h.simSrv.URL+cloudagent.PathGenerateToken, strings.NewReader(`{"userName":"demo"}`))
-	req.Header.Set("apiKey", tokenAccount.APIKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	h.direct(cloudagent.PathGenerateToken, `{"userName":"demo"}`, tokenAccount)
 
 	var wg sync.WaitGroup
 	codes := make([]int, 20)
@@ -108,13 +102,7 @@ func TestGenerationLimitIsAClearError(t *testing.T) {
 	for i := 1; i <= 11; i++ {
 		if i > 1 {
 			// Another app generates a token directly, invalidating caproxy's.
-			req, _ := http.NewRequest("POST", h.simSrv.URL+cloudagent.PathGenerateToken, strings.NewReader(`{"userName":"demo"}`))
-			req.Header.Set("apiKey", tokenAccount.APIKey)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
+			h.direct(cloudagent.PathGenerateToken, `{"userName":"demo"}`, tokenAccount)
 		}
 		r := h.aht(tokenAccount, fmt.Sprintf("agent%03d", i))
 		if i <= 10 && r.code != 200 {

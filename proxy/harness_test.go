@@ -245,6 +245,19 @@ func (h *harness) do(method, path, body string, headers ...string) reply {
 	return reply{resp.StatusCode, resp.Header, string(b)}
 }
 
+// direct calls the simulator itself, as an app that bypasses caproxy would,
+// with a's apiKey.
+func (h *harness) direct(path, body string, a sim.Account) {
+	h.t.Helper()
+	req, _ := http.NewRequest("POST", h.simSrv.URL+path, strings.NewReader(body))
+	req.Header.Set("apiKey", a.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	resp.Body.Close()
+}
+
 // aht asks for one agent's AHT as account a, with a's apiKey.
 func (h *harness) aht(a sim.Account, agent string, headers ...string) reply {
 	h.t.Helper()
