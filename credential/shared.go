@@ -100,7 +100,7 @@ func (ts *TokenSource) syncShared(ctx context.Context, f *flight) {
 	}
 	ts.flight = nil
 	ts.mu.Unlock()
-	close(f.done)
+	defer close(f.done) // after the log line, as generate does
 
 	if r.err == nil && r.tok.ID != prev {
 		ts.logger().Debug("using shared upstream token", "account", ts.UserName, "token_id", r.tok.ID, "expires", r.tok.Expires)

@@ -403,7 +403,9 @@ func (ts *TokenSource) generate(ctx context.Context, f *flight) {
 	keeping := ts.token != "" && now.Before(ts.expires)
 	ts.flight = nil
 	ts.mu.Unlock()
-	close(f.done)
+	// Counted and logged before the waiters wake, so what they see
+	// (metrics, logs) already includes this generation.
+	defer close(f.done)
 
 	log := ts.logger()
 	if err == nil {
