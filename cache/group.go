@@ -34,9 +34,6 @@ func (g *Group) Do(ctx context.Context, key string, fn func(ctx context.Context)
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
 	}
-	g.waiters.Add(1)
-	defer g.waiters.Add(-1)
-
 	// started is set only by the caller whose fn runs; the channel send
 	// of the result orders the write before this caller's read.
 	var started bool
@@ -49,6 +46,10 @@ func (g *Group) Do(ctx context.Context, key string, fn func(ctx context.Context)
 		}()
 		return fn(context.WithoutCancel(ctx))
 	})
+	// Counted once DoChan has registered this caller with the flight, so
+	// Waiters never includes a caller that could still start a new one.
+	g.waiters.Add(1)
+	defer g.waiters.Add(-1)
 	select {
 	case res := <-ch:
 		if !started {
