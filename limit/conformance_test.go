@@ -293,7 +293,7 @@ func TestStoreConformance(t *testing.T) {
 }
 
 // TestRedisSameMicrosecond checks that calls in the same server
-// microsecond each count: the script is run with a fixed time (its
+// microsecond each count (each has its own name): the script is run with a fixed time (its
 // test-only arguments) so every call collides.
 func TestRedisSameMicrosecond(t *testing.T) {
 	addr := redistest.Start(t)
@@ -303,10 +303,12 @@ func TestRedisSameMicrosecond(t *testing.T) {
 	rate := limiter.Rate{Period: time.Minute, Limit: 10}
 	now := time.Now()
 	sec, usec := now.Unix(), now.Nanosecond()/1000
+	seq := 0
 	run := func(o op, count int64) []int64 {
 		t.Helper()
+		seq++
 		v, err := redisSliding.Run(ctx, client, []string{"test:k"},
-			int(o), rate.Limit, rate.Period.Microseconds(), count, sec, usec).Int64Slice()
+			int(o), rate.Limit, rate.Period.Microseconds(), count, "replica", seq, 0, 0, sec, usec).Int64Slice()
 		if err != nil {
 			t.Fatal(err)
 		}

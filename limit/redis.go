@@ -2,8 +2,12 @@ package limit
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,45 +18,89 @@ import (
 //
 // Scores are the Redis server's TIME in microseconds, so replicas whose own
 // clocks disagree still share one timeline. A member is
-// "<usec>:<n>[:<i>]": n is how many calls it stands for (so Increment of
-// any count is one member) and the optional suffix i keeps two calls in the
-// same microsecond distinct.
+// "<replica>:<seq>:<n>": the replica that made the call, its sequence
+// number there (so a replica can write a call again without counting it
+// twice) and n, how many calls it stands for (so Increment of any count is
+// one member).
 //
-// KEYS[1]: the log. ARGV: op (0 peek, 1 get, 2 increment), limit,
-// period in microseconds, count (increment only), and, for tests only, a
-// fixed time as TIME's seconds and microseconds.
-// Returns {admitted (0/1), total in window, microseconds until the next
-// slot frees in Store's Reset sense}.
+// Before deciding, the script writes back the calling replica's own calls
+// that the log lacks (Redis restarted empty, or calls admitted locally
+// during an outage), at their real ages. And it decides on the larger of
+// the log's total and a floor the replica passes: the calls it knows of
+// (its own plus the others' it saw last time), so a log that lost calls
+// cannot admit more than the limit allows.
+//
+// KEYS[1]: the log. ARGV: op (0 peek, 1 get, 2 increment), limit, period in
+// microseconds, count (increment only), replica, seq, floor, how many own
+// calls the replica holds in the window, then, for tests only, a fixed time
+// as TIME's seconds and microseconds (or two empty strings), then the own
+// calls as triples seq, n, age in microseconds.
+// Returns {admitted (0/1), total in window (at least floor), microseconds
+// until the next slot frees in Store's Reset sense, then the other
+// replicas' calls in the window as pairs age in microseconds, n}.
 const slidingScript = `
 local key = KEYS[1]
 local op = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local period = tonumber(ARGV[3])
 local count = tonumber(ARGV[4])
+local rep = ARGV[5]
+local seq = ARGV[6]
+local floor = tonumber(ARGV[7])
+local ownTotal = tonumber(ARGV[8])
 
 local t
-if ARGV[6] then
-	t = {ARGV[5], ARGV[6]}
+if ARGV[9] ~= '' then
+	t = {ARGV[9], ARGV[10]}
 else
 	t = redis.call('TIME')
 end
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local cutoff = now - period
+local mark = rep .. ':'
 
-redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now - period))
-local raw = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-local ats, ns = {}, {}
-local total = 0
-for i = 1, #raw, 2 do
-	local n = tonumber(string.match(raw[i], '^%d+:(%d+)'))
-	ats[#ats + 1] = tonumber(raw[i + 1])
-	ns[#ns + 1] = n
-	total = total + n
+redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', cutoff))
+
+local function scan()
+	local raw = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+	local ats, ns, mine = {}, {}, {}
+	local total, own = 0, 0
+	for i = 1, #raw, 2 do
+		local n = tonumber(string.match(raw[i], ':(%d+)$')) or 1
+		ats[#ats + 1] = tonumber(raw[i + 1])
+		ns[#ns + 1] = n
+		local isMine = string.sub(raw[i], 1, #mark) == mark
+		mine[#mine + 1] = isMine
+		total = total + n
+		if isMine then own = own + n end
+	end
+	return ats, ns, mine, total, own
 end
+
+local ats, ns, mine, total, own = scan()
+local wrote = false
+if own < ownTotal then
+	for i = 11, #ARGV, 3 do
+		local at = now - tonumber(ARGV[i + 2])
+		if at > cutoff then
+			local member = mark .. ARGV[i] .. ':' .. ARGV[i + 1]
+			if redis.call('ZADD', key, 'NX', string.format('%d', at), member) == 1 then
+				wrote = true
+			end
+		end
+	end
+	if wrote then
+		ats, ns, mine, total, own = scan()
+	end
+end
+
+local eff = total
+if floor > eff then eff = floor end
 
 local admitted = 0
 local add = 0
 if op == 1 then
-	if total < limit then
+	if eff < limit then
 		add = 1
 		admitted = 1
 	end
@@ -61,16 +109,14 @@ elseif op == 2 and count > 0 then
 end
 
 if add > 0 then
-	local base = string.format('%s%06d:%d', t[1], tonumber(t[2]), add)
-	local member = base
-	local i = 0
-	while redis.call('ZADD', key, 'NX', string.format('%d', now), member) == 0 do
-		i = i + 1
-		member = base .. ':' .. i
-	end
+	redis.call('ZADD', key, string.format('%d', now), mark .. seq .. ':' .. add)
 	ats[#ats + 1] = now
 	ns[#ns + 1] = add
+	mine[#mine + 1] = true
 	total = total + add
+	eff = eff + add
+end
+if add > 0 or wrote then
 	redis.call('PEXPIRE', key, string.format('%d', math.ceil(period / 1000)))
 end
 
@@ -90,10 +136,44 @@ else
 		end
 	end
 end
-return {admitted, total, wait}
+local out = {admitted, eff, wait}
+for i = 1, #ats do
+	if not mine[i] then
+		out[#out + 1] = now - ats[i]
+		out[#out + 1] = ns[i]
+	end
+end
+return out
 `
 
 var redisSliding = redis.NewScript(slidingScript)
+
+// ErrUnavailable is wrapped by the errors of a RedisStore that cannot reach
+// Redis under the Deny policy: the caller must not make the call.
+var ErrUnavailable = errors.New("limit: shared budget unavailable")
+
+// Policy is what a RedisStore does while Redis cannot be reached.
+type Policy int
+
+const (
+	// Deny refuses every call while Redis is unreachable (Get, Peek and
+	// NextFree fail with an error wrapping ErrUnavailable), so the
+	// replicas together never exceed the limit.
+	Deny Policy = iota
+	// Share lets each of Replicas replicas spend at most its share,
+	// limit/Replicas (rounded down), on its own while Redis is
+	// unreachable, less what the other replicas had spent in the window
+	// when it last heard from Redis; see RedisStore.
+	Share
+)
+
+// String names the policy as config.yaml does.
+func (p Policy) String() string {
+	if p == Share {
+		return "share"
+	}
+	return "deny"
+}
 
 // RedisStore is a sliding-log Store in Redis, for several proxy replicas
 // sharing one budget. Each key is a sorted set named prefix+key that
@@ -103,25 +183,129 @@ var redisSliding = redis.NewScript(slidingScript)
 // Times it reports (Context.Reset, NextFree) are converted to the local
 // clock: the server's "in d" becomes local now + d, taken after the reply,
 // so a caller waiting until then never wakes early.
+//
+// It also keeps, per key, a local floor: the calls this replica made in
+// the window and the calls of the other replicas it saw in Redis's log at
+// its last operation (kept on the local clock until they leave the
+// window). The floor makes three things safe:
+//
+//   - Redis restarted empty: every operation writes this replica's own
+//     missing calls back into the log (idempotently: each call has a name),
+//     and decides on at least the floor, so the lost calls of the others
+//     still count until they write their own back or leave the window.
+//   - Redis unreachable under Share: a replica admits a call only while
+//     its own calls in the window stay under limit/N, and its own calls
+//     plus the others' it last saw plus (N-1) full shares stay under the
+//     limit. The others follow the same rule, so all together stay within
+//     the limit in any window, whatever the order of events.
+//   - Redis back after an outage under Share: for one window the same
+//     rule still applies on top of Redis's answer, while the other
+//     replicas write back what they spent during the outage.
 type RedisStore struct {
-	client redis.UniversalClient
-	prefix string
+	client   redis.UniversalClient
+	prefix   string
+	policy   Policy
+	replicas int64
+	// replica names this store's calls in the logs.
+	replica string
+
+	// mu guards the fields below.
+	mu     sync.Mutex
+	keys   map[string]*floorLog
+	seq    uint64
+	downAt time.Time // when Redis last failed; zero if never
+}
+
+// floorLog is one key's local floor: this replica's calls and the other
+// replicas' calls last seen, each oldest first, on the local clock.
+type floorLog struct {
+	own    []ownCall
+	others []call // at is local unix ns
+}
+
+// ownCall is one call this replica recorded: its name and weight, and when
+// it was sent (local unix ns, taken before the script ran, so it leaves the
+// local window no later than Redis's).
+type ownCall struct {
+	seq uint64
+	n   int64
+	at  int64
 }
 
 var _ Store = (*RedisStore)(nil)
 
-// NewRedisStore returns a RedisStore on client whose keys start with
-// prefix (for example "caproxy:limit:").
-func NewRedisStore(client redis.UniversalClient, prefix string) *RedisStore {
-	return &RedisStore{client: client, prefix: prefix}
+// RedisOption configures a RedisStore.
+type RedisOption func(*RedisStore)
+
+// WithOutagePolicy sets what the store does while Redis is unreachable
+// (default Deny). replicas is how many replicas share the budget, for
+// Share; values below 1 count as 1.
+func WithOutagePolicy(p Policy, replicas int) RedisOption {
+	return func(s *RedisStore) {
+		s.policy = p
+		s.replicas = int64(max(replicas, 1))
+	}
 }
 
-// result is one script run's outcome, with the local time it arrived.
+// NewRedisStore returns a RedisStore on client whose keys start with
+// prefix (for example "caproxy:limit:").
+func NewRedisStore(client redis.UniversalClient, prefix string, opts ...RedisOption) *RedisStore {
+	s := &RedisStore{client: client, prefix: prefix, replicas: 1, replica: rand.Text()[:12], keys: map[string]*floorLog{}}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Policy returns the store's outage policy and replica count.
+func (s *RedisStore) Policy() (Policy, int) { return s.policy, int(s.replicas) }
+
+// result is one operation's outcome, with the local time it arrived.
 type result struct {
 	admitted bool
 	total    int64
 	wait     time.Duration // until the next slot frees, Store's Reset sense
 	at       time.Time
+}
+
+// prune drops from l what left the window before cutoff and reports the
+// own and others' totals left.
+func (l *floorLog) prune(cutoff int64) (own, others int64) {
+	i := 0
+	for i < len(l.own) && l.own[i].at <= cutoff {
+		i++
+	}
+	l.own = l.own[i:]
+	j := 0
+	for j < len(l.others) && l.others[j].at <= cutoff {
+		j++
+	}
+	l.others = l.others[j:]
+	for _, c := range l.own {
+		own += c.n
+	}
+	for _, c := range l.others {
+		others += c.n
+	}
+	return own, others
+}
+
+// shareFloor is the floor the Share rule puts on a log with own and others
+// calls: the limit when this replica's share is spent, else what it and
+// the others may hold together.
+//
+// Why it holds: a replica admits during an outage only while its own calls
+// in the window are under its share s, so from then on it never holds more
+// than max(what it held before, s). The others together hold at most
+// max(others, s) + (N-2)*s (the most when all the others' earlier calls
+// sit on one replica), so admitting while own + 1 + that <= limit keeps the
+// sum of all replicas within the limit.
+func (s *RedisStore) shareFloor(limit, own, others int64) int64 {
+	share := limit / s.replicas
+	if own >= share {
+		return max(limit, own+others)
+	}
+	return own + max(others, share) + (s.replicas-2)*share
 }
 
 func (s *RedisStore) run(ctx context.Context, key string, rate limiter.Rate, o op, count int64) (result, error) {
@@ -130,20 +314,163 @@ func (s *RedisStore) run(ctx context.Context, key string, rate limiter.Rate, o o
 		// A sub-microsecond window holds nothing; keep it valid for Redis.
 		periodUS = 1
 	}
-	v, err := redisSliding.Run(ctx, s.client, []string{s.prefix + key},
-		int(o), rate.Limit, periodUS, count).Int64Slice()
+	start := time.Now()
+	nowNS := start.UnixNano()
+	cutoff := nowNS - int64(rate.Period)
+
+	s.mu.Lock()
+	l := s.keys[key]
+	if l == nil {
+		l = &floorLog{}
+		s.keys[key] = l
+	}
+	own, others := l.prune(cutoff)
+	floor := own + others
+	recovering := s.policy == Share && !s.downAt.IsZero() && start.Sub(s.downAt) < rate.Period
+	if recovering {
+		floor = max(floor, s.shareFloor(rate.Limit, own, others))
+	}
+	s.seq++
+	seq := s.seq
+	args := make([]any, 0, 10+3*len(l.own))
+	args = append(args, int(o), rate.Limit, periodUS, count, s.replica, seq, floor, own, "", "")
+	for _, c := range l.own {
+		args = append(args, c.seq, c.n, (nowNS-c.at)/1e3)
+	}
+	s.mu.Unlock()
+
+	v, err := redisSliding.Run(ctx, s.client, []string{s.prefix + key}, args...).Int64Slice()
+	if err == nil && (len(v) < 3 || len(v)%2 == 0) {
+		err = errors.New("unexpected script reply")
+	}
 	if err != nil {
-		return result{}, fmt.Errorf("limit: redis sliding log %q: %w", key, err)
+		return s.unreachable(key, rate, o, count, seq, start, fmt.Errorf("limit: redis sliding log %q: %w", key, err))
 	}
-	if len(v) != 3 {
-		return result{}, errors.New("limit: redis sliding log: unexpected script reply")
+	at := time.Now()
+	r := result{admitted: v[0] == 1, total: v[1], wait: time.Duration(v[2]) * time.Microsecond, at: at}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l = s.keys[key]
+	if l == nil {
+		l = &floorLog{}
+		s.keys[key] = l
 	}
-	return result{
-		admitted: v[0] == 1,
-		total:    v[1],
-		wait:     time.Duration(v[2]) * time.Microsecond,
-		at:       time.Now(),
-	}, nil
+	if n := recorded(o, r.admitted, count); n > 0 {
+		l.own = append(l.own, ownCall{seq: seq, n: n, at: nowNS})
+	}
+	// The others' calls, timed from the reply's arrival so they stay in
+	// the local window no shorter than in Redis's. They replace what was
+	// known unless Redis now shows fewer than are still in the local
+	// window: then Redis lost calls (restarted empty), and the known ones
+	// count until they leave the window or their replicas write them back.
+	var seen []call
+	var seenTotal int64
+	for i := 3; i+1 < len(v); i += 2 {
+		seen = append(seen, call{at: at.UnixNano() - v[i]*1e3, n: v[i+1]})
+		seenTotal += v[i+1]
+	}
+	if _, known := l.prune(cutoff); seenTotal >= known {
+		slices.SortFunc(seen, func(a, b call) int { return int(a.at - b.at) })
+		l.others = seen
+	}
+	m := l.merged()
+	var local int64
+	for _, c := range m {
+		local += c.n
+	}
+	if local >= rate.Limit {
+		// The floor may hold the budget longer than Redis's log does.
+		r.wait = max(r.wait, time.Duration(untilFree(m, local, rate.Limit, int64(rate.Period), at.UnixNano())))
+	}
+	if len(l.own) == 0 && len(l.others) == 0 {
+		delete(s.keys, key)
+	}
+	return r, nil
+}
+
+// recorded is how many calls an operation records when it succeeds.
+func recorded(o op, admitted bool, count int64) int64 {
+	switch {
+	case o == opGet && admitted:
+		return 1
+	case o == opIncrement && count > 0:
+		return count
+	}
+	return 0
+}
+
+// merged returns l's own and others' calls as one log, oldest first.
+func (l *floorLog) merged() []call {
+	m := make([]call, 0, len(l.own)+len(l.others))
+	for _, c := range l.own {
+		m = append(m, call{at: c.at, n: c.n})
+	}
+	m = append(m, l.others...)
+	slices.SortFunc(m, func(a, b call) int { return int(a.at - b.at) })
+	return m
+}
+
+// unreachable is an operation's outcome when Redis could not be asked:
+// under Deny an error (an Increment is still recorded locally, to be
+// written to Redis later); under Share the local decision.
+func (s *RedisStore) unreachable(key string, rate limiter.Rate, o op, count int64, seq uint64, start time.Time, err error) (result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.downAt = time.Now()
+	l := s.keys[key]
+	if l == nil {
+		l = &floorLog{}
+		s.keys[key] = l
+	}
+	nowNS := start.UnixNano()
+	own, others := l.prune(nowNS - int64(rate.Period))
+	if s.policy == Deny {
+		if o == opIncrement && count > 0 {
+			l.own = append(l.own, ownCall{seq: seq, n: count, at: nowNS})
+		}
+		return result{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	floor := s.shareFloor(rate.Limit, own, others)
+	r := result{total: floor, at: start}
+	if o == opGet && floor < rate.Limit {
+		r.admitted = true
+	}
+	if n := recorded(o, r.admitted, count); n > 0 {
+		l.own = append(l.own, ownCall{seq: seq, n: n, at: nowNS})
+		r.total += n
+	}
+	r.wait = s.shareWait(l, rate, nowNS)
+	return r, nil
+}
+
+// shareWait is how long until the Share rule admits a call on l: the first
+// moment, as calls leave the window, at which it would; a whole window if
+// none.
+func (s *RedisStore) shareWait(l *floorLog, rate limiter.Rate, now int64) time.Duration {
+	period := int64(rate.Period)
+	m := l.merged()
+	for i := -1; i < len(m); i++ {
+		t := now
+		if i >= 0 {
+			t = m[i].at + period
+		}
+		var own, others int64
+		for _, c := range l.own {
+			if c.at > t-period {
+				own += c.n
+			}
+		}
+		for _, c := range l.others {
+			if c.at > t-period {
+				others += c.n
+			}
+		}
+		if s.shareFloor(rate.Limit, own, others) < rate.Limit {
+			return time.Duration(max(t-now, 0))
+		}
+	}
+	return rate.Period
 }
 
 func (r result) context(limit int64, refused bool) limiter.Context {
@@ -178,8 +505,11 @@ func (s *RedisStore) Increment(ctx context.Context, key string, count int64, rat
 	return r.context(rate.Limit, r.total >= rate.Limit), nil
 }
 
-// Reset forgets every call recorded for key.
+// Reset forgets every call recorded for key, here and in Redis.
 func (s *RedisStore) Reset(ctx context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
+	s.mu.Lock()
+	delete(s.keys, key)
+	s.mu.Unlock()
 	if err := s.client.Del(ctx, s.prefix+key).Err(); err != nil {
 		return limiter.Context{}, fmt.Errorf("limit: redis reset %q: %w", key, err)
 	}
@@ -198,4 +528,9 @@ func (s *RedisStore) NextFree(ctx context.Context, key string, rate limiter.Rate
 		return r.at, nil
 	}
 	return r.at.Add(r.wait), nil
+}
+
+// String names the store and its policy, for logs.
+func (s *RedisStore) String() string {
+	return "limit.RedisStore(" + strconv.Quote(s.prefix) + ", on_failure=" + s.policy.String() + ")"
 }

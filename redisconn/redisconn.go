@@ -1,0 +1,215 @@
+// Package redisconn opens the one Redis connection the replicas of caproxy
+// share state through (budget, upstream token, cache), as operators run
+// Redis: a single server (redis:// or rediss:// with an ACL user and
+// password), a Redis Cluster, or a master found through Sentinel, all
+// through go-redis's UniversalClient.
+//
+// Every call it carries is bounded by one short Timeout (no retries, no
+// dial retries), and a circuit breaker stands in front of them: after a
+// call fails for Redis's sake (unreachable, timed out, loading, cluster
+// down), every later call fails at once with ErrDown, without touching the
+// network, until a background probe sees Redis answer again. So while Redis
+// is down no request waits on it longer than Timeout, and most not at all.
+package redisconn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caproxy/caproxy/breaker"
+)
+
+// DefaultTimeout bounds each Redis call when Options.Timeout is zero: well
+// under the upstream's latency, ample for Redis on a LAN.
+const DefaultTimeout = 50 * time.Millisecond
+
+// ErrDown is what every call returns, at once, while the circuit is open.
+var ErrDown = errors.New("redis: unavailable (circuit open; probing in the background)")
+
+// Options say where Redis is and how long a call may take.
+type Options struct {
+	// URL is a redis:// or rediss:// (TLS) URL: its user and password
+	// (an ACL user, or only a password), database and TLS apply in every
+	// mode; its host is the server when Addrs is empty.
+	URL string
+	// Addrs, when not empty, are Redis Cluster seed nodes, or Sentinels
+	// when MasterName is set; URL's host is then not used.
+	Addrs []string
+	// MasterName is the Sentinel master's name; empty means no Sentinel.
+	MasterName string
+	// Timeout bounds each call (dial, write, read, wait for a pooled
+	// connection) and each probe; zero means DefaultTimeout.
+	Timeout time.Duration
+	// ProbeEvery is how often the breaker probes while Redis is down; zero
+	// means breaker.DefaultProbeEvery.
+	ProbeEvery time.Duration
+	// OnChange, if set, is told each transition: up false with the error
+	// that opened the circuit, up true when a probe closed it.
+	OnChange func(up bool, err error)
+}
+
+// Conn is an open Redis connection behind a circuit breaker.
+type Conn struct {
+	// Client is the UniversalClient every Redis-backed store uses.
+	Client  redis.UniversalClient
+	breaker *breaker.Breaker
+	timeout time.Duration
+}
+
+// Open builds the client described by o; it does not contact Redis (a
+// Redis down at startup is an outage like any other).
+func Open(o Options) (*Conn, error) {
+	base, err := redis.ParseURL(o.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	uo := &redis.UniversalOptions{
+		Addrs:      []string{base.Addr},
+		Username:   base.Username,
+		Password:   base.Password,
+		DB:         base.DB,
+		TLSConfig:  base.TLSConfig,
+		MasterName: o.MasterName,
+		// Fail fast: one attempt, each step bounded; the breaker, not a
+		// retry loop, deals with an outage.
+		MaxRetries:            -1,
+		DialerRetries:         1,
+		DialerRetryTimeout:    time.Millisecond,
+		DialTimeout:           timeout,
+		ReadTimeout:           timeout,
+		WriteTimeout:          timeout,
+		PoolTimeout:           timeout,
+		ContextTimeoutEnabled: true,
+	}
+	if len(o.Addrs) > 0 {
+		uo.Addrs = o.Addrs
+		uo.IsClusterMode = o.MasterName == ""
+	}
+	if o.MasterName != "" && uo.TLSConfig != nil {
+		// Sentinels are reached the same way as the master.
+		uo.SentinelUsername, uo.SentinelPassword = base.Username, base.Password
+	}
+	c := &Conn{Client: redis.NewUniversalClient(uo), timeout: timeout}
+	c.breaker = &breaker.Breaker{
+		Probe:        c.probe,
+		ProbeEvery:   o.ProbeEvery,
+		ProbeTimeout: max(timeout, 10*time.Millisecond),
+		OnChange:     o.OnChange,
+	}
+	c.Client.AddHook(hook{c})
+	return c, nil
+}
+
+// Up reports whether the circuit is closed (Redis answering).
+func (c *Conn) Up() bool { return c.breaker.Up() }
+
+// Errors returns how many calls have failed for Redis's sake.
+func (c *Conn) Errors() int64 { return c.breaker.Failures() }
+
+// Close stops the probe and closes the client.
+func (c *Conn) Close() error {
+	c.breaker.Close()
+	return c.Client.Close()
+}
+
+// probeKey marks the probe's context: the probe must reach Redis while the
+// circuit is open.
+type probeKey struct{}
+
+// probe pings Redis (every master of a cluster).
+func (c *Conn) probe(ctx context.Context) error {
+	ctx = context.WithValue(ctx, probeKey{}, true)
+	if cc, ok := c.Client.(*redis.ClusterClient); ok {
+		return cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+			return n.Ping(ctx).Err()
+		})
+	}
+	return c.Client.Ping(ctx).Err()
+}
+
+// hook puts the breaker and the timeout in front of every command and
+// pipeline of the client.
+type hook struct{ c *Conn }
+
+func (h hook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h hook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		ctx, cancel, err := h.c.begin(ctx)
+		if err != nil {
+			cmd.SetErr(err)
+			return err
+		}
+		defer cancel()
+		err = next(ctx, cmd)
+		h.c.end(ctx, err)
+		return err
+	}
+}
+
+func (h hook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		ctx, cancel, err := h.c.begin(ctx)
+		if err != nil {
+			for _, cmd := range cmds {
+				cmd.SetErr(err)
+			}
+			return err
+		}
+		defer cancel()
+		err = next(ctx, cmds)
+		h.c.end(ctx, err)
+		return err
+	}
+}
+
+// begin refuses a call while the circuit is open, else bounds it.
+func (c *Conn) begin(ctx context.Context) (context.Context, context.CancelFunc, error) {
+	if !c.breaker.Allow() && ctx.Value(probeKey{}) == nil {
+		return nil, nil, ErrDown
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	return ctx, cancel, nil
+}
+
+// end opens the circuit when a call failed for Redis's sake.
+func (c *Conn) end(ctx context.Context, err error) {
+	if ctx.Value(probeKey{}) == nil && outage(ctx, err) {
+		c.breaker.Fail(err)
+	}
+}
+
+// outage reports whether err says Redis is unavailable, rather than that
+// the key is missing, the command was wrong, or the caller gave up.
+func outage(ctx context.Context, err error) bool {
+	if err == nil || errors.Is(err, redis.Nil) {
+		return false
+	}
+	if errors.Is(err, context.Canceled) {
+		return false // the caller left
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true // our Timeout (or the caller's, shorter: Redis was slow)
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		// A reply from Redis: only these say it cannot serve now.
+		msg := re.Error()
+		for _, p := range []string{"LOADING", "CLUSTERDOWN", "MASTERDOWN", "TRYAGAIN", "READONLY"} {
+			if strings.HasPrefix(msg, p) {
+				return true
+			}
+		}
+		return false
+	}
+	return true // network errors, EOF, closed or exhausted pool
+}
