@@ -15,7 +15,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/caproxy/caproxy/cache"
 	"github.com/caproxy/caproxy/cloudagent/sim"
@@ -23,6 +22,7 @@ import (
 	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/limit"
 	"github.com/caproxy/caproxy/proxy"
+	"github.com/caproxy/caproxy/redisconn"
 )
 
 // builtinSim is the upstream URL that starts the simulator in-process.
@@ -85,17 +85,22 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	var store limit.Store
 	var shared cache.Shared
 	var tokens credential.TokenStore
-	if cfg.Redis.URL != "" {
-		opt, err := redis.ParseURL(cfg.Redis.URL)
+	var redisStatus *proxy.RedisStatus
+	if cfg.Redis.Enabled() {
+		conn, err := openRedis(cfg.Redis, logger)
 		if err != nil {
-			return fmt.Errorf("redis url: %w", err)
+			return err
 		}
-		rdb := redis.NewClient(opt)
-		defer rdb.Close()
-		store = limit.NewRedisStore(rdb, "caproxy:")
-		shared = cache.NewRedisShared(rdb, cache.DefaultSharedPrefix, cache.WithSharedClock(c.Now))
-		tokens = credential.NewRedisTokenStore(rdb, "caproxy:token:")
-		logger.Info("sharing budgets, upstream tokens and cache through redis", "addr", opt.Addr)
+		defer conn.Close()
+		policy := limit.Deny
+		if cfg.Redis.OnFailure == config.RedisShare {
+			policy = limit.Share
+		}
+		store = limit.NewRedisStore(conn.Client, "caproxy:", limit.WithOutagePolicy(policy, cfg.Redis.Replicas))
+		shared = cache.NewRedisShared(conn.Client, cache.DefaultSharedPrefix, cache.WithSharedClock(c.Now))
+		tokens = credential.NewRedisTokenStore(conn.Client, "caproxy:token:")
+		redisStatus = &proxy.RedisStatus{Up: conn.Up, Errors: conn.Errors, OnFailure: cfg.Redis.OnFailure, Replicas: cfg.Redis.Replicas}
+		logger.Info("sharing budgets, upstream tokens and cache through redis", "redis", cfg.Redis)
 	} else {
 		store = limit.NewMemoryStore()
 	}
@@ -110,6 +115,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 		Shared:    shared,
 		Budget:    budget,
 		Logger:    logger,
+		Redis:     redisStatus,
 	}
 	if cfg.Log.Access {
 		p.AccessLog = newLogger(cfg.Log, access)
@@ -191,7 +197,7 @@ func (d *daemon) reload() {
 		{"listen", old.Listen, cfg.Listen},
 		{"admin_listen", old.AdminListen, cfg.AdminListen},
 		{"upstream", fmt.Sprint(old.Upstream), fmt.Sprint(cfg.Upstream)},
-		{"redis", old.Redis.URL, cfg.Redis.URL},
+		{"redis", fmt.Sprint(old.Redis), fmt.Sprint(cfg.Redis)},
 		{"log", fmt.Sprint(old.Log), fmt.Sprint(cfg.Log)},
 		{"limit.window", old.Limit.Window.String(), cfg.Limit.Window.String()},
 	} {
@@ -262,6 +268,32 @@ func (d *daemon) newAccount(a config.Account) *proxy.Account {
 		}
 	}
 	return acct
+}
+
+// openRedis opens the Redis connection replicas share state through, with
+// a log line on each transition of its circuit breaker (go-redis's own
+// messages go to the debug log).
+func openRedis(r config.Redis, logger *slog.Logger) (*redisconn.Conn, error) {
+	redisconn.SetLogger(logger)
+	url := r.URL
+	if url == "" {
+		url = "redis://"
+	}
+	return redisconn.Open(redisconn.Options{
+		URL: url, Addrs: r.Addrs, MasterName: r.MasterName, Timeout: r.Timeout,
+		OnChange: func(up bool, err error) {
+			if up {
+				logger.Info("redis is back: shared budget, tokens and cache in use again", "redis", r)
+				return
+			}
+			attrs := []any{"redis", r, "err", err, "on_failure", r.OnFailure}
+			if r.OnFailure == config.RedisShare {
+				logger.Warn("redis is down: serving from memory; misses spend this replica's share of the budget", append(attrs, "replicas", r.Replicas)...)
+			} else {
+				logger.Warn("redis is down: serving from memory; misses without a stale answer are refused (503)", attrs...)
+			}
+		},
+	})
 }
 
 // budgetWindow is the window caproxy counts its own calls in: the upstream's

@@ -37,6 +37,13 @@ const (
 	ClientAuthRequired = "required"
 	// ClientAuthOff trusts every client; allowed only on a loopback listen.
 	ClientAuthOff = "off"
+
+	// RedisDeny answers misses 503 while Redis is unreachable: no upstream
+	// call without the shared budget.
+	RedisDeny = "deny"
+	// RedisShare lets each replica spend its share of the budget alone
+	// while Redis is unreachable.
+	RedisShare = "share"
 )
 
 // redacted replaces a secret wherever a configuration value is printed.
@@ -120,10 +127,29 @@ type Limit struct {
 
 // Redis shares budget, token and cache between replicas.
 type Redis struct {
-	// URL is a redis:// or rediss:// URL; empty (default) keeps all state in
-	// memory on a single node. A password in it is redacted when printed.
+	// URL is a redis:// or rediss:// (TLS) URL: its user and password (an
+	// ACL user, or a password alone), database and TLS apply in every
+	// mode, and its host is the server when Addrs is empty. Empty, with no
+	// Addrs (default), keeps all state in memory on a single node. A
+	// password in it is redacted when printed.
 	URL string `yaml:"url"`
+	// Addrs are Redis Cluster seed nodes (host:port), or Sentinels when
+	// MasterName is set.
+	Addrs []string `yaml:"addrs"`
+	// MasterName is the Sentinel master to follow; empty means no Sentinel.
+	MasterName string `yaml:"master_name"`
+	// Timeout bounds every Redis call (default 50ms).
+	Timeout time.Duration `yaml:"timeout"`
+	// OnFailure is what a miss does while Redis is unreachable:
+	// RedisDeny (default) or RedisShare.
+	OnFailure string `yaml:"on_failure"`
+	// Replicas is how many replicas share the budget; required by
+	// RedisShare, where each spends at most its 1/Replicas share alone.
+	Replicas int `yaml:"replicas"`
 }
+
+// Enabled reports whether replicas share state through Redis.
+func (r Redis) Enabled() bool { return r.URL != "" || len(r.Addrs) > 0 }
 
 // Log selects how the proxy logs.
 type Log struct {
@@ -154,6 +180,7 @@ func defaults() *Config {
 			TokenGenerationsPerHour: 10,
 		},
 		ClientAuth: ClientAuthRequired,
+		Redis:      Redis{Timeout: 50 * time.Millisecond, OnFailure: RedisDeny},
 		Log:        Log{Format: "text", Level: "info", Access: true},
 	}
 }
@@ -302,26 +329,36 @@ func (r Redis) redactedURL() string {
 	return u.Redacted()
 }
 
-// String shows the URL with any password redacted.
-func (r Redis) String() string { return fmt.Sprintf("{URL:%s}", r.redactedURL()) }
+// shown is r with the URL's password redacted, for every printed form.
+func (r Redis) shown() map[string]any {
+	return map[string]any{"url": r.redactedURL(), "addrs": r.Addrs, "master_name": r.MasterName,
+		"timeout": r.Timeout.String(), "on_failure": r.OnFailure, "replicas": r.Replicas}
+}
+
+// String shows r with any password redacted.
+func (r Redis) String() string {
+	return fmt.Sprintf("{URL:%s Addrs:%v MasterName:%s Timeout:%v OnFailure:%s Replicas:%d}",
+		r.redactedURL(), r.Addrs, r.MasterName, r.Timeout, r.OnFailure, r.Replicas)
+}
 
 // GoString is String for %#v: any password is redacted.
-func (r Redis) GoString() string { return fmt.Sprintf("config.Redis{URL:%q}", r.redactedURL()) }
+func (r Redis) GoString() string {
+	return fmt.Sprintf("config.Redis{URL:%q, Addrs:%#v, MasterName:%q, Timeout:%d, OnFailure:%q, Replicas:%d}",
+		r.redactedURL(), r.Addrs, r.MasterName, r.Timeout, r.OnFailure, r.Replicas)
+}
 
-// LogValue logs the URL with any password redacted.
+// LogValue logs r with any password redacted.
 func (r Redis) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("url", r.redactedURL()))
+	return slog.GroupValue(slog.String("url", r.redactedURL()), slog.Any("addrs", r.Addrs),
+		slog.String("master_name", r.MasterName), slog.Duration("timeout", r.Timeout),
+		slog.String("on_failure", r.OnFailure), slog.Int("replicas", r.Replicas))
 }
 
-// MarshalJSON encodes the URL with any password redacted.
-func (r Redis) MarshalJSON() ([]byte, error) {
-	return json.Marshal(map[string]string{"url": r.redactedURL()})
-}
+// MarshalJSON encodes r with any password redacted.
+func (r Redis) MarshalJSON() ([]byte, error) { return json.Marshal(r.shown()) }
 
-// MarshalYAML encodes the URL with any password redacted.
-func (r Redis) MarshalYAML() (any, error) {
-	return map[string]string{"url": r.redactedURL()}, nil
-}
+// MarshalYAML encodes r with any password redacted.
+func (r Redis) MarshalYAML() (any, error) { return r.shown(), nil }
 
 // SlogLevel is Level as a slog.Level (info when Level is not a valid level).
 func (l Log) SlogLevel() slog.Level {

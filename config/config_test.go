@@ -38,7 +38,7 @@ func want(mod func(*Config)) *Config {
 		Cache:       Cache{TTL: 30 * time.Second, StaleTTL: 10 * time.Minute, NegativeTTL: 10 * time.Second, MaxEntries: 100000},
 		Limit:       Limit{UpstreamPerMinute: 50, MaxWait: 0, Window: 60 * time.Second, ClientPerMinute: 0, TokenGenerationsPerHour: 10},
 		ClientAuth:  "required",
-		Redis:       Redis{URL: ""},
+		Redis:       Redis{URL: "", Timeout: 50 * time.Millisecond, OnFailure: "deny"},
 		Log:         Log{Format: "text", Level: "info", Access: true},
 	}
 	if mod != nil {
@@ -117,9 +117,17 @@ log: {format: JSON, level: Debug, access: false}
 			Limit: Limit{UpstreamPerMinute: 5, MaxWait: 1500 * time.Millisecond, Window: 100 * time.Millisecond,
 				ClientPerMinute: 20, TokenGenerationsPerHour: 3},
 			ClientAuth: "required",
-			Redis:      Redis{URL: "redis://127.0.0.1:6379/0"},
+			Redis:      Redis{URL: "redis://127.0.0.1:6379/0", Timeout: 50 * time.Millisecond, OnFailure: "deny"},
 			Log:        Log{Format: "json", Level: "debug"},
 		}},
+		{"redis cluster, share", "redis: {url: 'rediss://u:p@', addrs: ['a:1', 'b:2'], timeout: 20ms, on_failure: share, replicas: 3}\n" + acct,
+			want(func(c *Config) {
+				c.Redis = Redis{URL: "rediss://u:p@", Addrs: []string{"a:1", "b:2"}, Timeout: 20 * time.Millisecond, OnFailure: "share", Replicas: 3}
+			})},
+		{"redis sentinel without url", "redis: {addrs: ['a:1'], master_name: mymaster}\n" + acct,
+			want(func(c *Config) {
+				c.Redis = Redis{Addrs: []string{"a:1"}, MasterName: "mymaster", Timeout: 50 * time.Millisecond, OnFailure: "deny"}
+			})},
 		{"client_auth off on loopback", "client_auth: off\nlisten: localhost:1\n" + acct,
 			want(func(c *Config) { c.ClientAuth = "off"; c.Listen = "localhost:1" })},
 		{"client_auth off on ::1", "client_auth: off\nlisten: '[::1]:1'\n" + acct,
@@ -284,6 +292,12 @@ func TestValidationErrors(t *testing.T) {
 		{"client_auth off, default ok but boolean", "client_auth: false\n" + acct, []string{"client_auth", `"false"`}},
 		{"redis scheme", "redis: {url: 'http://h:6379'}\n" + acct, []string{"config.yaml:1:", "redis.url"}},
 		{"redis no host", "redis: {url: 'redis://'}\n" + acct, []string{"redis.url", "no host"}},
+		{"redis on_failure value", "redis: {url: 'redis://h:1', on_failure: maybe}\n" + acct, []string{"redis.on_failure", `"maybe"`}},
+		{"redis share without replicas", "redis: {url: 'redis://h:1', on_failure: share}\n" + acct, []string{"redis.on_failure", "redis.replicas"}},
+		{"redis replicas negative", "redis: {url: 'redis://h:1', replicas: -1}\n" + acct, []string{"redis.replicas"}},
+		{"redis timeout zero", "redis: {url: 'redis://h:1', timeout: 0s}\n" + acct, []string{"redis.timeout"}},
+		{"redis master_name without addrs", "redis: {url: 'redis://h:1', master_name: m}\n" + acct, []string{"redis.master_name", "redis.addrs"}},
+		{"redis addrs not host:port", "redis: {addrs: [h]}\n" + acct, []string{"redis.addrs[0]"}},
 		{"log format", "log: {format: xml}\n" + acct, []string{"log.format", `"xml"`}},
 		{"log level", "log: {level: trace}\n" + acct, []string{"log.level", `"trace"`}},
 		{"log access", "log: {access: sometimes}\n" + acct, []string{"log.access", "true or false"}},

@@ -72,7 +72,7 @@ func (d *decoder) validate(c *Config) {
 		d.fail("client_auth", "client_auth%s must be %s or %s", d.echo("client_auth", c.ClientAuth), ClientAuthRequired, ClientAuthOff)
 	}
 
-	d.redisURL(c.Redis.URL)
+	d.redis(&c.Redis)
 
 	switch f := strings.ToLower(c.Log.Format); f {
 	case "text", "json":
@@ -197,17 +197,36 @@ func (d *decoder) upstreamURL(v string) {
 	}
 }
 
-// redisURL checks redis.url. The URL is never echoed: it may hold a
+// redis checks the redis section. The URL is never echoed: it may hold a
 // password.
-func (d *decoder) redisURL(v string) {
-	if v == "" {
-		return
+func (d *decoder) redis(r *Redis) {
+	if v := r.URL; v != "" {
+		u, err := url.Parse(v)
+		switch {
+		case err != nil || (u.Scheme != "redis" && u.Scheme != "rediss"):
+			d.fail("redis.url", "redis.url must be empty or a redis:// or rediss:// URL such as redis://127.0.0.1:6379/0")
+		case u.Host == "" && len(r.Addrs) == 0:
+			d.fail("redis.url", "redis.url has no host (want redis://host:port, or redis.addrs)")
+		}
 	}
-	u, err := url.Parse(v)
-	switch {
-	case err != nil || (u.Scheme != "redis" && u.Scheme != "rediss"):
-		d.fail("redis.url", "redis.url must be empty or a redis:// or rediss:// URL such as redis://127.0.0.1:6379/0")
-	case u.Host == "":
-		d.fail("redis.url", "redis.url has no host (want redis://host:port)")
+	for i, a := range r.Addrs {
+		p := fmt.Sprintf("redis.addrs[%d]", i)
+		d.hostPort(p, a)
+	}
+	if r.MasterName != "" && len(r.Addrs) == 0 {
+		d.fail("redis.master_name", "redis.master_name needs redis.addrs: the Sentinels to ask")
+	}
+	d.positive("redis.timeout", r.Timeout)
+	switch r.OnFailure {
+	case RedisDeny:
+	case RedisShare:
+		if r.Replicas < 1 {
+			d.fail("redis.on_failure", "redis.on_failure: share needs redis.replicas, how many replicas share the budget (each spends at most 1/replicas alone)")
+		}
+	default:
+		d.fail("redis.on_failure", "redis.on_failure%s must be %s or %s", d.echo("redis.on_failure", r.OnFailure), RedisDeny, RedisShare)
+	}
+	if r.Replicas < 0 {
+		d.fail("redis.replicas", "redis.replicas must not be negative, got %d", r.Replicas)
 	}
 }

@@ -115,6 +115,11 @@ func (ts *TokenSource) obtain(ctx context.Context) sharedResult {
 		if err != nil {
 			return ts.storeFailed(ctx, err)
 		}
+		if !ok {
+			if tok, put := ts.putBack(ctx); put {
+				return sharedResult{tok: tok}
+			}
+		}
 		now := ts.now()
 		ts.mu.Lock()
 		rejected := ok && cur.ID == ts.rejected
@@ -169,6 +174,29 @@ func (ts *TokenSource) obtain(ctx context.Context) sharedResult {
 			return sharedResult{tok: keep, err: ts.gaveUp(context.Cause(ctx))}
 		}
 	}
+}
+
+// putBack puts this replica's copy of the token into a store that has
+// none (Redis restarted empty, or came back after an outage without its
+// data), so the replicas keep the token they share instead of generating a
+// new one that would log every copy out. A copy this replica saw rejected,
+// or one due for refresh, is not put back; Put stores only while nobody
+// holds the claim to generate.
+func (ts *TokenSource) putBack(ctx context.Context) (Token, bool) {
+	ts.mu.Lock()
+	tok := Token{ID: ts.handle, Value: ts.token, Expires: ts.expires}
+	rejected := ts.rejected
+	ts.mu.Unlock()
+	now := ts.now()
+	if tok.Value == "" || tok.ID == rejected || !now.Before(tok.Expires.Add(-ts.refreshBefore())) {
+		return Token{}, false
+	}
+	stored, err := ts.Shared.Put(ctx, ts.UserName, ts.owner, tok, tok.Expires.Sub(now))
+	if err != nil || !stored {
+		return Token{}, false
+	}
+	ts.logger().Info("shared token store had no upstream token; put this replica's back", "account", ts.UserName, "token_id", tok.ID)
+	return tok, true
 }
 
 // generateShared generates a token as the claim holder and stores it for the

@@ -43,6 +43,12 @@ func (p *Proxy) AdminHandler(g prometheus.Gatherer) http.Handler {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		if p.degraded() {
+			// Still ready: memory serves hits and stale answers, and the
+			// outage policy decides misses.
+			w.Write([]byte("ready, degraded: redis down; budget " + p.budgetMode() + "\n"))
+			return
+		}
 		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
@@ -110,18 +116,28 @@ type BudgetState struct {
 	Limit     int64      `json:"limit"`
 	Remaining int64      `json:"remaining"`
 	NextFree  *time.Time `json:"next_free,omitempty"`
+	// Mode is the budget in force: BudgetLocal (single node),
+	// BudgetShared (Redis), or while Redis is down BudgetDenied (misses
+	// refused) or BudgetLocalShare (this replica's share).
+	Mode string `json:"mode"`
 }
 
 func (p *Proxy) serveBudget(w http.ResponseWriter, r *http.Request) {
 	out := map[string]BudgetState{}
+	mode := p.budgetMode()
 	if st := p.settings.Load(); st != nil {
 		for name := range st.Accounts {
 			bs, err := p.Budget.State(r.Context(), name)
 			if err != nil {
+				if mode == BudgetDenied {
+					// No budget is in force: misses are refused.
+					out[name] = BudgetState{Limit: p.Budget.Limit(), Mode: mode}
+					continue
+				}
 				cloudagent.WriteError(w, http.StatusBadGateway, "budget store unavailable")
 				return
 			}
-			s := BudgetState{Limit: bs.Limit, Remaining: bs.Remaining}
+			s := BudgetState{Limit: bs.Limit, Remaining: bs.Remaining, Mode: mode}
 			if !bs.NextFree.IsZero() {
 				s.NextFree = &bs.NextFree
 			}

@@ -188,7 +188,14 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 		writeLimited(w, a.budget, p.now())
 	default:
 		w.Header()["X-Cache"] = xCacheMiss
+		if a.retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(a.retryAfter))
+		}
 		cloudagent.WriteError(w, a.code, a.msg)
+	}
+	// A fetch may have taken long; record only an answer the client got.
+	if err := http.NewResponseController(w).Flush(); err != nil {
+		rec.outcome = OutcomeClientGone
 	}
 }
 
@@ -247,13 +254,25 @@ type answer struct {
 	msg            string       // CloudAgent message for errors
 	budget         limit.State  // for limited
 	upstreamStatus int
+	retryAfter     int // seconds, for errors that say when to come back
 }
+
+// fetchSlack is what a fetch may take beyond MaxWait and the upstream
+// timeout: shared-cache and budget calls (each bounded by redis.timeout).
+const fetchSlack = 2 * time.Second
 
 // fetch gets a fresh answer for key from the upstream, spending budget, or
 // falls back to a stale entry, a wait for budget, or a refusal.
 func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key string, req cloudagent.AHTRequest, bypass bool) *answer {
-	// The fetch serves every waiter, so no single client's leaving ends it.
+	// The fetch serves every waiter, so no single client's leaving ends it;
+	// but it has a bound of its own: every step (Redis, budget wait, token,
+	// upstream) is bounded, and this caps them all together.
 	ctx = context.WithoutCancel(ctx)
+	if p.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, st.MaxWait+p.Timeout+fetchSlack)
+		defer cancel()
+	}
 
 	if !bypass {
 		// A flight that just ended may have stored what this one came for.
@@ -267,6 +286,15 @@ func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key stri
 	}
 
 	ok, bst, err := p.Budget.Take(ctx, acct.UserName)
+	if errors.Is(err, limit.ErrUnavailable) {
+		// Redis is down under on_failure deny: no upstream call without
+		// the shared budget (the circuit breaker logged the outage).
+		if a := p.stale(key); a != nil {
+			return a
+		}
+		return &answer{outcome: OutcomeUpstreamError, code: http.StatusServiceUnavailable,
+			msg: "upstream budget unavailable: shared budget store down", retryAfter: 1}
+	}
 	if err != nil {
 		p.Logger.Error("budget store unavailable", "account", acct.UserName, "err", err)
 		return p.fallback(key, http.StatusBadGateway, "upstream budget unavailable")

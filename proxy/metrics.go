@@ -63,6 +63,7 @@ func NewMetrics(reg prometheus.Registerer, p *Proxy) *Metrics {
 		}, func() float64 { return float64(p.Cache.Len()) }),
 		accountCollector{p},
 	)
+	reg.MustRegister(p.redisCollectors()...)
 	return m
 }
 

@@ -83,6 +83,9 @@ type Proxy struct {
 	AccessLog *slog.Logger
 	// Metrics, if not nil, is updated as requests are served.
 	Metrics *Metrics
+	// Redis, if not nil, reports on the Redis replicas share state
+	// through: metrics, a degraded /readyz, the budget in force.
+	Redis *RedisStatus
 
 	settings    atomic.Pointer[Settings]
 	group       cache.Group // coalesces misses

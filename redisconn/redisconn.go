@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -212,4 +213,17 @@ func outage(ctx context.Context, err error) bool {
 		return false
 	}
 	return true // network errors, EOF, closed or exhausted pool
+}
+
+// SetLogger sends go-redis's own messages (pool and dial errors, which
+// repeat on every attempt while Redis is down) to logger at debug level.
+// It is process-wide, as go-redis's logger is.
+func SetLogger(logger *slog.Logger) {
+	redis.SetLogger(debugLogger{logger})
+}
+
+type debugLogger struct{ l *slog.Logger }
+
+func (d debugLogger) Printf(ctx context.Context, format string, v ...any) {
+	d.l.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
 }
