@@ -599,3 +599,32 @@ func TestTokenStores(t *testing.T) {
 		})
 	}
 }
+
+// TestSharedStoreEmptiedKeepsToken empties Redis (as a restart without
+// persistence does) under two replicas holding the shared token: the
+// first to look puts its copy back, and no new token is generated, so no
+// replica is logged out.
+func TestSharedStoreEmptiedKeepsToken(t *testing.T) {
+	e := newShEnv(t, false)
+	rs := e.replicas(2)
+	_, tok0 := shApply(t, rs[0])
+	_, tok1 := shApply(t, rs[1])
+	if tok0 != tok1 || e.gens() != 1 {
+		t.Fatalf("before: tokens differ (%v) or %d generations, want one shared token", tok0 != tok1, e.gens())
+	}
+	if err := e.rdb.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Advance(2 * DefaultSharedCheck) // both look at the store again
+	for i, ts := range rs {
+		if _, tok := shApply(t, ts); tok != tok0 {
+			t.Fatalf("replica %d uses another token after the store was emptied", i)
+		}
+	}
+	if got := e.gens(); got != 1 {
+		t.Fatalf("%d generations after the store was emptied, want still 1", got)
+	}
+	if tok, ok, err := e.store.Get(context.Background(), shUser); err != nil || !ok || tok.Value != tok0 {
+		t.Fatalf("store after: ok %v, err %v, same token %v; want the token put back", ok, err, tok.Value == tok0)
+	}
+}
