@@ -9,11 +9,12 @@ build:
 run: build
 	./caproxy -config config.yaml
 
-# deps installs what the tests start for real (redis-server) when missing.
+# deps installs what the tests start for real when missing: redis-server,
+# and redis-cli (redis-tools) to create a Redis Cluster.
 deps:
-	@command -v redis-server >/dev/null 2>&1 || { \
-		echo "installing redis-server"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || { \
+		echo "installing redis-server and redis-tools"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; }
 
 fmt-check:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

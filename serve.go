@@ -92,6 +92,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 			return err
 		}
 		defer conn.Close()
+		conn.WarmUp(ctx, 2*time.Second) // a failure is logged as "redis is down"
 		policy := limit.Deny
 		if cfg.Redis.OnFailure == config.RedisShare {
 			policy = limit.Share

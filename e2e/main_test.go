@@ -402,6 +402,12 @@ type proxyConfig struct {
 	LogLevel  string    // default info
 	LogFormat string    // default text
 	Redis     string    // redis.url; default none
+	// RedisKeys are more lines of the redis section ("key: value"), such
+	// as timeout, on_failure, replicas or addrs.
+	RedisKeys []string
+	StaleTTL  string // cache.stale_ttl; default 10m
+	PerMinute int    // limit.upstream_per_minute; default 50
+	Window    string // limit.window; default 60s
 }
 
 func (c proxyConfig) render(listen, admin string) string {
@@ -422,11 +428,21 @@ func (c proxyConfig) render(listen, admin string) string {
 	for _, a := range accounts {
 		fmt.Fprintf(&b, "  - user_name: %s\n    api_key: %s\n    auth: %s\n", a.User, a.Key, or(a.Auth, "token"))
 	}
-	fmt.Fprintf(&b, "cache:\n  ttl: %s\n  stale_ttl: 10m\n", or(c.TTL, "30s"))
-	b.WriteString("limit:\n  upstream_per_minute: 50\n")
+	fmt.Fprintf(&b, "cache:\n  ttl: %s\n  stale_ttl: %s\n", or(c.TTL, "30s"), or(c.StaleTTL, "10m"))
+	perMinute := c.PerMinute
+	if perMinute == 0 {
+		perMinute = 50
+	}
+	fmt.Fprintf(&b, "limit:\n  upstream_per_minute: %d\n  window: %s\n", perMinute, or(c.Window, "60s"))
 	fmt.Fprintf(&b, "log:\n  level: %s\n  format: %s\n", or(c.LogLevel, "info"), or(c.LogFormat, "text"))
-	if c.Redis != "" {
-		fmt.Fprintf(&b, "redis:\n  url: %s\n", c.Redis)
+	if c.Redis != "" || len(c.RedisKeys) > 0 {
+		b.WriteString("redis:\n")
+		if c.Redis != "" {
+			fmt.Fprintf(&b, "  url: %s\n", c.Redis)
+		}
+		for _, k := range c.RedisKeys {
+			fmt.Fprintf(&b, "  %s\n", k)
+		}
 	}
 	return b.String()
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -14,13 +15,22 @@ import (
 // one simulator: they share the upstream token (one generation), the cache
 // (one upstream call per key) and the budget.
 func TestScaleOutOnRedis(t *testing.T) {
-	redisURL := "redis://" + redistest.Start(t) + "/0"
+	scaleOut(t, proxyConfig{Redis: "redis://" + redistest.Start(t) + "/0", RedisKeys: []string{"timeout: 250ms"}})
+}
+
+// TestScaleOutOnRedisCluster is TestScaleOutOnRedis on a real 3-node Redis
+// Cluster (redis.addrs): the shared keys spread over the cluster's slots,
+// and every Lua script's keys sit in one slot.
+func TestScaleOutOnRedisCluster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	scaleOut(t, proxyConfig{RedisKeys: []string{"addrs: [" + strings.Join(cl.Addrs(), ", ") + "]", "timeout: 250ms"}})
+}
+
+// scaleOut runs the scale-out checks with cfg's Redis settings.
+func scaleOut(t *testing.T, cfg proxyConfig) {
 	s := startSim(t, "-data", writeSimData(t, account{"demo", secretDemoKey, "token"}))
-	cfg := proxyConfig{
-		Upstream: s.url(),
-		Accounts: []account{{"demo", "${" + envDemoKey + "}", "token"}},
-		Redis:    redisURL,
-	}
+	cfg.Upstream = s.url()
+	cfg.Accounts = []account{{"demo", "${" + envDemoKey + "}", "token"}}
 	a := startProxy(t, cfg, envDemoKey+"="+secretDemoKey)
 	b := startProxy(t, cfg, envDemoKey+"="+secretDemoKey)
 	replicas := []*caproxy{a, b}
@@ -45,6 +55,9 @@ func TestScaleOutOnRedis(t *testing.T) {
 		if err != nil {
 			t.Errorf("request %d: %v", i, err)
 		}
+	}
+	if t.Failed() {
+		t.Logf("output of the first replica:\n%s", a.out.String())
 	}
 	st := s.stats(t, c)
 	if st.TokenGenerations != 1 || st.AHTAdmitted > 2*agents || st.AHTLimited != 0 {

@@ -110,6 +110,28 @@ func Open(o Options) (*Conn, error) {
 	return c, nil
 }
 
+// WarmUp connects to Redis before the first request needs it (a cluster
+// client also learns the slot map), trying for up to within: a cold
+// connection may take longer than one Timeout. If Redis still does not
+// answer, the circuit starts open, probing in the background, and WarmUp
+// returns the last error; serving goes on either way.
+func (c *Conn) WarmUp(ctx context.Context, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		err := c.probe(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			c.breaker.Fail(err)
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // Up reports whether the circuit is closed (Redis answering).
 func (c *Conn) Up() bool { return c.breaker.Up() }
 
