@@ -1,7 +1,7 @@
 # caproxy — `make run` serves the shipped config; `make test` is what CI runs.
 GO ?= go
 
-.PHONY: run build test deps fmt-check vet bench bench-hit load
+.PHONY: run build test deps fmt-check vet bench bench-redis-down bench-hit load
 
 build:
 	$(GO) build -o caproxy .
@@ -27,6 +27,12 @@ test: deps fmt-check vet
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./cache/ ./limit/ ./proxy/
+	$(GO) test -run '^$$' -bench 'MissRedis/(up|down/breaker)' -benchmem ./redisconn/
+
+# bench-redis-down measures a miss's Redis work with Redis down before the
+# circuit breaker (go-redis defaults: seconds per miss) and after.
+bench-redis-down:
+	$(GO) test -run '^$$' -bench 'MissRedis/down' -benchtime=5x ./redisconn/
 
 # bench-hit compares caproxy's cache-hit throughput with a bare net/http handler under the same wrk load.
 bench-hit:
