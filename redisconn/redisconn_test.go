@@ -104,7 +104,7 @@ func isTimeout(err error) bool {
 func TestKilledRedisRecoversOnSamePort(t *testing.T) {
 	s := redistest.StartServer(t)
 	tr := newTransitions()
-	c := open(t, Options{URL: "redis://" + s.Addr, ProbeEvery: 20 * time.Millisecond, OnChange: tr.on})
+	c := open(t, Options{URL: "redis://" + s.Addr, Timeout: time.Second, ProbeEvery: 20 * time.Millisecond, OnChange: tr.on})
 	ctx := context.Background()
 	if err := c.Client.Ping(ctx).Err(); err != nil {
 		t.Fatal(err)
@@ -125,7 +125,7 @@ func TestKilledRedisRecoversOnSamePort(t *testing.T) {
 // circuit closed.
 func TestNotOutages(t *testing.T) {
 	s := redistest.StartServer(t)
-	c := open(t, Options{URL: "redis://" + s.Addr})
+	c := open(t, Options{URL: "redis://" + s.Addr, Timeout: time.Second})
 	ctx := context.Background()
 	if err := c.Client.Get(ctx, "missing").Err(); !errors.Is(err, redis.Nil) {
 		t.Fatalf("Get of a missing key = %v", err)
@@ -142,8 +142,12 @@ func TestNotOutages(t *testing.T) {
 // password-protected single server with an ACL user.
 func TestClusterAndACL(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
-	c := open(t, Options{URL: "redis://", Addrs: cl.Addrs()})
+	c := open(t, Options{URL: "redis://", Addrs: cl.Addrs(), Timeout: 250 * time.Millisecond})
 	ctx := context.Background()
+	// A cold cluster client dials and loads the slot map first.
+	if err := c.WarmUp(ctx, 10*time.Second); err != nil {
+		t.Fatalf("WarmUp on a cluster: %v", err)
+	}
 	if _, ok := c.Client.(*redis.ClusterClient); !ok {
 		t.Fatalf("client for addrs is %T, want a cluster client", c.Client)
 	}
@@ -157,7 +161,7 @@ func TestClusterAndACL(t *testing.T) {
 	}
 
 	s := redistest.StartServer(t, "--user", "default", "off", "--user", "caproxy", "on", ">s3cret", "~*", "&*", "+@all")
-	acl := open(t, Options{URL: "redis://caproxy:s3cret@" + s.Addr + "/0"})
+	acl := open(t, Options{URL: "redis://caproxy:s3cret@" + s.Addr + "/0", Timeout: time.Second})
 	if err := acl.Client.Set(ctx, "k", "v", 0).Err(); err != nil {
 		t.Fatalf("Set as ACL user: %v", err)
 	}
