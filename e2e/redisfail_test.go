@@ -344,7 +344,7 @@ func TestRedisHung(t *testing.T) {
 // replicas' local floors keep the simulator from ever refusing a call
 // (before the fix all 30 went upstream).
 func TestRedisRestartedEmpty(t *testing.T) {
-	o := startOutage(t, proxyConfig{PerMinute: 20, Window: "20s", RedisKeys: []string{"timeout: 100ms"}}, "-limit", "20", "-window", "20s")
+	o := startOutage(t, proxyConfig{PerMinute: 20, Window: "20s", RedisKeys: []string{"timeout: 250ms"}}, "-limit", "20", "-window", "20s")
 	for i := range 12 {
 		a := o.ask(i, o.newAgent())
 		if err := agentAHTProblem(a.response, a.agent, "MISS"); err != nil {
@@ -390,7 +390,7 @@ func TestRedisRestartedEmpty(t *testing.T) {
 // Redis is back misses are fetched again.
 func TestRedisDownShare(t *testing.T) {
 	o := startOutage(t, proxyConfig{PerMinute: 10, Window: "4s",
-		RedisKeys: []string{"timeout: 100ms", "on_failure: share", "replicas: 2"}}, "-limit", "10", "-window", "4s")
+		RedisKeys: []string{"timeout: 250ms", "on_failure: share", "replicas: 2"}}, "-limit", "10", "-window", "4s")
 	// A token and one call each, through Redis.
 	for i := range 2 {
 		a := o.ask(i, o.newAgent())

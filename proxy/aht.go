@@ -363,7 +363,7 @@ func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key stri
 		}
 		e, stored := p.Cache.Store(key, res.body, res.status, res.contentType)
 		if stored && p.Shared != nil {
-			if err := p.Shared.Set(ctx, key, e); err != nil {
+			if err := p.Shared.Set(ctx, key, e); err != nil && !p.degraded() {
 				p.Logger.Warn("shared cache unavailable", "err", err)
 			}
 		}
@@ -379,7 +379,8 @@ func (p *Proxy) sharedGet(ctx context.Context, key string) *cache.Entry {
 		return nil
 	}
 	e, ok, err := p.Shared.Get(ctx, key)
-	if err != nil {
+	if err != nil && !p.degraded() {
+		// While Redis is down the outage was logged once; not per request.
 		p.Logger.Warn("shared cache unavailable", "err", err)
 	}
 	if p.Metrics != nil {
