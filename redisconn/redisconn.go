@@ -39,7 +39,9 @@ type Options struct {
 	// mode; its host is the server when Addrs is empty.
 	URL string
 	// Addrs, when not empty, are Redis Cluster seed nodes, or Sentinels
-	// when MasterName is set; URL's host is then not used.
+	// when MasterName is set; URL's host is then not used. URL's user and
+	// password are the master's (and the cluster nodes'); Sentinels are
+	// asked without credentials.
 	Addrs []string
 	// MasterName is the Sentinel master's name; empty means no Sentinel.
 	MasterName string
@@ -94,10 +96,6 @@ func Open(o Options) (*Conn, error) {
 	if len(o.Addrs) > 0 {
 		uo.Addrs = o.Addrs
 		uo.IsClusterMode = o.MasterName == ""
-	}
-	if o.MasterName != "" && uo.TLSConfig != nil {
-		// Sentinels are reached the same way as the master.
-		uo.SentinelUsername, uo.SentinelPassword = base.Username, base.Password
 	}
 	c := &Conn{Client: redis.NewUniversalClient(uo), timeout: timeout}
 	c.breaker = &breaker.Breaker{

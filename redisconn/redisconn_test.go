@@ -170,3 +170,23 @@ func TestClusterAndACL(t *testing.T) {
 		t.Fatal("Set with a wrong password succeeded")
 	}
 }
+
+// TestSentinel finds the master through a real Sentinel (redis.addrs with
+// redis.master_name).
+func TestSentinel(t *testing.T) {
+	master := redistest.StartServer(t)
+	sentinel := redistest.StartSentinel(t, "mymaster", master)
+	c := open(t, Options{URL: "redis://", Addrs: []string{sentinel.Addr}, MasterName: "mymaster", Timeout: time.Second})
+	ctx := context.Background()
+	if err := c.WarmUp(ctx, 10*time.Second); err != nil {
+		t.Fatalf("WarmUp through Sentinel: %v", err)
+	}
+	if err := c.Client.Set(ctx, "k", "through-sentinel", 0).Err(); err != nil {
+		t.Fatalf("Set through Sentinel: %v", err)
+	}
+	direct := redis.NewClient(&redis.Options{Addr: master.Addr})
+	defer direct.Close()
+	if v, err := direct.Get(ctx, "k").Result(); err != nil || v != "through-sentinel" {
+		t.Fatalf("the master holds %q, %v; want the value set through Sentinel", v, err)
+	}
+}

@@ -8,7 +8,9 @@ import (
 	"bufio"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,6 +35,9 @@ type Server struct {
 	bin   string
 	dir   string
 	extra []string // more redis-server arguments (cluster mode)
+	// sentinel, if set, is the config file of a Sentinel: the server runs
+	// in sentinel mode, without the persistence arguments.
+	sentinel string
 
 	// mu guards cmd, exited and out.
 	mu     sync.Mutex
@@ -90,6 +95,9 @@ func (s *Server) start() string {
 		"--port", port, "--bind", "127.0.0.1",
 		"--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--logfile", ""}, s.extra...)
+	if s.sentinel != "" {
+		args = []string{s.sentinel, "--sentinel", "--port", port, "--bind", "127.0.0.1"}
+	}
 	cmd := exec.Command(s.bin, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -161,6 +169,39 @@ func (s *Server) signal(sig syscall.Signal) {
 	}
 }
 
+// StartSentinel starts a Redis Sentinel on a free loopback port that
+// monitors master under the name masterName, and returns it.
+func StartSentinel(t testing.TB, masterName string, master *Server) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not found (%v); install it: apt-get install -y redis-server", err)
+	}
+	var lastErr string
+	for range 3 {
+		port, err := freePort()
+		if err != nil {
+			lastErr = err.Error()
+			continue
+		}
+		dir := t.TempDir()
+		conf := filepath.Join(dir, "sentinel.conf")
+		text := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %s 1\n", masterName, portOf(master.Addr))
+		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, bin: bin, dir: dir, sentinel: conf}
+		if msg := s.start(); msg != "" {
+			lastErr = msg
+			continue
+		}
+		t.Cleanup(s.Kill)
+		return s
+	}
+	t.Fatalf("redistest: redis sentinel did not start: %s", lastErr)
+	return nil
+}
+
 // Cluster is a Redis Cluster of real redis-server processes (masters only)
 // created with redis-cli --cluster create.
 type Cluster struct {
@@ -201,7 +242,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	for {
 		ok := true
 		for _, node := range c.Nodes {
-			out, err := exec.Command(cli, "-h", "127.0.0.1", "-p", port(node.Addr), "cluster", "info").Output()
+			out, err := exec.Command(cli, "-h", "127.0.0.1", "-p", portOf(node.Addr), "cluster", "info").Output()
 			if err != nil || !strings.Contains(string(out), "cluster_state:ok") {
 				ok = false
 				break
@@ -217,7 +258,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	}
 }
 
-func port(addr string) string {
+func portOf(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p
 }
