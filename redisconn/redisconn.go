@@ -218,6 +218,11 @@ func outage(ctx context.Context, err error) bool {
 	if errors.Is(err, context.Canceled) {
 		return false // the caller left
 	}
+	if errors.Is(err, redis.ErrPoolTimeout) {
+		// Every pooled connection is busy: a burst here, not Redis down.
+		// (A hung Redis trips the breaker through the calls holding them.)
+		return false
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return true // our Timeout (or the caller's, shorter: Redis was slow)
 	}
