@@ -33,16 +33,24 @@ type outage struct {
 // with cfg (Upstream, Accounts and Redis filled in).
 func startOutage(t *testing.T, cfg proxyConfig, simFlags ...string) *outage {
 	t.Helper()
-	o := &outage{t: t, redis: redistest.StartServer(t), c: newClient(t)}
+	o := &outage{t: t, redis: redistest.StartServer(t)}
+	cfg.Redis = "redis://" + o.redis.Addr + "/0"
+	o.start(cfg, simFlags...)
+	return o
+}
+
+// start starts the simulator and the replicas on cfg's Redis.
+func (o *outage) start(cfg proxyConfig, simFlags ...string) {
+	t := o.t
+	t.Helper()
+	o.c = newClient(t)
 	o.next.Store(100)
 	o.sim = startSim(t, append([]string{"-data", writeSimData(t, account{"demo", secretDemoKey, "token"})}, simFlags...)...)
 	cfg.Upstream = o.sim.url()
 	cfg.Accounts = []account{{"demo", "${" + envDemoKey + "}", "token"}}
-	cfg.Redis = "redis://" + o.redis.Addr + "/0"
 	for range 2 {
 		o.replicas = append(o.replicas, startProxy(t, cfg, envDemoKey+"="+secretDemoKey))
 	}
-	return o
 }
 
 // newAgent returns an agent no request has named yet (a sure miss).
@@ -430,5 +438,42 @@ func TestRedisDownShare(t *testing.T) {
 	if st.AHTLimited != 0 || st.MaxInWindow > 10 || st.TokenGenerations > 2 {
 		t.Errorf("simulator: %d refused for the limit, most in a window %d, %d token generations; want 0, at most 10, at most 2",
 			st.AHTLimited, st.MaxInWindow, st.TokenGenerations)
+	}
+}
+
+// TestRedisClusterNodeKilled runs two replicas on a 3-node Redis Cluster
+// and kills one node under load: answers stay fast, cached keys are
+// answered 200 (from memory, or fetched when the budget's node is alive),
+// no replica exits; when the node is back on its port (empty,
+// rejoining the cluster), misses are fetched again with no caproxy
+// restart, and the simulator never refuses a call for its limit.
+func TestRedisClusterNodeKilled(t *testing.T) {
+	cl := redistest.StartCluster(t, 3)
+	o := &outage{t: t}
+	o.start(proxyConfig{TTL: "1s", RedisKeys: []string{"addrs: [" + strings.Join(cl.Addrs(), ", ") + "]", "timeout: 250ms"}})
+	cached := o.warm(10)
+
+	cl.Nodes[0].Kill()
+	stop := make(chan struct{})
+	during := o.load(cached, stop)
+	time.Sleep(1500 * time.Millisecond) // every cached answer expires meanwhile
+	close(stop)
+	answers := during()
+	o.checkFast("a cluster node down", answers)
+	// Keys on the live nodes still work, so a cached key may be fetched
+	// again (MISS) as well as served from memory: any 200 with the answer.
+	for _, a := range answers {
+		if err := agentAHTProblem(a.response, a.agent, ""); a.err == nil && err != nil {
+			t.Errorf("a cluster node down: %v", err)
+		}
+	}
+	o.checkAlive()
+
+	cl.Nodes[0].Restart()
+	o.waitMiss(0, 15*time.Second)
+	o.waitMiss(1, 15*time.Second)
+	o.checkAlive()
+	if st := o.sim.stats(t, o.c); st.AHTLimited != 0 || st.TokenGenerations > 2 {
+		t.Errorf("simulator: %d refused for the limit, %d token generations; want 0 and at most 2", st.AHTLimited, st.TokenGenerations)
 	}
 }
