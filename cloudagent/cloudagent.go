@@ -12,11 +12,60 @@ import (
 	"strconv"
 )
 
-// Paths served by CloudAgent that caproxy treats specially.
+// Paths served by CloudAgent that caproxy treats specially. Those beyond
+// the documented AHT and token APIs come from public code that calls
+// production CloudAgent, verified there with curl (DESIGN.md, "What
+// production does beyond the docs").
 const (
 	PathAHT           = "/ca_apis/aht"
 	PathGenerateToken = "/ca_apis/CAToken/generateToken"
+	// PathReportsGenerateToken is the reporting API's token endpoint: the
+	// same request and answer as PathGenerateToken, and a token minted at
+	// either invalidates earlier ones from both.
+	PathReportsGenerateToken = "/ca_reports/CAToken/generateToken"
+	// ReportsPrefix starts every reporting API path. The reporting API
+	// authenticates with the apiKey header only: a bearer token, even a
+	// valid one, gets HTTP 401 MsgMissingUserNameOrAPIKey.
+	ReportsPrefix = "/ca_reports/"
+	// PathFetchCDRDetails is a GET carrying a JSON body (CDRRequest); the
+	// same fields as query parameters get MsgInvalidJSONPassValid, a POST
+	// gets 401 or 405. CDRLimit calls per account per minute; one calendar
+	// day per call; CDRRetentionDays days kept.
+	PathFetchCDRDetails = "/ca_reports/fetchCDRDetails"
+	// PathFetchCdrByPagination is like PathFetchCDRDetails, with paging in
+	// query parameters beside the JSON body.
+	PathFetchCdrByPagination = "/ca_reports/fetchCdrByPagination"
+	// PathAgentManualDial places a call: a write, never cached or retried.
+	PathAgentManualDial = "/ca_apis/AgentManualDial"
 )
+
+// TokenPaths are every path CloudAgent serves generateToken at, in
+// CloudAgent's casing.
+var TokenPaths = []string{PathGenerateToken, PathReportsGenerateToken}
+
+// IsTokenPath reports whether path is one of TokenPaths.
+func IsTokenPath(path string) bool {
+	return path == PathGenerateToken || path == PathReportsGenerateToken
+}
+
+// Limits and formats of the reporting API (DESIGN.md, as above).
+const (
+	// CDRLimit is how many fetchCDRDetails calls an account may make per
+	// minute (AHT allows 50).
+	CDRLimit = 2
+	// CDRRetentionDays is how many days of call records CloudAgent keeps.
+	CDRRetentionDays = 15
+	// CDRTimeLayout is the layout of CDRRequest's dates.
+	CDRTimeLayout = "2006-01-02 15:04:05"
+)
+
+// CDRRequest is the JSON body of GET PathFetchCDRDetails (and of
+// PathFetchCdrByPagination): a range within one calendar day.
+type CDRRequest struct {
+	FromDate string `json:"fromDate"`
+	ToDate   string `json:"toDate"`
+	UserName string `json:"userName"`
+}
 
 // Headers CloudAgent reads.
 const (
@@ -49,6 +98,17 @@ const (
 	MsgTokenInvalidCredentials = "Invalid userName or apiKey"
 	MsgTokenExpired            = "Token Expired"
 	MsgTokenInvalid            = "Invalid Token"
+)
+
+// Messages of the reporting API, exactly as CloudAgent words them; it
+// answers them with {"status":"false",…} and a real HTTP status.
+const (
+	// MsgMissingUserNameOrAPIKey is its generic authentication failure
+	// (HTTP 401), also the answer to a valid bearer token.
+	MsgMissingUserNameOrAPIKey = "Missing userName or apiKey"
+	// MsgInvalidJSONPassValid answers a request without a JSON body, such
+	// as the body's fields sent as query parameters.
+	MsgInvalidJSONPassValid = "Invalid Json Pass Valid Json"
 )
 
 // AHTRequest is the JSON body of POST /ca_apis/aht. Unknown fields are

@@ -1,8 +1,11 @@
 // Package sim is caproxy's built-in CloudAgent simulator: an http.Handler
-// that answers CloudAgent's AHT, token and agent-details APIs and enforces
-// CloudAgent's documented contract (exact messages, 50 AHT calls per account
-// in any trailing minute, 60-minute tokens, 10 token generations per hour,
-// regeneration invalidating earlier tokens). It is the one fake of the
+// that answers CloudAgent's AHT, token (at both of its paths), agent-details,
+// reporting (fetchCDRDetails, fetchCdrByPagination) and AgentManualDial APIs
+// and enforces CloudAgent's contract, documented and observed in production
+// (exact messages, 50 AHT calls per account in any trailing minute, 2
+// reporting calls per minute with the apiKey header only and a JSON body on
+// a GET, 60-minute tokens, 10 token generations per hour across both token
+// paths, regeneration invalidating earlier tokens). It is the one fake of the
 // upstream used by every test in the project, so tests catch the proxy
 // breaking the rules, and it doubles as a load-testing target.
 //
@@ -119,6 +122,8 @@ type account struct {
 	aht        slidingLog // admitted AHT calls
 	other      slidingLog // admitted AgentDetails calls
 	gens       slidingLog // successful token generations
+	cdr        slidingLog // admitted fetchCDRDetails calls
+	cdrPaged   slidingLog // admitted fetchCdrByPagination calls
 	token      string     // current token; "" before the first generation
 	tokenIssue time.Time  // when token was generated
 	retired    map[string]struct{}
@@ -244,7 +249,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		a = s.serveAHT(r)
-	case cloudagent.PathGenerateToken:
+	case cloudagent.PathGenerateToken, cloudagent.PathReportsGenerateToken:
+		// Both token paths share one account state: a token from either
+		// invalidates earlier ones, and both count toward the hourly limit.
 		if !allow(w, r, http.MethodPost, &a) {
 			break
 		}
@@ -254,6 +261,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		a = s.serveAgentDetails(r)
+	case cloudagent.PathFetchCDRDetails:
+		a = s.serveReport(w, r, false)
+	case cloudagent.PathFetchCdrByPagination:
+		a = s.serveReport(w, r, true)
+	case cloudagent.PathAgentManualDial:
+		if !allow(w, r, http.MethodPost, &a) {
+			break
+		}
+		a = s.serveManualDial(r)
 	case PathStats:
 		if !allow(w, r, http.MethodGet, &a) {
 			break
@@ -268,7 +284,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		a = statusError(http.StatusNotFound, MsgNotFound)
 	}
-	if strings.HasPrefix(r.URL.Path, "/ca_apis/") && !s.delay(r.Context()) {
+	if (strings.HasPrefix(r.URL.Path, "/ca_apis/") || strings.HasPrefix(r.URL.Path, cloudagent.ReportsPrefix)) && !s.delay(r.Context()) {
 		return // the client has gone; nobody to answer
 	}
 	h := w.Header()

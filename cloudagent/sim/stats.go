@@ -14,6 +14,14 @@ type Stats struct {
 	TokenGenerations  int64 // tokens generated
 	TokenRejected     int64 // token requests refused (credentials, limit, bad JSON)
 	OtherCalls        int64 // POSTs to other CloudAgent endpoints (AgentDetails)
+	ReportCalls       int64 // requests to the reporting API's CDR paths, whatever their fate
+	ReportAdmitted    int64 // reporting calls counted against cloudagent.CDRLimit
+	ReportLimited     int64 // reporting calls refused with HTTP 429
+	ReportAuthFailed  int64 // reporting calls refused for credentials (a bearer token included)
+	ManualDials       int64 // calls placed by AgentManualDial
+	// MaxReportInWindow is the most admitted calls one account had on one
+	// reporting path within a trailing Window.
+	MaxReportInWindow int
 	// MaxInWindow is the most admitted AHT calls one account had within a
 	// trailing Window, measured at each admission. It must never exceed
 	// Limit; a proxy test reads it to prove the upstream budget held. It is
@@ -29,6 +37,9 @@ type AccountStats struct {
 	AHTLimited       int64
 	TokenGenerations int64
 	OtherCalls       int64 // other-endpoint calls that passed authentication
+	ReportAdmitted   int64
+	ReportLimited    int64
+	ManualDials      int64
 }
 
 // counters are the Server-wide counters behind Stats; atomics keep the hot
@@ -37,11 +48,14 @@ type counters struct {
 	ahtCalls, ahtAdmitted, ahtLimited, ahtAuthFailed, ahtInjectedErrors atomic.Int64
 	tokenGenerations, tokenRejected, otherCalls                         atomic.Int64
 	maxInWindow                                                         atomic.Int64
+	reportCalls, reportAdmitted, reportLimited, reportAuthFailed        atomic.Int64
+	manualDials, maxReportInWindow                                      atomic.Int64
 }
 
 // accountCounters are one account's counters behind AccountStats.
 type accountCounters struct {
 	ahtAdmitted, ahtLimited, tokenGenerations, otherCalls atomic.Int64
+	reportAdmitted, reportLimited, manualDials            atomic.Int64
 }
 
 // noteInWindow raises maxInWindow to n if n is larger.
@@ -49,6 +63,16 @@ func (c *counters) noteInWindow(n int64) {
 	for {
 		cur := c.maxInWindow.Load()
 		if n <= cur || c.maxInWindow.CompareAndSwap(cur, n) {
+			return
+		}
+	}
+}
+
+// noteReportInWindow raises maxReportInWindow to n if n is larger.
+func (c *counters) noteReportInWindow(n int64) {
+	for {
+		cur := c.maxReportInWindow.Load()
+		if n <= cur || c.maxReportInWindow.CompareAndSwap(cur, n) {
 			return
 		}
 	}
@@ -67,6 +91,12 @@ func (s *Server) Stats() Stats {
 		TokenRejected:     c.tokenRejected.Load(),
 		OtherCalls:        c.otherCalls.Load(),
 		MaxInWindow:       int(c.maxInWindow.Load()),
+		ReportCalls:       c.reportCalls.Load(),
+		ReportAdmitted:    c.reportAdmitted.Load(),
+		ReportLimited:     c.reportLimited.Load(),
+		ReportAuthFailed:  c.reportAuthFailed.Load(),
+		ManualDials:       c.manualDials.Load(),
+		MaxReportInWindow: int(c.maxReportInWindow.Load()),
 		PerAccount:        make(map[string]AccountStats, len(s.accounts)),
 	}
 	for name, a := range s.accounts {
@@ -75,6 +105,9 @@ func (s *Server) Stats() Stats {
 			AHTLimited:       a.stats.ahtLimited.Load(),
 			TokenGenerations: a.stats.tokenGenerations.Load(),
 			OtherCalls:       a.stats.otherCalls.Load(),
+			ReportAdmitted:   a.stats.reportAdmitted.Load(),
+			ReportLimited:    a.stats.reportLimited.Load(),
+			ManualDials:      a.stats.manualDials.Load(),
 		}
 	}
 	return st
@@ -87,6 +120,8 @@ func (s *Server) ResetStats() {
 	for _, v := range []*atomic.Int64{
 		&c.ahtCalls, &c.ahtAdmitted, &c.ahtLimited, &c.ahtAuthFailed, &c.ahtInjectedErrors,
 		&c.tokenGenerations, &c.tokenRejected, &c.otherCalls, &c.maxInWindow,
+		&c.reportCalls, &c.reportAdmitted, &c.reportLimited, &c.reportAuthFailed,
+		&c.manualDials, &c.maxReportInWindow,
 	} {
 		v.Store(0)
 	}
@@ -95,5 +130,8 @@ func (s *Server) ResetStats() {
 		a.stats.ahtLimited.Store(0)
 		a.stats.tokenGenerations.Store(0)
 		a.stats.otherCalls.Store(0)
+		a.stats.reportAdmitted.Store(0)
+		a.stats.reportLimited.Store(0)
+		a.stats.manualDials.Store(0)
 	}
 }

@@ -1,0 +1,137 @@
+package sim
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/caproxy/caproxy/cloudagent"
+)
+
+// Messages the simulator answers the reporting API with where CloudAgent's
+// wording is not known.
+const (
+	MsgCDROneDay      = "fromDate and toDate must be on the same day"
+	MsgCDRBadDate     = "fromDate and toDate must be yyyy-MM-dd HH:mm:ss"
+	MsgCDRRetention   = "data is kept for 15 days only"
+	MsgReportsLimited = "Too Many Requests"
+)
+
+// reportAnswer is a reporting-API refusal: {"status":"false",…} with a real
+// HTTP status, as CloudAgent answers there.
+func reportError(code int, msg string) answer {
+	return answer{code, cloudagent.TokenErrorBody(msg)}
+}
+
+// cdrRecord is one call record of a fetchCDRDetails answer.
+type cdrRecord struct {
+	CallID    string `json:"CallID"`
+	AgentID   string `json:"AgentID"`
+	StartTime string `json:"StartTime"`
+}
+
+// serveReport answers PathFetchCDRDetails and PathFetchCdrByPagination as
+// production does: GET only, a JSON body (query parameters are not read
+// for the body's fields), the apiKey header only (a bearer token is
+// refused), CDRLimit calls per account in any trailing Window counted
+// before the dates are checked, one calendar day per call, and
+// CDRRetentionDays of retention.
+func (s *Server) serveReport(w http.ResponseWriter, r *http.Request, paged bool) answer {
+	s.stats.reportCalls.Add(1)
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		return reportError(http.StatusMethodNotAllowed, MsgMethodNotAllowed)
+	}
+	if r.Header.Get(cloudagent.HeaderAuthorization) != "" {
+		s.stats.reportAuthFailed.Add(1)
+		return reportError(http.StatusUnauthorized, cloudagent.MsgMissingUserNameOrAPIKey)
+	}
+	body, err := readBody(r)
+	var req cloudagent.CDRRequest
+	if err != nil || len(bytes.TrimSpace(body)) == 0 || json.Unmarshal(body, &req) != nil {
+		return reportError(http.StatusBadRequest, cloudagent.MsgInvalidJSONPassValid)
+	}
+	apiKey := r.Header.Get(cloudagent.HeaderAPIKey)
+	acct := s.accounts[req.UserName]
+	if acct == nil || apiKey == "" || !equalSecret(apiKey, acct.APIKey) {
+		s.stats.reportAuthFailed.Add(1)
+		return reportError(http.StatusUnauthorized, cloudagent.MsgMissingUserNameOrAPIKey)
+	}
+	now := s.now()
+	acct.mu.Lock()
+	log := &acct.cdr
+	if paged {
+		log = &acct.cdrPaged
+	}
+	admitted, inWindow := log.admit(now.UnixNano(), s.window, cloudagent.CDRLimit)
+	acct.mu.Unlock()
+	if !admitted {
+		s.stats.reportLimited.Add(1)
+		acct.stats.reportLimited.Add(1)
+		return reportError(http.StatusTooManyRequests, MsgReportsLimited)
+	}
+	s.stats.noteReportInWindow(int64(inWindow))
+	s.stats.reportAdmitted.Add(1)
+	acct.stats.reportAdmitted.Add(1)
+
+	from, err1 := time.ParseInLocation(cloudagent.CDRTimeLayout, req.FromDate, now.Location())
+	to, err2 := time.ParseInLocation(cloudagent.CDRTimeLayout, req.ToDate, now.Location())
+	switch {
+	case err1 != nil || err2 != nil:
+		return reportError(http.StatusBadRequest, MsgCDRBadDate)
+	case from.YearDay() != to.YearDay() || from.Year() != to.Year() || to.Before(from):
+		return reportError(http.StatusBadRequest, MsgCDROneDay)
+	case from.Before(now.AddDate(0, 0, -cloudagent.CDRRetentionDays)):
+		return reportError(http.StatusBadRequest, MsgCDRRetention)
+	}
+	// Deterministic records for the day, so a cached answer can be compared.
+	day := from.Format("2006-01-02")
+	recs := make([]cdrRecord, 0, 3)
+	for i := range 3 {
+		recs = append(recs, cdrRecord{
+			CallID:    req.UserName + "-" + day + "-" + strconv.Itoa(i),
+			AgentID:   "agent" + strconv.Itoa(i),
+			StartTime: day + " 10:0" + strconv.Itoa(i) + ":00",
+		})
+	}
+	if paged {
+		q := r.URL.Query()
+		return ok(mustMarshal(struct {
+			Status  string      `json:"status"`
+			Page    string      `json:"page"`
+			Message []cdrRecord `json:"message"`
+		}{cloudagent.StatusSuccess, q.Get("page"), recs}))
+	}
+	return ok(mustMarshal(successBody[[]cdrRecord]{cloudagent.StatusSuccess, recs}))
+}
+
+// ManualDialRequest is the body of POST cloudagent.PathAgentManualDial as
+// the simulator reads it.
+type ManualDialRequest struct {
+	UserName       string `json:"userName"`
+	AgentID        string `json:"agentID"`
+	CustomerNumber string `json:"customerNumber"`
+	CampaignName   string `json:"campaignName"`
+}
+
+// serveManualDial places a (simulated) call: a write, counted per call, so
+// a test sees a retried or coalesced dial.
+func (s *Server) serveManualDial(r *http.Request) answer {
+	body, err := readBody(r)
+	var req ManualDialRequest
+	if err != nil || json.Unmarshal(body, &req) != nil {
+		return caError(MsgInvalidJSON)
+	}
+	if req.UserName == "" {
+		return caError(cloudagent.MsgUserNameEmpty)
+	}
+	acct, refusal := s.authenticate(r, req.UserName, s.now())
+	if acct == nil {
+		return refusal
+	}
+	s.stats.manualDials.Add(1)
+	acct.stats.manualDials.Add(1)
+	return ok(mustMarshal(successBody[string]{cloudagent.StatusSuccess, "call placed to " + req.CustomerNumber}))
+}

@@ -1,0 +1,141 @@
+package sim
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caproxy/caproxy/cloudagent"
+)
+
+// cdrBody is a fetchCDRDetails body for the token-mode account on day.
+func cdrBody(user, day string) string {
+	return `{"fromDate":"` + day + ` 00:00:00","toDate":"` + day + ` 23:59:59","userName":"` + user + `"}`
+}
+
+var demoKey = hdr{"apiKey": "demo-key"}
+
+func TestBothTokenPathsShareOneAccountState(t *testing.T) {
+	h := newHarness(t, Options{})
+	first := h.token("demo", "demo-key")
+	code, b := h.post(cloudagent.PathReportsGenerateToken, demoKey, `{"userName":"demo"}`)
+	if code != http.StatusOK || !strings.Contains(string(b), `"token"`) {
+		t.Fatalf("reports generateToken: %d %s", code, b)
+	}
+	// The token from the reporting path invalidated the first one.
+	_, b = h.post(cloudagent.PathAHT, bearer(first), `{"userName":"demo","campaignName":"Sales"}`)
+	wantTokenError(t, b, cloudagent.MsgTokenExpired)
+	// Both paths count toward the hourly limit: 2 used, 8 left.
+	for i := range 8 {
+		path := cloudagent.TokenPaths[i%2]
+		if code, b := h.post(path, demoKey, `{"userName":"demo"}`); code != http.StatusOK || strings.Contains(string(b), "false") {
+			t.Fatalf("generation %d at %s: %d %s", i+3, path, code, b)
+		}
+	}
+	_, b = h.post(cloudagent.PathReportsGenerateToken, demoKey, `{"userName":"demo"}`)
+	wantTokenError(t, b, MsgTokenGenLimit)
+	if got := h.sim.Stats().TokenGenerations; got != 10 {
+		t.Fatalf("TokenGenerations = %d, want 10", got)
+	}
+}
+
+func TestFetchCDRDetailsContract(t *testing.T) {
+	h := newHarness(t, Options{})
+	day := epoch.Format("2006-01-02")
+	tok := h.token("demo", "demo-key")
+
+	// A valid bearer token is refused by the reporting API.
+	code, _, b := h.do(http.MethodGet, cloudagent.PathFetchCDRDetails, bearer(tok), cdrBody("demo", day))
+	if code != http.StatusUnauthorized {
+		t.Fatalf("bearer: HTTP %d %s", code, b)
+	}
+	wantTokenError(t, b, cloudagent.MsgMissingUserNameOrAPIKey)
+	// So is the bearer token beside a good apiKey.
+	code, _, b = h.do(http.MethodGet, cloudagent.PathFetchCDRDetails, hdr{"apiKey": "demo-key", "Authorization": "Bearer " + tok}, cdrBody("demo", day))
+	if code != http.StatusUnauthorized {
+		t.Fatalf("bearer+apiKey: HTTP %d %s", code, b)
+	}
+	// A wrong key, and no key.
+	for _, hd := range []hdr{{"apiKey": "nope"}, {}} {
+		code, _, b = h.do(http.MethodGet, cloudagent.PathFetchCDRDetails, hd, cdrBody("demo", day))
+		if code != http.StatusUnauthorized {
+			t.Fatalf("%v: HTTP %d %s", hd, code, b)
+		}
+		wantTokenError(t, b, cloudagent.MsgMissingUserNameOrAPIKey)
+	}
+	// Query parameters instead of a body.
+	code, _, b = h.do(http.MethodGet, cloudagent.PathFetchCDRDetails+"?userName=demo&fromDate=x&toDate=y", demoKey, "")
+	if code != http.StatusBadRequest {
+		t.Fatalf("query: HTTP %d %s", code, b)
+	}
+	wantTokenError(t, b, cloudagent.MsgInvalidJSONPassValid)
+	// POST is not allowed.
+	code, _, b = h.do(http.MethodPost, cloudagent.PathFetchCDRDetails, demoKey, cdrBody("demo", day))
+	if code != http.StatusMethodNotAllowed {
+		t.Fatalf("POST: HTTP %d %s", code, b)
+	}
+	if st := h.sim.Stats(); st.ReportAdmitted != 0 {
+		t.Fatalf("refused calls were admitted: %+v", st)
+	}
+
+	// GET with a body and the apiKey, for a token-mode account: works.
+	code, _, b = h.do(http.MethodGet, cloudagent.PathFetchCDRDetails, demoKey, cdrBody("demo", day))
+	if code != http.StatusOK || !strings.Contains(string(b), `"status":"success"`) {
+		t.Fatalf("good call: HTTP %d %s", code, b)
+	}
+	// The second call in the minute spans two days: counted, then refused.
+	code, _, b = h.do(http.MethodGet, cloudagent.PathFetchCDRDetails, demoKey,
+		`{"fromDate":"`+day+` 00:00:00","toDate":"2026-01-02 00:00:00","userName":"demo"}`)
+	if code != http.StatusBadRequest {
+		t.Fatalf("two days: HTTP %d %s", code, b)
+	}
+	wantTokenError(t, b, MsgCDROneDay)
+	// Third in the minute: 429.
+	code, _, b = h.do(http.MethodGet, cloudagent.PathFetchCDRDetails, demoKey, cdrBody("demo", day))
+	if code != http.StatusTooManyRequests {
+		t.Fatalf("third: HTTP %d %s", code, b)
+	}
+	wantTokenError(t, b, MsgReportsLimited)
+	// The window trails: a minute later there is room again, but not for a
+	// day past retention.
+	h.clock.Advance(time.Minute)
+	old := epoch.AddDate(0, 0, -16).Format("2006-01-02")
+	code, _, b = h.do(http.MethodGet, cloudagent.PathFetchCDRDetails, demoKey, cdrBody("demo", old))
+	if code != http.StatusBadRequest {
+		t.Fatalf("old day: HTTP %d %s", code, b)
+	}
+	wantTokenError(t, b, MsgCDRRetention)
+	st := h.sim.Stats()
+	if st.ReportAdmitted != 3 || st.ReportLimited != 1 || st.MaxReportInWindow != 2 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+func TestFetchCdrByPaginationReadsBodyAndQuery(t *testing.T) {
+	h := newHarness(t, Options{})
+	day := epoch.Format("2006-01-02")
+	code, _, b := h.do(http.MethodGet, cloudagent.PathFetchCdrByPagination+"?page=2", demoKey, cdrBody("demo", day))
+	if code != http.StatusOK || !strings.Contains(string(b), `"page":"2"`) {
+		t.Fatalf("HTTP %d %s", code, b)
+	}
+	code, _, b = h.do(http.MethodGet, cloudagent.PathFetchCdrByPagination+"?page=2&userName=demo", demoKey, "")
+	if code != http.StatusBadRequest {
+		t.Fatalf("no body: HTTP %d %s", code, b)
+	}
+}
+
+func TestAgentManualDialIsCountedWrite(t *testing.T) {
+	h := newHarness(t, Options{})
+	body := `{"userName":"demo-basic","agentID":"agent1","customerNumber":"9999"}`
+	for range 2 {
+		if code, b := h.post(cloudagent.PathAgentManualDial, basicAuth, body); code != http.StatusOK || !strings.Contains(string(b), "success") {
+			t.Fatalf("HTTP %d %s", code, b)
+		}
+	}
+	_, b := h.post(cloudagent.PathAgentManualDial, hdr{"apiKey": "wrong"}, body)
+	wantError(t, b, cloudagent.MsgInvalidCredentials)
+	if st := h.sim.Stats(); st.ManualDials != 2 || st.PerAccount["demo-basic"].ManualDials != 2 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
