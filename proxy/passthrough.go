@@ -12,24 +12,31 @@ import (
 	"strconv"
 
 	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/credential"
 )
 
 // upstreamCreds is what servePassThrough resolved for the reverse proxy's
 // Rewrite and ModifyResponse hooks.
 type upstreamCreds struct {
 	acct   *Account
-	header http.Header // the account's upstream credentials
+	up     credential.Upstream // what attached header
+	header http.Header         // the account's upstream credentials
 	handle string
 	rec    *record
 }
 
 type credsKey struct{}
 
-// servePassThrough sends any other request to the upstream with the
-// credentials of the account it names (userName in the query or the JSON
-// body, or the account of a caproxy-issued bearer token).
-func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *record) {
-	rec.route = routeOther
+// servePassThrough sends a request to the upstream with the credentials of
+// the account it names (userName in the query or the JSON body, or the
+// account of a caproxy-issued bearer token): an unknown path (rt nil) with
+// the account's own credentials, or a table route's uncached request with
+// the route's credentials, under its budget. Nothing is retried.
+func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *record, rt *Route) {
+	if rt == nil {
+		rec.route = routeOther
+	}
+	writeErr := rt.writeError
 	st := p.settings.Load()
 
 	userName := r.URL.Query().Get("userName")
@@ -44,7 +51,7 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 			buf, err := readBody(w, r)
 			if err != nil {
 				rec.outcome = OutcomeInvalid
-				writeBodyError(w, err, cloudagent.WriteError)
+				writeBodyError(w, err, writeErr)
 				return
 			}
 			defer bufPool.Put(buf)
@@ -57,13 +64,13 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 	}
 	if userName == "" {
 		rec.outcome = OutcomeInvalid
-		cloudagent.WriteError(w, http.StatusBadRequest, cloudagent.MsgUserNameEmpty)
+		writeErr(w, http.StatusBadRequest, cloudagent.MsgUserNameEmpty)
 		return
 	}
 	acct, msg, code := p.authenticate(r, st, userName, p.now())
 	if acct == nil {
 		rec.outcome = OutcomeUnauthorized
-		cloudagent.WriteError(w, code, msg)
+		writeErr(w, code, msg)
 		return
 	}
 	rec.account = acct.UserName
@@ -71,12 +78,25 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 		rec.outcome = OutcomeLimited
 		return
 	}
-	creds := &upstreamCreds{acct: acct, header: http.Header{}, rec: rec}
-	handle, err := acct.Upstream.Apply(r.Context(), creds.header)
+	if rt != nil {
+		if a := p.takeRouteBudget(r.Context(), st, rt, acct, ""); a != nil {
+			rec.outcome = a.outcome
+			if a.outcome == OutcomeLimited {
+				writeRouteLimited(w, rt, a.budget, p.now())
+			} else {
+				w.Header().Set("Retry-After", strconv.Itoa(a.retryAfter))
+				writeErr(w, a.code, a.msg)
+			}
+			return
+		}
+	}
+	up := rt.upstreamFor(acct)
+	creds := &upstreamCreds{acct: acct, up: up, header: http.Header{}, rec: rec}
+	handle, err := up.Apply(r.Context(), creds.header)
 	if err != nil {
 		rec.outcome = OutcomeUpstreamError
 		p.Logger.Warn("no upstream credentials", "account", acct.UserName, "err", err)
-		cloudagent.WriteError(w, http.StatusServiceUnavailable, "upstream credentials unavailable")
+		writeErr(w, http.StatusServiceUnavailable, "upstream credentials unavailable")
 		return
 	}
 	creds.handle = handle
@@ -139,7 +159,7 @@ func (p *Proxy) checkPassedResponse(resp *http.Response) error {
 	}
 	c.rec.upstreamStatus = resp.StatusCode
 	if p.Metrics != nil {
-		p.Metrics.upstreamCalls.WithLabelValues(routeOther, strconv.Itoa(resp.StatusCode)).Inc()
+		p.Metrics.upstreamCalls.WithLabelValues(c.rec.route, strconv.Itoa(resp.StatusCode)).Inc()
 	}
 	// Token errors are small JSON bodies; only those are worth a look.
 	if resp.ContentLength < 0 || resp.ContentLength > 4096 {
@@ -152,7 +172,7 @@ func (p *Proxy) checkPassedResponse(resp *http.Response) error {
 		return err
 	}
 	if msg, ok := cloudagent.ErrorMessage(b); ok && cloudagent.IsTokenProblem(msg) {
-		c.acct.Upstream.Reject(c.handle)
+		c.up.Reject(c.handle)
 		p.Logger.Warn("upstream refused the token on pass-through; it will be regenerated", "account", c.acct.UserName)
 	}
 	return nil
