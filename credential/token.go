@@ -31,6 +31,12 @@ const (
 	// DefaultGenerationsPerHour is CloudAgent's limit on token generations per
 	// account in any hour; the default guard allows exactly that many.
 	DefaultGenerationsPerHour = 10
+	// DefaultMinSuspectAge is how long a token must have been in use before
+	// Suspect (a refusal seen on a call caproxy did not shape itself) may
+	// drop it. A client can make such a call fail with "Invalid Token" at
+	// will, so this bounds what clients can spend: at most one generation
+	// per quarter hour, 4 of the 10 an hour, through Suspect.
+	DefaultMinSuspectAge = 15 * time.Minute
 )
 
 const (
@@ -172,6 +178,9 @@ type TokenSource struct {
 	// DefaultSharedCheck. A replaced token that CloudAgent refuses is
 	// noticed sooner, through Reject.
 	SharedCheck time.Duration
+	// MinSuspectAge is how long a token must have been in use before Suspect
+	// drops it; zero means DefaultMinSuspectAge.
+	MinSuspectAge time.Duration
 
 	initOnce sync.Once
 	guard    Guard
@@ -351,6 +360,31 @@ func (ts *TokenSource) Reject(handle string) {
 	}
 	ts.token, ts.handle, ts.expires = "", "", time.Time{}
 	ts.logger().Info("upstream token rejected; the next call generates a new one", "account", ts.UserName)
+}
+
+// Suspect is Reject on weaker evidence: a refusal of the token seen on a
+// call whose shape caproxy did not control (a pass-through request), which a
+// client may have provoked on purpose. It drops the token only if it has
+// been in use for MinSuspectAge; a younger token is kept, and caproxy's own
+// calls (which Reject) or the refresh before expiry replace it if it really
+// is dead.
+func (ts *TokenSource) Suspect(handle string) {
+	if handle == "" {
+		return
+	}
+	age := ts.MinSuspectAge
+	if age <= 0 {
+		age = DefaultMinSuspectAge
+	}
+	ts.mu.Lock()
+	young := ts.token != "" && handle == ts.handle && ts.now().Before(ts.expires.Add(-ts.ttl()).Add(age))
+	ts.mu.Unlock()
+	if young {
+		ts.logger().Info("upstream token refused on a pass-through call; kept, it is too young to replace on that evidence",
+			"account", ts.UserName, "min_age", age)
+		return
+	}
+	ts.Reject(handle)
 }
 
 // Ready reports whether Apply can be expected to succeed: a usable token is
