@@ -140,7 +140,8 @@ type TokenSource struct {
 	// Endpoint is CloudAgent's base URL; generateToken is
 	// Endpoint + cloudagent.PathGenerateToken.
 	Endpoint *url.URL
-	// Client makes the generateToken call; nil means http.DefaultClient.
+	// Client makes the generateToken call; nil means http.DefaultClient's
+	// settings. Its CheckRedirect is ignored: redirects are never followed.
 	Client *http.Client
 	// TTL is how long CloudAgent accepts a token, counted from when the
 	// generation was sent; zero means DefaultTokenTTL.
@@ -478,16 +479,24 @@ func (ts *TokenSource) fetch(ctx context.Context) (string, error) {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(cloudagent.HeaderAPIKey, ts.APIKey)
-	client := ts.Client
-	if client == nil {
-		client = http.DefaultClient
+	client := http.Client{}
+	if ts.Client != nil {
+		client = *ts.Client
 	}
+	// A redirect is never followed: the apiKey header would go with it to
+	// whatever host the answer names (net/http strips Authorization on a
+	// cross-host redirect, not apiKey).
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := client.Do(req)
 	if err != nil {
 		// A *url.Error names the URL and the cause, never the headers.
 		return "", fmt.Errorf("credential: account %q: token generation: %w", ts.UserName, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode/100 == 3 {
+		return "", &UpstreamError{UserName: ts.UserName, StatusCode: resp.StatusCode,
+			Message: "redirect refused: caproxy does not send the apiKey on to another address"}
+	}
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
 	if err != nil {
 		return "", fmt.Errorf("credential: account %q: token generation: reading answer: %w", ts.UserName, err)
