@@ -312,8 +312,12 @@ func (p *Proxy) fetchRoute(ctx context.Context, st *Settings, c *routeCall, bypa
 			bst, _ := c.rt.budget.State(ctx, c.acct.UserName)
 			return &answer{outcome: OutcomeLimited, budget: bst, upstreamStatus: res.status}
 		}
-	case isErr && cloudagent.IsTokenProblem(msg) && c.rt.Auth != AuthAPIKey:
-		c.rt.upstreamFor(c.acct).Reject(handle)
+	case isErr && cloudagent.IsTokenProblem(msg):
+		// The client shaped this call, so a refusal is only a suspicion
+		// against the token (see checkPassedResponse).
+		if s, ok := c.rt.upstreamFor(c.acct).(suspecter); ok {
+			s.Suspect(handle)
+		}
 	}
 	now := p.now()
 	e := &cache.Entry{Body: res.body, Status: res.status, ContentType: res.contentType, Fetched: now, FreshUntil: now, StaleUntil: now}
