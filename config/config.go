@@ -203,12 +203,15 @@ func Load(path string) (*Config, error) {
 // validates. Problems are reported against the name "config.yaml". On
 // failure the error is an *Error listing every problem and the Config is nil.
 //
-// Expansion works on the raw text, comments included: "$$" is a literal
-// "$", a "$" not followed by "{" or "$" is kept as is, and ${VAR} with VAR
-// unset is an error. ${VAR:-default} uses default when VAR is unset or
-// empty. A substituted value becomes part of the YAML text, so a value with
-// YAML syntax in it (": ", " #", a leading quote, "*" or "&") needs quoting
-// around the reference.
+// A reference is replaced by its value inside the parsed YAML values only,
+// never in the raw text, so a value from the environment cannot change the
+// file's structure: "abc #x" stays "abc #x", and a value with a newline and
+// "key: value" in it stays one string. "$$" is a literal "$", a "$" not
+// followed by "{" or "$" is kept as is, and ${VAR} with VAR unset used in a
+// value is an error (references in comments are ignored). ${VAR:-default}
+// uses default when VAR is unset or empty. An unquoted value is typed by
+// what it holds after substitution (a number, a boolean; empty keeps the
+// default).
 func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 	return parse("config.yaml", data, lookupEnv)
 }

@@ -155,31 +155,115 @@ log: {format: JSON, level: Debug, access: false}
 func TestExpand(t *testing.T) {
 	vars := map[string]string{"A": "alpha", "EMPTY": "", "B_2": "beta"}
 	tests := []struct{ in, want string }{
-		{"x: ${A}", "x: alpha"},
-		{"x: ${A:-d}", "x: alpha"},
-		{"x: ${UNSET:-d}", "x: d"},
-		{"x: ${EMPTY:-d}", "x: d"}, // shell: ":-" also covers set-but-empty
-		{"x: ${EMPTY}", "x: "},
-		{"x: ${UNSET:-}", "x: "},
-		{"x: ${UNSET:-with spaces/and:colons}", "x: with spaces/and:colons"},
-		{"x: ${A}${B_2}-${A}", "x: alphabeta-alpha"},
-		{"x: $$", "x: $"},
-		{"x: $${A}", "x: ${A}"},
-		{"x: $$$${A}", "x: $${A}"},
-		{"x: $$${A}", "x: $alpha"},
-		{"x: $A $ a$", "x: $A $ a$"},
-		{"# ${A} in a comment\nx: 1", "# alpha in a comment\nx: 1"},
+		{"x: ${A}", "alpha"},
+		{"x: ${A:-d}", "alpha"},
+		{"x: ${UNSET:-d}", "d"},
+		{"x: ${EMPTY:-d}", "d"}, // shell: ":-" also covers set-but-empty
+		{"x: ${EMPTY}", ""},
+		{"x: ${UNSET:-}", ""},
+		{"x: ${UNSET:-with spaces/and:colons}", "with spaces/and:colons"},
+		{"x: ${A}${B_2}-${A}", "alphabeta-alpha"},
+		{"x: $$", "$"},
+		{"x: $${A}", "${A}"},
+		{"x: $$$${A}", "$${A}"},
+		{"x: $$${A}", "$alpha"},
+		{"x: $A $ a$", "$A $ a$"},
+		{"x: '${A} #1'", "alpha #1"},
+		{"x: [${A}, b]", "alpha"},
+		{"x: {k: ${A}}", "alpha"},
+		{"# ${A} and ${UNSET} in a comment\nx: 1", "1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			e := expand([]byte(tt.in), env(vars))
-			if len(e.problems) > 0 {
-				t.Fatalf("problems: %v", e.problems)
-			}
-			if string(e.text) != tt.want {
-				t.Errorf("got %q, want %q", e.text, tt.want)
+			if got := expandedX(t, tt.in, env(vars)); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// expandedX parses in, substitutes its references and returns the value of
+// the top-level key x (of a list, its first item; of a mapping, its first
+// value).
+func expandedX(t *testing.T, in string, lookupEnv func(string) (string, bool)) string {
+	t.Helper()
+	e := expand([]byte(in), lookupEnv)
+	if len(e.problems) > 0 {
+		t.Fatalf("problems: %v", e.problems)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(e.text, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if ps := e.substitute(&doc, map[*yaml.Node]bool{}); len(ps) > 0 {
+		t.Fatalf("problems: %v", ps)
+	}
+	root := doc.Content[0]
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if root.Content[i].Value == "x" {
+			n := root.Content[i+1]
+			for n.Kind != yaml.ScalarNode { // a list's first item, a mapping's first value
+				if n.Kind == yaml.MappingNode {
+					n = n.Content[1]
+				} else {
+					n = n.Content[0]
+				}
+			}
+			return n.Value
+		}
+	}
+	t.Fatalf("no key x in %q", in)
+	return ""
+}
+
+// TestEnvValuesAreNeverYAML checks that a value from the environment is
+// taken whole, as the value of the key that references it: it can neither
+// be cut short by YAML syntax in it nor add keys to the file.
+func TestEnvValuesAreNeverYAML(t *testing.T) {
+	vars := env(map[string]string{
+		"KEY":      "abc #x",
+		"INJECT":   "a\nclient_auth: off",
+		"QUOTE":    "'q\"",
+		"NUM":      "7",
+		"ANCHORED": "*alias",
+	})
+	cfg, err := Parse([]byte(`listen: 127.0.0.1:8080
+accounts:
+  - user_name: u
+    api_key: ${KEY}
+  - user_name: v
+    api_key: ${INJECT}
+  - user_name: w
+    api_key: "${QUOTE}"
+  - user_name: x
+    api_key: ${ANCHORED}
+cache:
+  max_entries: ${NUM}
+  ttl: ${UNSET_TTL:-}
+`), vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Accounts[0].APIKey; got != "abc #x" {
+		t.Errorf("api_key = %q, want %q", got, "abc #x")
+	}
+	if got := cfg.Accounts[1].APIKey; got != "a\nclient_auth: off" {
+		t.Errorf("api_key = %q, want the whole value", got)
+	}
+	if cfg.ClientAuth != ClientAuthRequired {
+		t.Errorf("client_auth = %q: a value from the environment added a key", cfg.ClientAuth)
+	}
+	if got := cfg.Accounts[2].APIKey; got != "'q\"" {
+		t.Errorf("api_key = %q", got)
+	}
+	if got := cfg.Accounts[3].APIKey; got != "*alias" {
+		t.Errorf("api_key = %q", got)
+	}
+	if cfg.Cache.MaxEntries != 7 {
+		t.Errorf("max_entries = %d, want 7", cfg.Cache.MaxEntries)
+	}
+	if cfg.Cache.TTL != defaults().Cache.TTL {
+		t.Errorf("ttl = %v: an empty plain value must keep the default", cfg.Cache.TTL)
 	}
 }
 

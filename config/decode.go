@@ -22,6 +22,9 @@ import (
 type decoder struct {
 	exp      *expansion
 	problems []problem
+	// envNodes are the YAML nodes holding text from the environment
+	// (containers included); such values are never quoted in messages.
+	envNodes map[*yaml.Node]bool
 	fatal    bool // the YAML could not be parsed; skip validation
 	// lines and tainted record, per key path ("cache.ttl", "accounts[0]"),
 	// the original line and whether the value came from the environment.
@@ -33,15 +36,18 @@ var (
 	durationType = reflect.TypeOf(time.Duration(0))
 	accountType  = reflect.TypeOf(Account{})
 	yamlLineRe   = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
-	quotedRe     = regexp.MustCompile("'[^']*'|`[^`]*`|\"[^\"]*\"")
 )
 
 func (d *decoder) add(outLine int, format string, args ...any) {
-	d.problems = append(d.problems, problem{d.exp.line(outLine), fmt.Sprintf(format, args...)})
+	d.problems = append(d.problems, problem{outLine, fmt.Sprintf(format, args...)})
 }
 
-// decodeDocument parses the single YAML document and decodes it into cfg.
+// decodeDocument parses the single YAML document, substitutes the
+// environment references inside its scalars and decodes it into cfg.
 func (d *decoder) decodeDocument(cfg *Config) {
+	if d.envNodes == nil {
+		d.envNodes = map[*yaml.Node]bool{}
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(d.exp.text))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -60,6 +66,11 @@ func (d *decoder) decodeDocument(cfg *Config) {
 		d.syntaxError(err)
 		return
 	}
+	if ps := d.exp.substitute(&doc, d.envNodes); len(ps) > 0 {
+		d.problems = append(d.problems, ps...)
+		d.fatal = true
+		return
+	}
 	root := &doc
 	if root.Kind == yaml.DocumentNode {
 		if len(root.Content) == 0 {
@@ -76,9 +87,9 @@ func (d *decoder) decodeDocument(cfg *Config) {
 	d.value(root, reflect.ValueOf(cfg).Elem(), "")
 }
 
-// syntaxError records a YAML parse error with its line mapped to the
-// original file. If any value came from the environment, quoted fragments
-// are dropped from the parser's message so no value can leak through it.
+// syntaxError records a YAML parse error. The parser only ever sees the
+// file's own text (environment values are substituted after parsing), so
+// no value from the environment can be in its message.
 func (d *decoder) syntaxError(err error) {
 	d.fatal = true
 	msg := err.Error()
@@ -89,10 +100,8 @@ func (d *decoder) syntaxError(err error) {
 	} else {
 		msg = strings.TrimPrefix(msg, "yaml: ")
 	}
-	if d.exp.envUsed {
-		msg = quotedRe.ReplaceAllString(msg, "…")
-	}
-	d.problems = append(d.problems, problem{d.exp.line(line), "invalid YAML: " + msg})
+	msg = d.exp.placeholder.ReplaceAllString(msg, "${…}")
+	d.problems = append(d.problems, problem{line, "invalid YAML: " + msg})
 }
 
 // where describes a key path for messages about unknown keys.
@@ -126,7 +135,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
 	}
-	if path != "" && d.exp.tainted(n.Line) {
+	if path != "" && d.envNodes[n] {
 		d.tainted[path] = true
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
@@ -178,7 +187,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, path string) {
 				s.Index(i).Set(reflect.ValueOf(defaultAccount()))
 			}
 			p := fmt.Sprintf("%s[%d]", path, i)
-			d.lines[p] = d.exp.line(item.Line)
+			d.lines[p] = item.Line
 			d.value(item, s.Index(i), p)
 		}
 		v.Set(s)
@@ -214,24 +223,24 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 		}
 		name := k.Value
 		shown := strconv.Quote(name)
-		if d.exp.tainted(k.Line) {
+		if d.envNodes[k] {
 			shown = "(from the environment)"
 		}
 		idx, ok := fields[name]
 		if !ok {
 			msg := fmt.Sprintf("unknown key %s %s", shown, where(path))
-			if s := suggest(name, names); s != "" && !d.exp.tainted(k.Line) {
+			if s := suggest(name, names); s != "" && !d.envNodes[k] {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
 			}
 			d.add(k.Line, "%s", msg)
 			continue
 		}
 		if first, dup := seen[name]; dup {
-			d.add(k.Line, "duplicate key %s %s (first at line %d)", shown, where(path), d.exp.line(first))
+			d.add(k.Line, "duplicate key %s %s (first at line %d)", shown, where(path), first)
 			continue
 		}
 		seen[name] = k.Line
-		d.lines[join(path, name)] = d.exp.line(k.Line)
+		d.lines[join(path, name)] = k.Line
 		d.value(val, v.Field(idx), join(path, name))
 	}
 }
@@ -239,7 +248,7 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 // quote returns ` "value"` for messages, or "" when the value came from
 // the environment and so must not be shown.
 func (d *decoder) quote(n *yaml.Node, value string) string {
-	if d.exp.tainted(n.Line) {
+	if d.envNodes[n] {
 		return ""
 	}
 	return " " + strconv.Quote(value)

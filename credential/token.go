@@ -31,6 +31,12 @@ const (
 	// DefaultGenerationsPerHour is CloudAgent's limit on token generations per
 	// account in any hour; the default guard allows exactly that many.
 	DefaultGenerationsPerHour = 10
+	// DefaultMinSuspectAge is how long a token must have been in use before
+	// Suspect (a refusal seen on a call caproxy did not shape itself) may
+	// drop it. A client can make such a call fail with "Invalid Token" at
+	// will, so this bounds what clients can spend: at most one generation
+	// per quarter hour, 4 of the 10 an hour, through Suspect.
+	DefaultMinSuspectAge = 15 * time.Minute
 )
 
 const (
@@ -134,7 +140,8 @@ type TokenSource struct {
 	// Endpoint is CloudAgent's base URL; generateToken is
 	// Endpoint + cloudagent.PathGenerateToken.
 	Endpoint *url.URL
-	// Client makes the generateToken call; nil means http.DefaultClient.
+	// Client makes the generateToken call; nil means http.DefaultClient's
+	// settings. Its CheckRedirect is ignored: redirects are never followed.
 	Client *http.Client
 	// TTL is how long CloudAgent accepts a token, counted from when the
 	// generation was sent; zero means DefaultTokenTTL.
@@ -172,6 +179,9 @@ type TokenSource struct {
 	// DefaultSharedCheck. A replaced token that CloudAgent refuses is
 	// noticed sooner, through Reject.
 	SharedCheck time.Duration
+	// MinSuspectAge is how long a token must have been in use before Suspect
+	// drops it; zero means DefaultMinSuspectAge.
+	MinSuspectAge time.Duration
 
 	initOnce sync.Once
 	guard    Guard
@@ -353,6 +363,31 @@ func (ts *TokenSource) Reject(handle string) {
 	ts.logger().Info("upstream token rejected; the next call generates a new one", "account", ts.UserName)
 }
 
+// Suspect is Reject on weaker evidence: a refusal of the token seen on a
+// call whose shape caproxy did not control (a pass-through request), which a
+// client may have provoked on purpose. It drops the token only if it has
+// been in use for MinSuspectAge; a younger token is kept, and caproxy's own
+// calls (which Reject) or the refresh before expiry replace it if it really
+// is dead.
+func (ts *TokenSource) Suspect(handle string) {
+	if handle == "" {
+		return
+	}
+	age := ts.MinSuspectAge
+	if age <= 0 {
+		age = DefaultMinSuspectAge
+	}
+	ts.mu.Lock()
+	young := ts.token != "" && handle == ts.handle && ts.now().Before(ts.expires.Add(-ts.ttl()).Add(age))
+	ts.mu.Unlock()
+	if young {
+		ts.logger().Info("upstream token refused on a pass-through call; kept, it is too young to replace on that evidence",
+			"account", ts.UserName, "min_age", age)
+		return
+	}
+	ts.Reject(handle)
+}
+
 // Ready reports whether Apply can be expected to succeed: a usable token is
 // held, or no generation has failed since the last success, or the backoff
 // after a failure has passed so the next Apply tries again. It makes no
@@ -444,16 +479,24 @@ func (ts *TokenSource) fetch(ctx context.Context) (string, error) {
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(cloudagent.HeaderAPIKey, ts.APIKey)
-	client := ts.Client
-	if client == nil {
-		client = http.DefaultClient
+	client := http.Client{}
+	if ts.Client != nil {
+		client = *ts.Client
 	}
+	// A redirect is never followed: the apiKey header would go with it to
+	// whatever host the answer names (net/http strips Authorization on a
+	// cross-host redirect, not apiKey).
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := client.Do(req)
 	if err != nil {
 		// A *url.Error names the URL and the cause, never the headers.
 		return "", fmt.Errorf("credential: account %q: token generation: %w", ts.UserName, err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode/100 == 3 {
+		return "", &UpstreamError{UserName: ts.UserName, StatusCode: resp.StatusCode,
+			Message: "redirect refused: caproxy does not send the apiKey on to another address"}
+	}
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes))
 	if err != nil {
 		return "", fmt.Errorf("credential: account %q: token generation: reading answer: %w", ts.UserName, err)

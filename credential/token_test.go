@@ -549,3 +549,41 @@ func TestCheckKey(t *testing.T) {
 		}
 	}
 }
+
+// TestRedirectNeverCarriesTheAPIKey: an upstream answering generateToken
+// with a redirect to another host gets no second request, so the apiKey
+// never reaches that host, and the generation fails with a clear error.
+func TestRedirectNeverCarriesTheAPIKey(t *testing.T) {
+	var mu sync.Mutex
+	var keysSeen []string
+	var other *httptest.Server
+	e := newEnv(t, 10, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == cloudagent.PathGenerateToken {
+				http.Redirect(w, r, other.URL+r.URL.Path, http.StatusTemporaryRedirect)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	// The other host answers as CloudAgent would, so following the
+	// redirect would even "work".
+	other = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		keysSeen = append(keysSeen, r.Header.Get(cloudagent.HeaderAPIKey))
+		mu.Unlock()
+		e.sim.ServeHTTP(w, r)
+	}))
+	t.Cleanup(other.Close)
+
+	_, err := e.ts.Apply(context.Background(), http.Header{})
+	var ue *UpstreamError
+	if !errors.As(err, &ue) || ue.StatusCode != http.StatusTemporaryRedirect || !strings.Contains(ue.Message, "redirect refused") {
+		t.Errorf("Apply: %v; want an *UpstreamError saying the redirect was refused", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(keysSeen) != 0 {
+		t.Errorf("the other host got %d requests (apiKey sent: %v)", len(keysSeen), keysSeen[0] != "")
+	}
+}

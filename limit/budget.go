@@ -122,6 +122,21 @@ func (b *Budget) Take(ctx context.Context, account string) (ok bool, st State, e
 	return ok, st, nil
 }
 
+// TakeAbove is Take for work that may wait (background refreshes): it
+// spends a call only if more than reserve slots are free, so at least
+// reserve stay for calls that cannot wait. The check and the spending are
+// two store operations: concurrent callers may leave fewer than reserve
+// free, never more calls than the limit.
+func (b *Budget) TakeAbove(ctx context.Context, account string, reserve int64) (ok bool, st State, err error) {
+	if reserve > 0 {
+		st, err = b.State(ctx, account)
+		if err != nil || st.Remaining <= reserve {
+			return false, st, err
+		}
+	}
+	return b.Take(ctx, account)
+}
+
 // Wait is Take, but when no slot is free it waits for the exact moment one
 // frees and tries again (another caller may take it first), for up to
 // maxWait in all. It gives up at once, without waiting, when the next free

@@ -3,6 +3,7 @@ package limit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -278,5 +279,47 @@ func TestBudgetWaitRedis(t *testing.T) {
 	b.Take(ctx, "fresh")
 	if ok, st, err := b.Wait(ctx, "fresh", time.Millisecond); ok || err != nil || st.NextFree.IsZero() {
 		t.Fatalf("Wait with 1ms = %v %+v %v, want refused with NextFree", ok, st, err)
+	}
+}
+
+// TestBudgetTakeAbove leaves the reserve to Take, in memory and in Redis.
+func TestBudgetTakeAbove(t *testing.T) {
+	mem, _ := fakeBudget(5, time.Minute, false)
+	addr := redistest.Start(t)
+	client := redis.NewClient(&redis.Options{Addr: addr})
+	defer client.Close()
+	stores := map[string]*Budget{
+		"memory": mem,
+		"redis":  NewBudget(NewRedisStore(client, "test:"), 5, time.Minute),
+	}
+	for name, b := range stores {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			var got []bool
+			for range 5 {
+				ok, _, err := b.TakeAbove(ctx, "demo", 2)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, ok)
+			}
+			// 5 slots, 2 reserved: 3 taken, then refused.
+			if want := []bool{true, true, true, false, false}; fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("TakeAbove(reserve 2) x5 = %v, want %v", got, want)
+			}
+			// The reserve is still there for Take.
+			for i := range 2 {
+				if ok, _, err := b.Take(ctx, "demo"); err != nil || !ok {
+					t.Fatalf("Take #%d of the reserve = %v %v", i+1, ok, err)
+				}
+			}
+			if ok, _, _ := b.Take(ctx, "demo"); ok {
+				t.Fatal("Take admitted a 6th call in a window of 5")
+			}
+			// Reserve 0 is Take.
+			if ok, _, _ := b.TakeAbove(ctx, "other", 0); !ok {
+				t.Fatal("TakeAbove(reserve 0) on a fresh account refused")
+			}
+		})
 	}
 }

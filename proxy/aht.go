@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -161,6 +162,12 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	v, shared, err := group.Do(r.Context(), key, func(ctx context.Context) (any, error) {
 		return p.fetch(ctx, st, acct, key, req, bypass), nil
 	})
+	if pe, ok := errors.AsType[*cache.PanicError](err); ok {
+		// A bug, not the client: say so in the log (the stack names code,
+		// never values) and answer every waiter, stale if we can.
+		p.Logger.Error("AHT fetch panicked", "account", acct.UserName, "panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
+		v, err = p.fallback(key, http.StatusBadGateway, "internal error"), nil
+	}
 	if err != nil {
 		// Only the client's own context ends a wait early: it has gone.
 		rec.outcome = OutcomeClientGone

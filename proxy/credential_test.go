@@ -12,6 +12,7 @@ import (
 
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/credential"
 )
 
 // generateToken asks the proxy for a client token.
@@ -219,5 +220,54 @@ func TestPassThroughStreamsLargeBodiesWithQueryAccount(t *testing.T) {
 	r := h.do("POST", "/ca_apis/upload?userName=demo-basic", string(body), "apiKey", apikeyAccount.APIKey)
 	if r.code != 404 { // the simulator has no such path; it got the request
 		t.Errorf("%d %s", r.code, r.body)
+	}
+}
+
+// TestPassThroughCannotLockTheAccountOut is issue 13's lockout: a client
+// that makes CloudAgent answer "Invalid Token" on pass-through (here by
+// naming another account in the body) must not make caproxy drop a good
+// token, and a token really refused is replaced on pass-through evidence
+// only once it is old enough, once.
+func TestPassThroughCannotLockTheAccountOut(t *testing.T) {
+	demo2 := sim.Account{UserName: "demo2", APIKey: "demo2-key", Auth: "token"}
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock, sim: sim.Options{Accounts: []sim.Account{tokenAccount, demo2}}})
+	if r := h.aht(tokenAccount, "agent001"); r.code != 200 {
+		t.Fatalf("first miss: %d %s", r.code, r.body)
+	}
+	for i := range 12 {
+		r := h.do("POST", sim.PathAgentDetails+"?userName=demo", `{"userName":"demo2"}`, "apiKey", tokenAccount.APIKey)
+		if r.message() != cloudagent.MsgTokenInvalid {
+			t.Fatalf("request %d: %d %s; want CloudAgent's %q passed through", i, r.code, r.body, cloudagent.MsgTokenInvalid)
+		}
+	}
+	if g := h.sim.Stats().TokenGenerations; g != 1 {
+		t.Errorf("12 forged refusals made %d upstream token generations, want 1", g)
+	}
+	if r := h.aht(tokenAccount, "agent002"); r.code != 200 || r.header.Get("X-Cache") != "MISS" {
+		t.Errorf("miss after the forged refusals: %d %s", r.code, r.body)
+	}
+	if !h.proxy.Ready() {
+		t.Error("not ready after the forged refusals")
+	}
+
+	// An app outside caproxy generates a token: caproxy's is really dead.
+	h.direct(cloudagent.PathGenerateToken, `{"userName":"demo"}`, tokenAccount)
+	passed := func() reply {
+		return h.do("POST", sim.PathAgentDetails+"?userName=demo", ``, "apiKey", tokenAccount.APIKey)
+	}
+	if r := passed(); r.message() != cloudagent.MsgTokenExpired {
+		t.Fatalf("with a replaced token: %d %s", r.code, r.body)
+	}
+	if g := h.sim.Stats().TokenGenerations; g != 2 {
+		t.Errorf("a young token was replaced on pass-through evidence: %d generations, want 2", g)
+	}
+	clock.Advance(credential.DefaultMinSuspectAge + time.Second)
+	passed() // refused again; now the token is old enough to drop
+	if r := passed(); r.code != 200 || r.status() != "success" {
+		t.Errorf("after the old token was dropped: %d %s", r.code, r.body)
+	}
+	if g := h.sim.Stats().TokenGenerations; g != 3 {
+		t.Errorf("%d generations, want 3", g)
 	}
 }

@@ -21,7 +21,16 @@ type upstreamCreds struct {
 	header http.Header // the account's upstream credentials
 	handle string
 	rec    *record
+	// namesAgree reports that every place the request names an account
+	// (query, body, bearer token) was read and names acct. Only then is an
+	// upstream "Invalid Token" evidence against the token rather than
+	// against the request.
+	namesAgree bool
 }
+
+// suspecter is an Upstream that can take weak evidence against its
+// credentials (credential.TokenSource).
+type suspecter interface{ Suspect(handle string) }
 
 type credsKey struct{}
 
@@ -33,6 +42,9 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 	st := p.settings.Load()
 
 	userName := r.URL.Query().Get("userName")
+	// A body is read only when nothing else names the account; a body
+	// streamed unread might name another one.
+	bodyUnread := false
 	if userName == "" && st.ClientAuth {
 		if tok, ok := bearer(r); ok {
 			userName, _ = p.Issuer.Verify(tok, st.keyFor, p.now())
@@ -52,6 +64,7 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 			r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
 			r.ContentLength = int64(buf.Len())
 		} else {
+			bodyUnread = true
 			r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 		}
 	}
@@ -71,7 +84,7 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 		rec.outcome = OutcomeLimited
 		return
 	}
-	creds := &upstreamCreds{acct: acct, header: http.Header{}, rec: rec}
+	creds := &upstreamCreds{acct: acct, header: http.Header{}, rec: rec, namesAgree: !bodyUnread}
 	handle, err := acct.Upstream.Apply(r.Context(), creds.header)
 	if err != nil {
 		rec.outcome = OutcomeUpstreamError
@@ -130,7 +143,8 @@ func (p *Proxy) newReverseProxy(rt http.RoundTripper) *httputil.ReverseProxy {
 }
 
 // checkPassedResponse notes the upstream status and, when CloudAgent says
-// the token is expired or invalid, drops it so the next call gets a new one.
+// the token is expired or invalid, reports it to the account's credentials
+// as a suspicion (see credential.TokenSource.Suspect).
 // Pass-through bodies are streamed, so the request itself is not retried.
 func (p *Proxy) checkPassedResponse(resp *http.Response) error {
 	c, ok := resp.Request.Context().Value(credsKey{}).(*upstreamCreds)
@@ -152,8 +166,15 @@ func (p *Proxy) checkPassedResponse(resp *http.Response) error {
 		return err
 	}
 	if msg, ok := cloudagent.ErrorMessage(b); ok && cloudagent.IsTokenProblem(msg) {
-		c.acct.Upstream.Reject(c.handle)
-		p.Logger.Warn("upstream refused the token on pass-through; it will be regenerated", "account", c.acct.UserName)
+		// A client shapes this call and can make CloudAgent refuse the
+		// token at will (another account in the body, say); each
+		// replacement spends one of ten hourly generations. So it counts
+		// only as a suspicion, and only when the request names the
+		// account consistently; caproxy's own AHT calls give proof.
+		if s, ok := c.acct.Upstream.(suspecter); ok && c.namesAgree {
+			s.Suspect(c.handle)
+		}
+		p.Logger.Warn("upstream refused the token on pass-through", "account", c.acct.UserName, "names_agree", c.namesAgree)
 	}
 	return nil
 }

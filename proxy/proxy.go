@@ -123,8 +123,9 @@ func (p *Proxy) init() {
 	})
 }
 
-// ServeHTTP routes a request: AHT to the cache, generateToken to the local
-// issuer, anything else to the upstream.
+// ServeHTTP routes a request by its canonical path: AHT to the cache,
+// generateToken (at every path CloudAgent serves it) to the local issuer,
+// anything else to the upstream.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
 	rec := recordPool.Get().(*record)
@@ -133,10 +134,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.start = time.Now()
 	}
 	rec.requestID = requestID(w, r)
-	switch r.URL.Path {
-	case cloudagent.PathAHT:
+	// One spelling per path, so no spelling reaches the upstream outside
+	// its route's budget.
+	if !canonicalize(w, r) {
+		rec.route, rec.outcome = routeOther, OutcomeInvalid
+		p.finish(r, rec)
+		recordPool.Put(rec)
+		return
+	}
+	switch path := r.URL.Path; {
+	case path == cloudagent.PathAHT:
 		p.serveAHT(w, r, rec)
-	case cloudagent.PathGenerateToken:
+	case cloudagent.IsTokenPath(path):
 		p.serveGenerateToken(w, r, rec)
 	default:
 		p.servePassThrough(w, r, rec)

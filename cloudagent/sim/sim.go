@@ -24,6 +24,7 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"net/http"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -243,7 +244,7 @@ func statusError(code int, msg string) answer {
 // ServeHTTP answers CloudAgent's paths and the simulator's /sim/ paths.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var a answer
-	switch r.URL.Path {
+	switch servletPath(r.URL.Path) {
 	case cloudagent.PathAHT:
 		if !allow(w, r, http.MethodPost, &a) {
 			break
@@ -295,6 +296,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 var jsonContentType = []string{"application/json"}
+
+// servletPath is the path as a servlet container resolves it before
+// dispatch, so every spelling that reaches an endpoint in production reaches
+// it here too (a proxy cannot pass /ca_apis/aht/ around AHT's limit): path
+// parameters (";…") dropped from each segment, then duplicate slashes, dot
+// segments and a trailing slash cleaned. The path is already percent-decoded.
+func servletPath(p string) string {
+	if strings.IndexByte(p, ';') >= 0 {
+		segs := strings.Split(p, "/")
+		for i, s := range segs {
+			segs[i], _, _ = strings.Cut(s, ";")
+		}
+		p = strings.Join(segs, "/")
+	}
+	return path.Clean("/" + p)
+}
 
 // allow reports whether r uses method; if not it sets *a to a 405 answer.
 func allow(w http.ResponseWriter, r *http.Request, method string, a *answer) bool {

@@ -1,0 +1,417 @@
+// Package refresh decides which cached answer to fetch again next, so that
+// every upstream call is spent where it helps most.
+//
+// A Scheduler tracks, in bounded memory, how often each key is asked for
+// (a count per ttl) and when its answer was fetched. Its Next hands out, one
+// at a time, the key most worth an upstream call now:
+//
+//  1. a key asked for that has no answer at all (its client got nothing);
+//  2. then stale keys (older than ttl), by demand × age: oldest popular first;
+//  3. then hot keys (asked at least twice per ttl) shortly before they
+//     expire, soonest first (refresh-ahead), so their clients keep getting
+//     hits.
+//
+// Calls are paced per group (an account: one upstream budget) at the rate
+// the budget allows once its reserve is set aside, so refreshes spread
+// through the window instead of bursting at its start. The reserve itself
+// is for client misses: whoever spends a refresh must also leave it free
+// (limit.Budget.TakeAbove). The Scheduler does no I/O; Run drives it.
+package refresh
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Reasons a key is refreshed, for metrics (caproxy_refreshes_total{reason}).
+const (
+	// ReasonMissing: asked for, no answer held.
+	ReasonMissing = "missing"
+	// ReasonStale: the answer held is past its ttl.
+	ReasonStale = "stale"
+	// ReasonAhead: a hot key, refreshed shortly before it expires.
+	ReasonAhead = "ahead"
+)
+
+// Config sets what a Scheduler schedules for.
+type Config struct {
+	// TTL is how long an answer is fresh. Required.
+	TTL time.Duration
+	// Window and PerWindow are the upstream budget of one group: PerWindow
+	// calls in any trailing Window. Required.
+	Window    time.Duration
+	PerWindow int
+	// Reserve is how many of PerWindow refreshes leave to client misses.
+	Reserve int
+	// Lead is how long before expiry a hot key is refreshed; zero means
+	// TTL/4.
+	Lead time.Duration
+	// MaxKeys bounds how many keys are tracked; zero means 10000. A key
+	// beyond it is not tracked (its clients miss as without refreshes)
+	// until idle keys are dropped.
+	MaxKeys int
+	// Idle is how long a key nobody asks for stays tracked; zero means
+	// 2×TTL + Window.
+	Idle time.Duration
+}
+
+func (c Config) lead() time.Duration {
+	if c.Lead > 0 {
+		return c.Lead
+	}
+	return c.TTL / 4
+}
+
+func (c Config) maxKeys() int {
+	if c.MaxKeys > 0 {
+		return c.MaxKeys
+	}
+	return 10000
+}
+
+func (c Config) idle() time.Duration {
+	if c.Idle > 0 {
+		return c.Idle
+	}
+	return 2*c.TTL + c.Window
+}
+
+// rate is how many refreshes per window a group may make.
+func (c Config) rate() int { return max(c.PerWindow-c.Reserve, 0) }
+
+// burst is how many refreshes a group may make back to back after a quiet
+// spell: a tenth of its rate, at least one.
+func (c Config) burst() float64 { return float64(max(c.rate()/10, 1)) }
+
+// Job is one refresh to make: the key, its group, what the caller stored
+// with it, and why.
+type Job[T any] struct {
+	Key    string
+	Group  string
+	Data   T
+	Reason string
+}
+
+// Result is what came of a Job, told to Done.
+type Result int
+
+const (
+	// Refreshed: an upstream call was made and a new answer stored.
+	Refreshed Result = iota
+	// NotNeeded: no call was made; the key was fresh already (another
+	// flight or replica refreshed it).
+	NotNeeded
+	// NoBudget: no call was made; the budget had no slot above the reserve.
+	NoBudget
+	// Failed: a call was made (budget spent) but gave no new answer.
+	Failed
+)
+
+// item is one tracked key.
+type item[T any] struct {
+	group string
+	data  T
+	// fetched is when the answer held was fetched; zero: none held.
+	fetched time.Time
+	// periodStart opens the ttl-long period cur counts asks in; prev is
+	// the count of the period before (zero if that one was skipped).
+	periodStart time.Time
+	cur, prev   int
+	lastAsked   time.Time
+	inflight    bool
+}
+
+// demand estimates asks per ttl: the larger of this ttl-long period's count
+// and the previous one's (a blend of the two overshoots: a key asked once
+// per ttl would count 2 just after a period turns).
+func (it *item[T]) demand(now time.Time, ttl time.Duration) float64 {
+	it.roll(now, ttl)
+	return float64(max(it.cur, it.prev))
+}
+
+// roll moves the counting period forward to the one holding now.
+func (it *item[T]) roll(now time.Time, ttl time.Duration) {
+	if now.Sub(it.periodStart) < ttl {
+		return
+	}
+	if now.Sub(it.periodStart) < 2*ttl {
+		it.prev = it.cur
+		it.periodStart = it.periodStart.Add(ttl)
+	} else {
+		it.prev = 0
+		it.periodStart = now
+	}
+	it.cur = 0
+}
+
+// pace is one group's token bucket of refreshes.
+type pace struct {
+	tokens float64
+	at     time.Time // when tokens was last brought up to date
+	// blockedUntil: the budget refused; no refresh for the group before.
+	blockedUntil time.Time
+}
+
+// Scheduler tracks demand and hands out refreshes. Safe for concurrent use.
+// Create one with New.
+type Scheduler[T any] struct {
+	// mu guards everything below.
+	mu     sync.Mutex
+	cfg    Config
+	items  map[string]*item[T]
+	groups map[string]*pace
+	// untracked counts asks for keys not tracked because MaxKeys was reached.
+	untracked int64
+}
+
+// New returns a Scheduler for cfg.
+func New[T any](cfg Config) *Scheduler[T] {
+	return &Scheduler[T]{cfg: cfg, items: map[string]*item[T]{}, groups: map[string]*pace{}}
+}
+
+// SetConfig changes the configuration (a reload); tracked keys are kept.
+func (s *Scheduler[T]) SetConfig(cfg Config) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cfg = cfg
+}
+
+// Asked records one ask for key at now. fetched is when the answer the
+// cache holds for it was fetched (zero when it holds none); data is kept
+// for the Job the first time the key is seen. It reports false when the
+// key could not be tracked (MaxKeys reached).
+func (s *Scheduler[T]) Asked(key, group string, data T, fetched, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	it := s.items[key]
+	if it == nil {
+		if len(s.items) >= s.cfg.maxKeys() {
+			s.untracked++
+			return false
+		}
+		it = &item[T]{group: group, data: data, periodStart: now}
+		s.items[key] = it
+	}
+	it.roll(now, s.cfg.TTL)
+	it.cur++
+	it.lastAsked = now
+	if fetched.After(it.fetched) {
+		it.fetched = fetched
+	}
+	return true
+}
+
+// Len returns how many keys are tracked.
+func (s *Scheduler[T]) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.items)
+}
+
+// Untracked returns how many asks found MaxKeys reached.
+func (s *Scheduler[T]) Untracked() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.untracked
+}
+
+// class orders candidates: lower first.
+const (
+	classMissing = iota
+	classStale
+	classAhead
+	classNone
+)
+
+// classify says whether key is a candidate at now, in which class, and its
+// score within the class (higher first).
+func (s *Scheduler[T]) classify(it *item[T], now time.Time) (class int, score float64) {
+	if it.inflight {
+		return classNone, 0
+	}
+	d := it.demand(now, s.cfg.TTL)
+	if it.fetched.IsZero() {
+		return classMissing, d
+	}
+	age := now.Sub(it.fetched)
+	if age >= s.cfg.TTL {
+		// One ask counts: an answer asked for once a ttl still ages.
+		return classStale, (d + 1) * age.Seconds()
+	}
+	if d >= 2 && age >= s.cfg.TTL-s.cfg.lead() {
+		// Soonest expiry first: the oldest fresh answer.
+		return classAhead, age.Seconds()
+	}
+	return classNone, 0
+}
+
+// refill brings g's tokens up to date at now.
+func (s *Scheduler[T]) refill(g *pace, now time.Time) {
+	burst := s.cfg.burst()
+	if g.at.IsZero() {
+		g.tokens, g.at = burst, now
+		return
+	}
+	if el := now.Sub(g.at); el > 0 && s.cfg.Window > 0 {
+		g.tokens = min(burst, g.tokens+float64(s.cfg.rate())*float64(el)/float64(s.cfg.Window))
+		g.at = now
+	}
+}
+
+func (s *Scheduler[T]) group(name string) *pace {
+	g := s.groups[name]
+	if g == nil {
+		g = &pace{}
+		s.groups[name] = g
+	}
+	return g
+}
+
+// Next returns the job most worth an upstream call at now, among groups
+// whose pace allows a call, and marks its key in flight until Done. ok is
+// false when there is none. Keys idle for Config.Idle are dropped here.
+func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg.TTL <= 0 || s.cfg.rate() <= 0 {
+		return job, false
+	}
+	allowed := map[string]bool{}
+	may := func(name string) bool {
+		a, seen := allowed[name]
+		if !seen {
+			g := s.group(name)
+			s.refill(g, now)
+			a = g.tokens >= 1 && !now.Before(g.blockedUntil)
+			allowed[name] = a
+		}
+		return a
+	}
+	idle := s.cfg.idle()
+	bestClass, bestScore := classNone, 0.0
+	var bestKey string
+	for key, it := range s.items {
+		if !it.inflight && now.Sub(it.lastAsked) > idle {
+			delete(s.items, key)
+			continue
+		}
+		class, score := s.classify(it, now)
+		if class == classNone || class > bestClass || class == bestClass && score <= bestScore {
+			continue
+		}
+		if !may(it.group) {
+			continue
+		}
+		bestClass, bestScore, bestKey = class, score, key
+	}
+	if bestClass == classNone {
+		return job, false
+	}
+	it := s.items[bestKey]
+	it.inflight = true
+	s.groups[it.group].tokens--
+	reason := [...]string{ReasonMissing, ReasonStale, ReasonAhead}[bestClass]
+	return Job[T]{Key: bestKey, Group: it.group, Data: it.data, Reason: reason}, true
+}
+
+// Done reports what came of job at now. fetched is when the answer the
+// cache now holds for the key was fetched (zero if none). A job that made
+// no upstream call gives its pace back; NoBudget also holds the group's
+// refreshes back for retry (the caller's estimate of when a slot frees).
+func (s *Scheduler[T]) Done(job Job[T], res Result, fetched, now time.Time, retry time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if it := s.items[job.Key]; it != nil {
+		it.inflight = false
+		if fetched.After(it.fetched) {
+			it.fetched = fetched
+		}
+		if res == Failed && !fetched.After(now.Add(-s.cfg.TTL)) {
+			// Do not retry a failing key at once: treat the answer as
+			// fetched now for ordering, so other keys go first.
+			it.fetched = now.Add(-s.cfg.TTL)
+		}
+	}
+	g := s.group(job.Group)
+	switch res {
+	case NotNeeded:
+		g.tokens++
+	case NoBudget:
+		g.tokens++
+		g.blockedUntil = now.Add(retry)
+	}
+}
+
+// Clock is the time a Run loop reads and waits on (limit.Clock and
+// fakeclock.Clock are ones).
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+// RunOptions tune Run.
+type RunOptions struct {
+	// Tick is how long Run waits when nothing is due; zero means
+	// Window/PerWindow/2, at least 10ms.
+	Tick time.Duration
+	// Parallel is how many refreshes may be in flight at once; zero
+	// means 4.
+	Parallel int
+}
+
+// Run hands jobs to do until ctx ends, at most opts.Parallel at once. do
+// makes the upstream call (or finds it unneeded) and returns the Result,
+// when the answer now held was fetched, and for NoBudget how long until a
+// slot may free. Run returns when ctx ends and every do has returned.
+func (s *Scheduler[T]) Run(ctx context.Context, clock Clock, opts RunOptions,
+	do func(ctx context.Context, job Job[T]) (res Result, fetched time.Time, retry time.Duration)) {
+	parallel := opts.Parallel
+	if parallel <= 0 {
+		parallel = 4
+	}
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		tick := opts.Tick
+		if tick <= 0 {
+			s.mu.Lock()
+			if s.cfg.PerWindow > 0 {
+				tick = s.cfg.Window / time.Duration(s.cfg.PerWindow) / 2
+			}
+			s.mu.Unlock()
+			tick = max(tick, 10*time.Millisecond)
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		job, ok := s.Next(clock.Now())
+		if !ok {
+			<-sem
+			select {
+			case <-clock.After(tick):
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			res, fetched, retry := do(ctx, job)
+			s.Done(job, res, fetched, clock.Now(), retry)
+		}()
+	}
+}
+
+// Lead returns how long before expiry a hot key is refreshed: a refresh
+// that finds its answer younger than TTL-Lead has nothing to do.
+func (s *Scheduler[T]) Lead() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cfg.lead()
+}
