@@ -78,6 +78,7 @@ type setup struct {
 	store      limit.Store   // nil: a new MemoryStore on the clock
 	upstream   *harness      // nil: a simulator of the harness's own; else share this one's
 	redis      *redis.Client // not nil: the shared cache level lives there
+	routes     []proxy.Route // added to (or replacing) proxy.DefaultRoutes()
 }
 
 // harness is a proxy in front of a simulator, both over loopback.
@@ -170,6 +171,11 @@ func newHarness(t *testing.T, s setup) *harness {
 		Logger:    logger,
 		AccessLog: logger,
 	}
+	routes, err := proxy.NewRouteTable(append(proxy.DefaultRoutes(), s.routes...), store, budgetOpts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.proxy.Routes = routes
 	if s.redis != nil {
 		h.proxy.Shared = cache.NewRedisShared(s.redis, "caproxy-test:cache:", cache.WithSharedClock(h.proxy.Cache.Now))
 	}
