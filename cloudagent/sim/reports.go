@@ -61,18 +61,20 @@ func (s *Server) serveReport(w http.ResponseWriter, r *http.Request, paged bool)
 	}
 	now := s.now()
 	acct.mu.Lock()
-	log := &acct.cdr
+	log, seenLog := &acct.cdr, &acct.cdrSeen
 	if paged {
-		log = &acct.cdrPaged
+		log, seenLog = &acct.cdrPaged, &acct.pagedSeen
 	}
-	admitted, inWindow := log.admit(now.UnixNano(), s.window, cloudagent.CDRLimit)
+	admitted, _ := log.admit(now.UnixNano(), s.window, cloudagent.CDRLimit)
+	seen := seenLog.record(now.UnixNano(), s.window)
 	acct.mu.Unlock()
+	s.stats.noteReportInWindow(int64(seen))
 	if !admitted {
 		s.stats.reportLimited.Add(1)
+		s.stats.limitViolations.Add(1)
 		acct.stats.reportLimited.Add(1)
 		return reportError(http.StatusTooManyRequests, MsgReportsLimited)
 	}
-	s.stats.noteReportInWindow(int64(inWindow))
 	s.stats.reportAdmitted.Add(1)
 	acct.stats.reportAdmitted.Add(1)
 

@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caproxy/caproxy/cloudagent"
@@ -87,8 +88,17 @@ type Options struct {
 	// ErrorRate is the fraction of authenticated AHT calls answered 503 with
 	// a CloudAgent error body, before the limit counts them.
 	ErrorRate float64
+	// Delay is the one-way network delay from caller to simulator: a call
+	// to a CloudAgent path is decided (counted against its limit, its token
+	// checked) Delay after the simulator received it, on the After clock. It
+	// models what the proxy's budget margin exists for: CloudAgent counts a
+	// call when it arrives, the proxy when it sends it. SetDelay changes it.
+	Delay time.Duration
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
+	// After waits on the clock of Now (a fake clock's After in tests); nil:
+	// time.After. Only Delay uses it.
+	After func(time.Duration) <-chan time.Time
 }
 
 // Server is a simulated CloudAgent. It is an http.Handler, safe for
@@ -102,6 +112,8 @@ type Server struct {
 	tokenGenWindow int64 // nanoseconds
 	latency        time.Duration
 	errorRate      float64
+	after          func(time.Duration) <-chan time.Time
+	oneWayDelay    atomic.Int64 // nanoseconds; see Options.Delay
 
 	// accounts, agents and campaigns are read-only after New.
 	accounts  map[string]*account
@@ -121,10 +133,13 @@ type account struct {
 	// mu protects the windows and token fields below.
 	mu         sync.Mutex
 	aht        slidingLog // admitted AHT calls
+	ahtSeen    slidingLog // every authenticated AHT call, refused ones included
 	other      slidingLog // admitted AgentDetails calls
 	gens       slidingLog // successful token generations
 	cdr        slidingLog // admitted fetchCDRDetails calls
 	cdrPaged   slidingLog // admitted fetchCdrByPagination calls
+	cdrSeen    slidingLog // every authenticated fetchCDRDetails call
+	pagedSeen  slidingLog // every authenticated fetchCdrByPagination call
 	token      string     // current token; "" before the first generation
 	tokenIssue time.Time  // when token was generated
 	retired    map[string]struct{}
@@ -145,10 +160,15 @@ func New(opts Options) *Server {
 		tokenGenWindow: int64(opts.TokenGenWindow),
 		latency:        opts.Latency,
 		errorRate:      opts.ErrorRate,
+		after:          opts.After,
 	}
 	if s.now == nil {
 		s.now = time.Now
 	}
+	if s.after == nil {
+		s.after = time.After
+	}
+	s.oneWayDelay.Store(int64(opts.Delay))
 	if s.limit == 0 {
 		s.limit = 50
 	}
@@ -241,8 +261,16 @@ func statusError(code int, msg string) answer {
 	return answer{code, cloudagent.ErrorBody(msg)}
 }
 
+// SetDelay sets the one-way delay of calls received from now on (see
+// Options.Delay); safe to call concurrently with requests.
+func (s *Server) SetDelay(d time.Duration) { s.oneWayDelay.Store(int64(d)) }
+
 // ServeHTTP answers CloudAgent's paths and the simulator's /sim/ paths.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	upstream := strings.HasPrefix(r.URL.Path, "/ca_apis/") || strings.HasPrefix(r.URL.Path, cloudagent.ReportsPrefix)
+	if upstream && !s.arrive(r.Context()) {
+		return // the caller gave up before the call arrived
+	}
 	var a answer
 	switch servletPath(r.URL.Path) {
 	case cloudagent.PathAHT:
@@ -285,7 +313,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		a = statusError(http.StatusNotFound, MsgNotFound)
 	}
-	if (strings.HasPrefix(r.URL.Path, "/ca_apis/") || strings.HasPrefix(r.URL.Path, cloudagent.ReportsPrefix)) && !s.delay(r.Context()) {
+	if upstream && !s.delay(r.Context()) {
 		return // the client has gone; nobody to answer
 	}
 	h := w.Header()
@@ -321,6 +349,21 @@ func allow(w http.ResponseWriter, r *http.Request, method string, a *answer) boo
 	w.Header().Set("Allow", method)
 	*a = statusError(http.StatusMethodNotAllowed, MsgMethodNotAllowed)
 	return false
+}
+
+// arrive waits the one-way delay on the simulator's clock, or until ctx
+// ends (reported as false).
+func (s *Server) arrive(ctx context.Context) bool {
+	d := time.Duration(s.oneWayDelay.Load())
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	select {
+	case <-s.after(d):
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // delay waits the configured latency, or until ctx ends (reported as false).
@@ -364,14 +407,16 @@ func (s *Server) serveAHT(r *http.Request) answer {
 	}
 	if s.limit > 0 {
 		acct.mu.Lock()
-		admitted, inWindow := acct.aht.admit(now.UnixNano(), s.window, s.limit)
+		admitted, _ := acct.aht.admit(now.UnixNano(), s.window, s.limit)
+		seen := acct.ahtSeen.record(now.UnixNano(), s.window)
 		acct.mu.Unlock()
+		s.stats.noteInWindow(int64(seen))
 		if !admitted {
 			s.stats.ahtLimited.Add(1)
+			s.stats.limitViolations.Add(1)
 			acct.stats.ahtLimited.Add(1)
 			return caError(cloudagent.MsgLimitExceeded)
 		}
-		s.stats.noteInWindow(int64(inWindow))
 	}
 	s.stats.ahtAdmitted.Add(1)
 	acct.stats.ahtAdmitted.Add(1)
@@ -484,6 +529,7 @@ func (s *Server) serveGenerateToken(r *http.Request) answer {
 	acct.mu.Unlock()
 	if !admitted {
 		s.stats.tokenRejected.Add(1)
+		s.stats.limitViolations.Add(1)
 		return caTokenError(MsgTokenGenLimit)
 	}
 	s.stats.tokenGenerations.Add(1)
@@ -519,6 +565,7 @@ func (s *Server) serveAgentDetails(r *http.Request) answer {
 	admitted, _ := acct.other.admit(now.UnixNano(), s.window, AgentDetailsLimit)
 	acct.mu.Unlock()
 	if !admitted {
+		s.stats.limitViolations.Add(1)
 		return caError(cloudagent.MsgLimitExceeded)
 	}
 	return ok(s.agentDetails)

@@ -19,13 +19,21 @@ type Stats struct {
 	ReportLimited     int64 // reporting calls refused with HTTP 429
 	ReportAuthFailed  int64 // reporting calls refused for credentials (a bearer token included)
 	ManualDials       int64 // calls placed by AgentManualDial
-	// MaxReportInWindow is the most admitted calls one account had on one
-	// reporting path within a trailing Window.
+	// LimitViolations counts calls refused for a rate limit of any kind:
+	// AHT "max limit exceeded", AgentDetails over its limit, reporting 429s
+	// and token generations over the hourly limit. Against a proxy that
+	// keeps CloudAgent's limits it is 0; every proxy test of a budget
+	// checks that.
+	LimitViolations int64
+	// MaxReportInWindow is the most authenticated calls one account had
+	// arrive on one reporting path within a trailing Window, refused ones
+	// included, so it exceeds cloudagent.CDRLimit when the limit was broken.
 	MaxReportInWindow int
-	// MaxInWindow is the most admitted AHT calls one account had within a
-	// trailing Window, measured at each admission. It must never exceed
-	// Limit; a proxy test reads it to prove the upstream budget held. It is
-	// not measured when Limit is negative (no limit, no log kept).
+	// MaxInWindow is the most authenticated AHT calls one account had arrive
+	// within a trailing Window, measured at each arrival, refused ones
+	// included: it exceeds Limit exactly when a call was refused for the
+	// limit, so a proxy test reading it proves the upstream budget held. It
+	// is not measured when Limit is negative (no limit, no log kept).
 	MaxInWindow int
 	// PerAccount holds every configured account's counters, by userName.
 	PerAccount map[string]AccountStats
@@ -49,7 +57,7 @@ type counters struct {
 	tokenGenerations, tokenRejected, otherCalls                         atomic.Int64
 	maxInWindow                                                         atomic.Int64
 	reportCalls, reportAdmitted, reportLimited, reportAuthFailed        atomic.Int64
-	manualDials, maxReportInWindow                                      atomic.Int64
+	manualDials, maxReportInWindow, limitViolations                     atomic.Int64
 }
 
 // accountCounters are one account's counters behind AccountStats.
@@ -97,6 +105,7 @@ func (s *Server) Stats() Stats {
 		ReportAuthFailed:  c.reportAuthFailed.Load(),
 		ManualDials:       c.manualDials.Load(),
 		MaxReportInWindow: int(c.maxReportInWindow.Load()),
+		LimitViolations:   c.limitViolations.Load(),
 		PerAccount:        make(map[string]AccountStats, len(s.accounts)),
 	}
 	for name, a := range s.accounts {
@@ -121,7 +130,7 @@ func (s *Server) ResetStats() {
 		&c.ahtCalls, &c.ahtAdmitted, &c.ahtLimited, &c.ahtAuthFailed, &c.ahtInjectedErrors,
 		&c.tokenGenerations, &c.tokenRejected, &c.otherCalls, &c.maxInWindow,
 		&c.reportCalls, &c.reportAdmitted, &c.reportLimited, &c.reportAuthFailed,
-		&c.manualDials, &c.maxReportInWindow,
+		&c.manualDials, &c.maxReportInWindow, &c.limitViolations,
 	} {
 		v.Store(0)
 	}
