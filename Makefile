@@ -1,7 +1,7 @@
 # caproxy — `make run` serves the shipped config; `make test` is what CI runs.
 GO ?= go
 
-.PHONY: run build test deps fmt-check vet bench bench-redis-down bench-hit load
+.PHONY: run build test deps fmt-check vet bench bench-redis-down bench-hit bench-nginx load
 
 build:
 	$(GO) build -o caproxy .
@@ -37,6 +37,12 @@ bench-redis-down:
 # bench-hit compares caproxy's cache-hit throughput with a bare net/http handler under the same wrk load.
 bench-hit:
 	scripts/bench-hit.sh
+
+# bench-nginx compares caproxy's cache hit with nginx proxy_cache and a bare
+# handler in one run, with and without access logs (installs nginx and wrk
+# with apt-get when missing).
+bench-nginx:
+	scripts/bench-nginx.sh
 
 # load drives a realistic mix through caproxy in front of the simulator.
 load:

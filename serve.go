@@ -113,7 +113,13 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	budget := limit.NewBudget(store, int64(cfg.Limit.UpstreamPerMinute), budgetWindow(cfg.Limit.Window))
 	tokenGuard := limit.NewBudget(store, int64(cfg.Limit.TokenGenerationsPerHour), time.Hour, limit.WithPrefix("tokengen:"))
 
+	routes, err := proxy.NewRouteTable(append(proxy.DefaultRoutes(), routesOf(cfg.Routes)...), store)
+	if err != nil {
+		return err
+	}
+
 	p := &proxy.Proxy{
+		Routes:    routes,
 		Upstream:  endpoint,
 		Transport: transport,
 		Timeout:   cfg.Upstream.Timeout,
@@ -217,6 +223,7 @@ func (d *daemon) reload() {
 		{"redis", fmt.Sprint(old.Redis), fmt.Sprint(cfg.Redis)},
 		{"log", fmt.Sprint(old.Log), fmt.Sprint(cfg.Log)},
 		{"limit.window", old.Limit.Window.String(), cfg.Limit.Window.String()},
+		{"routes", fmt.Sprint(old.Routes), fmt.Sprint(cfg.Routes)},
 	} {
 		if chg.old != chg.new {
 			d.logger.Warn("reload: this key takes effect only on restart", "key", chg.name)
@@ -383,3 +390,16 @@ type realClock struct{}
 
 func (realClock) Now() time.Time                         { return time.Now() }
 func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// routesOf turns config.yaml's routes into the proxy's.
+func routesOf(in []config.Route) []proxy.Route {
+	out := make([]proxy.Route, 0, len(in))
+	for _, r := range in {
+		out = append(out, proxy.Route{
+			Name: r.Name, Path: r.Path, Methods: r.Methods, Auth: r.Auth,
+			BudgetCalls: int64(r.Budget), BudgetWindow: r.Window,
+			CacheTTL: r.CacheTTL, StaleTTL: r.StaleTTL, Write: r.Write, ErrorStatus: r.ErrorStatus,
+		})
+	}
+	return out
+}

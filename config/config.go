@@ -70,6 +70,40 @@ type Config struct {
 	Redis Redis `yaml:"redis"`
 	// Log selects the log format and level.
 	Log Log `yaml:"log"`
+	// Routes add routes to caproxy's built-in route table, or replace a
+	// built-in route of the same name (see the README's route table).
+	// Read at start only.
+	Routes []Route `yaml:"routes"`
+}
+
+// Route is one entry of routes: the policy of one CloudAgent path.
+type Route struct {
+	// Name labels the route in metrics and logs; a built-in route of the
+	// same name is replaced. a-z, 0-9 and _, starting with a letter.
+	Name string `yaml:"name"`
+	// Path is the canonical path, or a prefix ending in "/*".
+	Path string `yaml:"path"`
+	// Methods are the HTTP methods allowed (empty: any).
+	Methods []string `yaml:"methods"`
+	// Auth is the upstream auth style: "apikey", "token" or "account"
+	// (default: the account's own mode).
+	Auth string `yaml:"auth"`
+	// Budget is how many upstream calls an account may make on the route
+	// in any trailing Window (default 0: no budget).
+	Budget int `yaml:"budget"`
+	// Window is Budget's trailing window (default 60s).
+	Window time.Duration `yaml:"window"`
+	// CacheTTL caches successful answers of reads that long (default 0:
+	// not cached).
+	CacheTTL time.Duration `yaml:"cache_ttl"`
+	// StaleTTL is how long after CacheTTL an answer may be served stale
+	// (default 10m).
+	StaleTTL time.Duration `yaml:"stale_ttl"`
+	// Write marks calls that change something: never cached or retried.
+	Write bool `yaml:"write"`
+	// ErrorStatus is the "status" of the route's error bodies: "error"
+	// (default) or "false".
+	ErrorStatus string `yaml:"error_status"`
 }
 
 // Upstream is the CloudAgent the proxy calls.

@@ -42,6 +42,35 @@ func (d *decoder) validate(c *Config) {
 		}
 	}
 
+	routeNames := map[string]int{}
+	for i, rt := range c.Routes {
+		p := fmt.Sprintf("routes[%d]", i)
+		if rt.Name == "" {
+			d.fail(p+".name", "%s.name is empty", p)
+		} else if j, dup := routeNames[rt.Name]; dup {
+			d.fail(p+".name", "%s.name %q repeats routes[%d]", p, rt.Name, j)
+		} else {
+			routeNames[rt.Name] = i
+		}
+		if !strings.HasPrefix(rt.Path, "/") {
+			d.fail(p+".path", "%s.path must start with /", p)
+		}
+		switch rt.Auth {
+		case "", "apikey", "token", "account":
+		default:
+			d.fail(p+".auth", "%s.auth %q must be apikey, token or account", p, rt.Auth)
+		}
+		if rt.Budget < 0 {
+			d.fail(p+".budget", "%s.budget must be 0 (none) or more, got %d", p, rt.Budget)
+		}
+		d.nonNegative(p+".window", rt.Window)
+		d.nonNegative(p+".cache_ttl", rt.CacheTTL)
+		d.nonNegative(p+".stale_ttl", rt.StaleTTL)
+		if rt.Write && rt.CacheTTL > 0 {
+			d.fail(p+".cache_ttl", "%s: a write route cannot be cached", p)
+		}
+	}
+
 	d.positive("cache.ttl", c.Cache.TTL)
 	d.nonNegative("cache.stale_ttl", c.Cache.StaleTTL)
 	d.nonNegative("cache.negative_ttl", c.Cache.NegativeTTL)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -179,6 +180,12 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 		// client may use the reserve, so fetch as a client.
 		v, shared, err = group.Do(r.Context(), key, fn)
 	}
+	if pe, ok := errors.AsType[*cache.PanicError](err); ok {
+		// A bug, not the client: say so in the log (the stack names code,
+		// never values) and answer every waiter, stale if we can.
+		p.Logger.Error("AHT fetch panicked", "account", acct.UserName, "panic", fmt.Sprint(pe.Value), "stack", string(pe.Stack))
+		v, err = p.fallback(key, http.StatusBadGateway, "internal error"), nil
+	}
 	if err != nil {
 		// Only the client's own context ends a wait early: it has gone.
 		rec.outcome = OutcomeClientGone
@@ -336,16 +343,25 @@ func (p *Proxy) fetchOpts(ctx context.Context, st *Settings, acct *Account, key 
 		}
 	}
 
+	// Credentials first: a call that cannot get a token never goes out, so
+	// it must not spend a slot; and the slot is taken just before the call
+	// goes, so a slow generation does not hold it past the window margin.
+	creds := http.Header{}
+	handle, err := acct.Upstream.Apply(ctx, creds)
+	if err != nil {
+		return p.credentialsFailed(key, acct, err)
+	}
 	if o.refresh {
-		ok, _, err := p.Budget.TakeAbove(ctx, acct.UserName, o.reserve)
-		if err != nil || !ok {
+		// A refresh never waits and never takes the reserve: it tries
+		// again later, and a client that joined it fetches on its own.
+		if ok, _, err := p.Budget.TakeAbove(ctx, acct.UserName, o.reserve); err != nil || !ok {
 			a := &answer{outcome: outcomeRefreshSkipped}
 			if e, found := p.Cache.Get(key); found {
 				a.entry = e
 			}
 			return a
 		}
-		return p.call(ctx, acct, key, req)
+		return p.call(ctx, acct, key, req, creds, handle)
 	}
 	ok, bst, err := p.Budget.Take(ctx, acct.UserName)
 	if errors.Is(err, limit.ErrUnavailable) {
@@ -373,23 +389,20 @@ func (p *Proxy) fetchOpts(ctx context.Context, st *Settings, acct *Account, key 
 		}
 	}
 
-	return p.call(ctx, acct, key, req)
+	return p.call(ctx, acct, key, req, creds, handle)
 }
 
-// call makes the upstream call a fetch has a budget slot for, with one
-// retry on a token problem, and stores the answer.
-func (p *Proxy) call(ctx context.Context, acct *Account, key string, req cloudagent.AHTRequest) *answer {
+// call makes the upstream call a fetch holds a budget slot for, with
+// credentials creds (handle names them), retrying once on a token problem,
+// and stores the answer.
+func (p *Proxy) call(ctx context.Context, acct *Account, key string, req cloudagent.AHTRequest, creds http.Header, handle string) *answer {
 	// The upstream timeout starts now, not before a wait for budget.
 	ctx, cancel := p.upstreamContext(ctx)
 	defer cancel()
 	body := canonicalBody(req)
 	for attempt := 0; ; attempt++ {
-		res, handle, err := p.callAHT(ctx, acct, body)
+		res, err := p.callAHT(ctx, creds, body)
 		if err != nil {
-			if errors.Is(err, credential.ErrGenerationLimit) {
-				p.Logger.Warn("no upstream token: hourly generation limit reached", "account", acct.UserName)
-				return p.fallback(key, http.StatusServiceUnavailable, "upstream token unavailable: token generation limit reached")
-			}
 			code := http.StatusBadGateway
 			msg := "upstream unreachable"
 			if errors.Is(err, context.DeadlineExceeded) {
@@ -420,6 +433,10 @@ func (p *Proxy) call(ctx context.Context, acct *Account, key string, req cloudag
 			return &answer{outcome: OutcomeLimited, budget: bst, upstreamStatus: res.status}
 		case isErr && cloudagent.IsTokenProblem(msg) && attempt == 0:
 			acct.Upstream.Reject(handle)
+			creds = http.Header{}
+			if handle, err = acct.Upstream.Apply(ctx, creds); err != nil {
+				return p.credentialsFailed(key, acct, err)
+			}
 			// The retry is an upstream call too, so it needs its own slot.
 			if ok, bst, err := p.Budget.Take(ctx, acct.UserName); err != nil || !ok {
 				if a := p.stale(key); a != nil {
@@ -428,6 +445,18 @@ func (p *Proxy) call(ctx context.Context, acct *Account, key string, req cloudag
 				return &answer{outcome: OutcomeLimited, budget: bst}
 			}
 			continue
+		case isErr && msg != cloudagent.MsgInvalidAgent && msg != cloudagent.MsgInvalidCampaign:
+			// Not an answer to the question but a refusal of caproxy's
+			// call ("userName or apiKey is Invalid", a token refused
+			// again after a new one): never cached, never a 200.
+			code := res.status
+			if code < 400 {
+				code = http.StatusBadGateway
+			}
+			p.Logger.Warn("upstream refused the AHT call", "account", acct.UserName, "message", msg, "status", res.status)
+			a := p.fallback(key, code, msg)
+			a.upstreamStatus = res.status
+			return a
 		}
 		e, stored := p.Cache.Store(key, res.body, res.status, res.contentType)
 		if stored && p.Shared != nil {
@@ -491,26 +520,45 @@ type upstreamResult struct {
 	took        time.Duration
 }
 
-// callAHT makes one upstream AHT call with the account's credentials.
-func (p *Proxy) callAHT(ctx context.Context, acct *Account, body []byte) (*upstreamResult, string, error) {
+// callAHT makes one upstream AHT call with the credentials in creds.
+func (p *Proxy) callAHT(ctx context.Context, creds http.Header, body []byte) (*upstreamResult, error) {
 	out, err := http.NewRequestWithContext(ctx, http.MethodPost, p.ahtURL, bytes.NewReader(body))
 	if err != nil {
-		return nil, "", err
+		return nil, err
+	}
+	for k, v := range creds {
+		out.Header[k] = v
 	}
 	out.Header.Set("Content-Type", "application/json")
-	handle, err := acct.Upstream.Apply(ctx, out.Header)
-	if err != nil {
-		return nil, "", err
-	}
 	start := time.Now()
 	resp, err := p.client.Do(out)
 	if err != nil {
-		return nil, handle, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return nil, handle, err
+		return nil, err
 	}
-	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: b, took: time.Since(start)}, handle, nil
+	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: b, took: time.Since(start)}, nil
+}
+
+// credentialsFailed answers a fetch whose upstream credentials could not be
+// had (no call went out): stale if possible, else an error that says why.
+func (p *Proxy) credentialsFailed(key string, acct *Account, err error) *answer {
+	switch ue, refused := errors.AsType[*credential.UpstreamError](err); {
+	case errors.Is(err, credential.ErrGenerationLimit):
+		p.Logger.Warn("no upstream token: hourly generation limit reached", "account", acct.UserName)
+		return p.fallback(key, http.StatusServiceUnavailable, "upstream token unavailable: token generation limit reached")
+	case refused:
+		// err carries CloudAgent's message with the key redacted.
+		p.Logger.Warn("no upstream token: generation refused", "account", acct.UserName, "err", err)
+		return p.fallback(key, http.StatusBadGateway, "upstream token generation refused: "+ue.Message)
+	case errors.Is(err, context.DeadlineExceeded):
+		p.Logger.Warn("no upstream token: generation timed out", "account", acct.UserName, "err", err)
+		return p.fallback(key, http.StatusGatewayTimeout, "upstream timed out")
+	default:
+		p.Logger.Warn("no upstream token", "account", acct.UserName, "err", err)
+		return p.fallback(key, http.StatusBadGateway, "upstream token unavailable")
+	}
 }

@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/limit"
+	"github.com/ulule/limiter/v3"
 )
 
 func TestLocalValidationMakesNoUpstreamCall(t *testing.T) {
@@ -254,5 +257,36 @@ func TestUpstreamLimitExceededSpendsTheBudget(t *testing.T) {
 	}
 	if !strings.Contains(h.logs.String(), "max limit exceeded") {
 		t.Error("no log line about the upstream limit")
+	}
+}
+
+// panickyStore is a budget store with a bug: Get panics for the AHT budget
+// (not the token-generation guard, so a token can still be had).
+type panickyStore struct{ *limit.MemoryStore }
+
+func (s panickyStore) Get(ctx context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
+	if !strings.HasPrefix(key, "tokengen:") {
+		panic("budget store bug")
+	}
+	return s.MemoryStore.Get(ctx, key, rate)
+}
+
+// TestPanicInFetchIs502 checks that a panic inside a coalesced fetch
+// reaches every waiter as a CloudAgent-shaped 502, and is logged.
+func TestPanicInFetchIs502(t *testing.T) {
+	h := newHarness(t, setup{store: panickyStore{limit.NewMemoryStore()}})
+	var wg sync.WaitGroup
+	replies := make([]reply, 5)
+	for i := range replies {
+		wg.Go(func() { replies[i] = h.aht(tokenAccount, "agent001") })
+	}
+	wg.Wait()
+	for i, r := range replies {
+		if r.code != http.StatusBadGateway || r.status() != "error" || r.message() != "internal error" {
+			t.Errorf("waiter %d: %d %q; want 502 with a CloudAgent error body", i, r.code, r.body)
+		}
+	}
+	if !strings.Contains(h.logs.String(), "AHT fetch panicked") || !strings.Contains(h.logs.String(), "budget store bug") {
+		t.Errorf("the panic was not logged:\n%s", h.logs.String())
 	}
 }

@@ -2,9 +2,11 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -269,5 +271,53 @@ func TestPassThroughCannotLockTheAccountOut(t *testing.T) {
 	}
 	if g := h.sim.Stats().TokenGenerations; g != 3 {
 		t.Errorf("%d generations, want 3", g)
+	}
+}
+
+// TestRefusedCredentialsAreNeverA200 checks that CloudAgent refusing
+// caproxy's own credentials on an AHT call reaches the client as an error
+// with a non-2xx status, and is never cached.
+func TestRefusedCredentialsAreNeverA200(t *testing.T) {
+	h := newHarness(t, setup{})
+	// caproxy holds a wrong upstream key for the apikey account (clients
+	// still prove themselves with the right one).
+	h.proxy.Settings().Accounts[apikeyAccount.UserName].Upstream = credential.APIKey("not-the-key")
+	for i := range 2 {
+		r := h.aht(apikeyAccount, "agent001")
+		if r.code != http.StatusBadGateway || r.status() != "error" || r.message() != cloudagent.MsgInvalidCredentials {
+			t.Errorf("request %d: %d %s; want 502 %q", i, r.code, r.body, cloudagent.MsgInvalidCredentials)
+		}
+	}
+	if n := h.sim.Stats().AHTCalls; n != 2 {
+		t.Errorf("%d upstream AHT calls, want 2: the refusal must not be cached", n)
+	}
+}
+
+// TestRefusedTokenGenerationSpendsNoBudget checks that an AHT miss whose
+// token generation is refused answers with CloudAgent's reason and spends
+// no slot of the AHT budget (no call went out).
+func TestRefusedTokenGenerationSpendsNoBudget(t *testing.T) {
+	h := newHarness(t, setup{})
+	upstream, _ := url.Parse(h.simSrv.URL)
+	h.proxy.Settings().Accounts[tokenAccount.UserName].Upstream = &credential.TokenSource{
+		UserName: tokenAccount.UserName, APIKey: "not-the-key", Endpoint: upstream,
+	}
+	before, err := h.proxy.Budget.State(context.Background(), tokenAccount.UserName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := h.aht(tokenAccount, "agent001")
+	if r.code != http.StatusBadGateway || !strings.Contains(r.message(), cloudagent.MsgTokenInvalidCredentials) {
+		t.Errorf("%d %s; want 502 naming CloudAgent's refusal %q", r.code, r.body, cloudagent.MsgTokenInvalidCredentials)
+	}
+	after, err := h.proxy.Budget.State(context.Background(), tokenAccount.UserName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Remaining != before.Remaining {
+		t.Errorf("budget went from %d to %d remaining with no upstream AHT call", before.Remaining, after.Remaining)
+	}
+	if n := h.sim.Stats().AHTCalls; n != 0 {
+		t.Errorf("%d AHT calls went upstream without a token", n)
 	}
 }

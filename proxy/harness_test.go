@@ -82,6 +82,7 @@ type setup struct {
 	redis      *redis.Client // not nil: the shared cache level lives there
 	refresh    bool          // cache.refresh_ahead
 	reserve    int64         // limit.reserve
+	routes     []proxy.Route // added to (or replacing) proxy.DefaultRoutes()
 }
 
 // harness is a proxy in front of a simulator, both over loopback.
@@ -179,6 +180,11 @@ func newHarness(t *testing.T, s setup) *harness {
 		h.proxy.Refresher = refresh.New[cloudagent.AHTRequest](refresh.Config{
 			TTL: s.ttl, Window: s.window, PerWindow: int(s.perWindow), Reserve: int(s.reserve)})
 	}
+	routes, err := proxy.NewRouteTable(append(proxy.DefaultRoutes(), s.routes...), store, budgetOpts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.proxy.Routes = routes
 	if s.redis != nil {
 		h.proxy.Shared = cache.NewRedisShared(s.redis, "caproxy-test:cache:", cache.WithSharedClock(h.proxy.Cache.Now))
 	}

@@ -12,13 +12,15 @@ import (
 	"strconv"
 
 	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/credential"
 )
 
 // upstreamCreds is what servePassThrough resolved for the reverse proxy's
 // Rewrite and ModifyResponse hooks.
 type upstreamCreds struct {
 	acct   *Account
-	header http.Header // the account's upstream credentials
+	up     credential.Upstream // what attached header
+	header http.Header         // the account's upstream credentials
 	handle string
 	rec    *record
 	// namesAgree reports that every place the request names an account
@@ -34,11 +36,16 @@ type suspecter interface{ Suspect(handle string) }
 
 type credsKey struct{}
 
-// servePassThrough sends any other request to the upstream with the
-// credentials of the account it names (userName in the query or the JSON
-// body, or the account of a caproxy-issued bearer token).
-func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *record) {
-	rec.route = routeOther
+// servePassThrough sends a request to the upstream with the credentials of
+// the account it names (userName in the query or the JSON body, or the
+// account of a caproxy-issued bearer token): an unknown path (rt nil) with
+// the account's own credentials, or a table route's uncached request with
+// the route's credentials, under its budget. Nothing is retried.
+func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *record, rt *Route) {
+	if rt == nil {
+		rec.route = routeOther
+	}
+	writeErr := rt.writeError
 	st := p.settings.Load()
 
 	userName := r.URL.Query().Get("userName")
@@ -56,7 +63,7 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 			buf, err := readBody(w, r)
 			if err != nil {
 				rec.outcome = OutcomeInvalid
-				writeBodyError(w, err, cloudagent.WriteError)
+				writeBodyError(w, err, writeErr)
 				return
 			}
 			defer bufPool.Put(buf)
@@ -70,13 +77,13 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 	}
 	if userName == "" {
 		rec.outcome = OutcomeInvalid
-		cloudagent.WriteError(w, http.StatusBadRequest, cloudagent.MsgUserNameEmpty)
+		writeErr(w, http.StatusBadRequest, cloudagent.MsgUserNameEmpty)
 		return
 	}
 	acct, msg, code := p.authenticate(r, st, userName, p.now())
 	if acct == nil {
 		rec.outcome = OutcomeUnauthorized
-		cloudagent.WriteError(w, code, msg)
+		writeErr(w, code, msg)
 		return
 	}
 	rec.account = acct.UserName
@@ -84,12 +91,25 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 		rec.outcome = OutcomeLimited
 		return
 	}
-	creds := &upstreamCreds{acct: acct, header: http.Header{}, rec: rec, namesAgree: !bodyUnread}
-	handle, err := acct.Upstream.Apply(r.Context(), creds.header)
+	if rt != nil {
+		if a := p.takeRouteBudget(r.Context(), st, rt, acct, ""); a != nil {
+			rec.outcome = a.outcome
+			if a.outcome == OutcomeLimited {
+				writeRouteLimited(w, rt, a.budget, p.now())
+			} else {
+				w.Header().Set("Retry-After", strconv.Itoa(a.retryAfter))
+				writeErr(w, a.code, a.msg)
+			}
+			return
+		}
+	}
+	up := rt.upstreamFor(acct)
+	creds := &upstreamCreds{acct: acct, up: up, header: http.Header{}, rec: rec, namesAgree: !bodyUnread}
+	handle, err := up.Apply(r.Context(), creds.header)
 	if err != nil {
 		rec.outcome = OutcomeUpstreamError
 		p.Logger.Warn("no upstream credentials", "account", acct.UserName, "err", err)
-		cloudagent.WriteError(w, http.StatusServiceUnavailable, "upstream credentials unavailable")
+		writeErr(w, http.StatusServiceUnavailable, "upstream credentials unavailable")
 		return
 	}
 	creds.handle = handle
@@ -153,7 +173,7 @@ func (p *Proxy) checkPassedResponse(resp *http.Response) error {
 	}
 	c.rec.upstreamStatus = resp.StatusCode
 	if p.Metrics != nil {
-		p.Metrics.upstreamCalls.WithLabelValues(routeOther, strconv.Itoa(resp.StatusCode)).Inc()
+		p.Metrics.upstreamCalls.WithLabelValues(c.rec.route, strconv.Itoa(resp.StatusCode)).Inc()
 	}
 	// Token errors are small JSON bodies; only those are worth a look.
 	if resp.ContentLength < 0 || resp.ContentLength > 4096 {
@@ -171,7 +191,7 @@ func (p *Proxy) checkPassedResponse(resp *http.Response) error {
 		// replacement spends one of ten hourly generations. So it counts
 		// only as a suspicion, and only when the request names the
 		// account consistently; caproxy's own AHT calls give proof.
-		if s, ok := c.acct.Upstream.(suspecter); ok && c.namesAgree {
+		if s, ok := c.up.(suspecter); ok && c.namesAgree {
 			s.Suspect(c.handle)
 		}
 		p.Logger.Warn("upstream refused the token on pass-through", "account", c.acct.UserName, "names_agree", c.namesAgree)

@@ -81,6 +81,9 @@ type Proxy struct {
 	Shared cache.Shared
 	// Budget guards upstream AHT calls per account. Required.
 	Budget *limit.Budget
+	// Routes are the paths besides AHT and generateToken with a policy of
+	// their own (see Route); nil: every other path is passed through.
+	Routes *RouteTable
 	// Issuer signs and checks the tokens handed out by generateToken.
 	Issuer credential.Issuer
 	// Logger receives operational events (never secrets); nil means slog.Default().
@@ -161,7 +164,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case cloudagent.IsTokenPath(path):
 		p.serveGenerateToken(w, r, rec)
 	default:
-		p.servePassThrough(w, r, rec)
+		if rt := p.Routes.Lookup(path); rt != nil {
+			p.serveRoute(w, r, rec, rt)
+		} else {
+			p.servePassThrough(w, r, rec, nil)
+		}
 	}
 	p.finish(r, rec)
 	recordPool.Put(rec)

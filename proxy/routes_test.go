@@ -5,8 +5,12 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/proxy"
 )
 
 // TestEveryTokenPathIsLocal: generateToken at either of CloudAgent's token
@@ -24,7 +28,7 @@ func TestEveryTokenPathIsLocal(t *testing.T) {
 			}
 			// The token is caproxy's: it opens AHT through caproxy.
 			tok := field(r.body, "token")
-			if r := h.do(http.MethodPost, cloudagent.PathAHT, `{"userName":"`+a.UserName+`","campaignName":"Sales"}`,
+			if r := h.do(http.MethodPost, cloudagent.PathAHT, `{"userName":"`+a.UserName+`","campaignName":"Outbound_Sales"}`,
 				"Authorization", "Bearer "+tok); r.code != http.StatusOK {
 				t.Fatalf("AHT with the token from %s: %d %s", path, r.code, r.body)
 			}
@@ -78,5 +82,191 @@ func TestUncleanablePathIsRefused(t *testing.T) {
 	}
 	if st := h.sim.Stats(); st.AHTCalls+st.OtherCalls != 0 {
 		t.Fatalf("refused paths reached the upstream: %+v", st)
+	}
+}
+
+// cdr asks fetchCDRDetails for day as an app does: GET with a JSON body.
+func (h *harness) cdr(a sim.Account, day string, headers ...string) reply {
+	h.t.Helper()
+	body := `{"fromDate":"` + day + ` 00:00:00","toDate":"` + day + ` 23:59:59","userName":"` + a.UserName + `"}`
+	return h.do(http.MethodGet, cloudagent.PathFetchCDRDetails, body, headers...)
+}
+
+// TestReportingAppWorksUnchanged: an app that gets its token at the
+// reporting token path, reads CDRs with it for a token-mode account (which
+// the reporting API would refuse as a bearer token), then asks for AHT,
+// works through caproxy with exactly one upstream token generation.
+func TestReportingAppWorksUnchanged(t *testing.T) {
+	c := newFakeClock()
+	h := newHarness(t, setup{clock: c})
+	r := h.do(http.MethodPost, cloudagent.PathReportsGenerateToken, `{"userName":"demo"}`, "apiKey", tokenAccount.APIKey)
+	tok := field(r.body, "token")
+	if r.code != http.StatusOK || tok == "" {
+		t.Fatalf("generateToken: %d %s", r.code, r.body)
+	}
+	r = h.cdr(tokenAccount, "2026-11-27", "Authorization", "Bearer "+tok)
+	if r.code != http.StatusOK || r.status() != cloudagent.StatusSuccess || r.header.Get("X-Cache") != "MISS" {
+		t.Fatalf("fetchCDRDetails: %d %v %s", r.code, r.header, r.body)
+	}
+	r = h.do(http.MethodPost, cloudagent.PathAHT, `{"userName":"demo","campaignName":"Outbound_Sales"}`, "Authorization", "Bearer "+tok)
+	if r.code != http.StatusOK || r.status() != cloudagent.StatusSuccess {
+		t.Fatalf("AHT: %d %s", r.code, r.body)
+	}
+	st := h.sim.Stats()
+	if st.TokenGenerations != 1 || st.ReportAdmitted != 1 || st.ReportAuthFailed != 0 || st.AHTAdmitted != 1 {
+		t.Fatalf("upstream saw %+v", st)
+	}
+}
+
+// TestTwoAppsPollingCDRStayUnderTheLimit: apps polling fetchCDRDetails for
+// different days every 10 s for three minutes cause at most 2 upstream
+// calls in any minute, none refused upstream; repeats come from the cache;
+// a third day with no call left is answered 429 in the reporting API's
+// shape, with Retry-After.
+func TestTwoAppsPollingCDRStayUnderTheLimit(t *testing.T) {
+	c := newFakeClock()
+	h := newHarness(t, setup{clock: c})
+	key := []string{"apiKey", apikeyAccount.APIKey}
+	misses := 0
+	for round := range 18 {
+		for _, day := range []string{"2026-11-26", "2026-11-27"} {
+			r := h.cdr(apikeyAccount, day, key...)
+			if r.code != http.StatusOK || r.status() != cloudagent.StatusSuccess {
+				t.Fatalf("round %d, %s: %d %s", round, day, r.code, r.body)
+			}
+			switch r.header.Get("X-Cache") {
+			case "MISS":
+				misses++
+			case "HIT", "STALE":
+			default:
+				t.Fatalf("X-Cache %q", r.header.Get("X-Cache"))
+			}
+		}
+		if round == 0 {
+			r := h.cdr(apikeyAccount, "2026-11-25", key...)
+			if r.code != http.StatusTooManyRequests || r.status() != cloudagent.StatusFalse || r.header.Get("Retry-After") == "" {
+				t.Fatalf("third day: %d %v %s", r.code, r.header, r.body)
+			}
+		}
+		c.Advance(10 * time.Second)
+	}
+	st := h.sim.Stats()
+	if st.ReportLimited != 0 || st.MaxReportInWindow > cloudagent.CDRLimit {
+		t.Fatalf("upstream refused %d calls, max %d in a window", st.ReportLimited, st.MaxReportInWindow)
+	}
+	// 3 minutes, a one-minute cache: a handful of upstream calls (each
+	// day's first and one a minute after), the rest from the cache.
+	if st.ReportAdmitted > 6 || int64(misses) != st.ReportAdmitted {
+		t.Fatalf("%d upstream calls, %d misses of 36", st.ReportAdmitted, misses)
+	}
+}
+
+// TestReportingRouteRefusesLocally: a POST, and a body caproxy could read
+// differently from CloudAgent, never reach the upstream.
+func TestReportingRouteRefusesLocally(t *testing.T) {
+	h := newHarness(t, setup{clock: newFakeClock()})
+	key := []string{"apiKey", apikeyAccount.APIKey}
+	r := h.do(http.MethodPost, cloudagent.PathFetchCDRDetails, `{"userName":"demo-basic"}`, key...)
+	if r.code != http.StatusMethodNotAllowed || r.status() != cloudagent.StatusFalse {
+		t.Fatalf("POST: %d %s", r.code, r.body)
+	}
+	for _, body := range []string{
+		`{"userName":"demo-basic","userName":"demo"}`,
+		`{"userName":"demo-basic","username":"demo"}`,
+		`{"userName":"demo-basic"} {}`,
+		"{\"userName\":\"demo-basic\",\"x\":\"\xff\"}",
+	} {
+		r := h.do(http.MethodGet, cloudagent.PathFetchCDRDetails, body, key...)
+		if r.code != http.StatusBadRequest {
+			t.Fatalf("%q: %d %s", body, r.code, r.body)
+		}
+	}
+	r = h.do(http.MethodGet, cloudagent.PathFetchCDRDetails+"?userName=demo", `{"userName":"demo-basic"}`, key...)
+	if r.code != http.StatusBadRequest {
+		t.Fatalf("two accounts: %d %s", r.code, r.body)
+	}
+	if st := h.sim.Stats(); st.ReportCalls != 0 {
+		t.Fatalf("refused requests reached the upstream: %+v", st)
+	}
+}
+
+// TestCDRKeyIsCanonical: the same question spelled differently (key order,
+// space, escapes, query order) is one cache entry and one upstream call.
+func TestCDRKeyIsCanonical(t *testing.T) {
+	h := newHarness(t, setup{clock: newFakeClock()})
+	key := []string{"apiKey", apikeyAccount.APIKey}
+	for i, body := range []string{
+		`{"fromDate":"2026-11-27 00:00:00","toDate":"2026-11-27 23:59:59","userName":"demo-basic"}`,
+		`{ "userName" : "demo-basic", "toDate":"2026-11-27 23:59:59", "fromDate":"2026-11-27 00:00:00" }`,
+		`{"userName":"demo-b\u0061sic","fromDate":"2026-11-27 00:00:00","toDate":"2026-11-27 23:59:59"}`,
+	} {
+		r := h.do(http.MethodGet, cloudagent.PathFetchCdrByPagination+"?page=1&size=10", body, key...)
+		if i > 0 {
+			r = h.do(http.MethodGet, "//ca_reports/fetchCdrByPagination/?size=10&page=1", body, key...)
+		}
+		if r.code != http.StatusOK || r.status() != cloudagent.StatusSuccess {
+			t.Fatalf("%d: %d %s", i, r.code, r.body)
+		}
+	}
+	if st := h.sim.Stats(); st.ReportAdmitted != 1 {
+		t.Fatalf("%d upstream calls for one question", st.ReportAdmitted)
+	}
+}
+
+// TestManualDialIsNeverCachedOrCoalesced: every dial is an upstream call.
+func TestManualDialIsNeverCachedOrCoalesced(t *testing.T) {
+	h := newHarness(t, setup{})
+	body := `{"userName":"demo","agentID":"agent1","customerNumber":"9999"}`
+	var wg sync.WaitGroup
+	for range 5 {
+		wg.Go(func() {
+			if r := h.do(http.MethodPost, cloudagent.PathAgentManualDial, body, "apiKey", tokenAccount.APIKey); r.code != http.StatusOK {
+				t.Errorf("dial: %d %s", r.code, r.body)
+			}
+		})
+	}
+	wg.Wait()
+	if st := h.sim.Stats(); st.ManualDials != 5 {
+		t.Fatalf("5 dials, %d placed", st.ManualDials)
+	}
+	if r := h.do(http.MethodGet, cloudagent.PathAgentManualDial, body, "apiKey", tokenAccount.APIKey); r.code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET dial: %d %s", r.code, r.body)
+	}
+}
+
+// TestConfiguredRouteOverridesDefault: a route of a default's name replaces
+// it; a budget on an uncached route applies to pass-through.
+func TestConfiguredRouteOverridesDefault(t *testing.T) {
+	h := newHarness(t, setup{clock: newFakeClock(), routes: []proxy.Route{{
+		Name: "manual_dial", Path: cloudagent.PathAgentManualDial, Methods: []string{"POST"},
+		Write: true, BudgetCalls: 1,
+	}}})
+	body := `{"userName":"demo-basic","agentID":"agent1","customerNumber":"9999"}`
+	if r := h.do(http.MethodPost, cloudagent.PathAgentManualDial, body, "apiKey", apikeyAccount.APIKey); r.code != http.StatusOK {
+		t.Fatalf("first dial: %d %s", r.code, r.body)
+	}
+	r := h.do(http.MethodPost, cloudagent.PathAgentManualDial, body, "apiKey", apikeyAccount.APIKey)
+	if r.code != http.StatusTooManyRequests || r.message() != cloudagent.MsgLimitExceeded || r.header.Get("Retry-After") == "" {
+		t.Fatalf("second dial: %d %v %s", r.code, r.header, r.body)
+	}
+	if st := h.sim.Stats(); st.ManualDials != 1 {
+		t.Fatalf("%d dials placed", st.ManualDials)
+	}
+}
+
+func TestRouteTableRefusesBadRoutes(t *testing.T) {
+	for _, rt := range []proxy.Route{
+		{Name: "x", Path: "/ca_apis//x"},
+		{Name: "Bad-Name", Path: "/ca_apis/x"},
+		{Name: "aht", Path: "/ca_apis/x"},
+		{Name: "x", Path: cloudagent.PathAHT},
+		{Name: "x", Path: cloudagent.PathReportsGenerateToken},
+		{Name: "x", Path: "/ca_apis/x", Auth: "bearer"},
+		{Name: "x", Path: "/ca_apis/x", Write: true, CacheTTL: time.Second, Methods: []string{"POST"}},
+		{Name: "x", Path: "/ca_apis/x", CacheTTL: time.Second},
+	} {
+		if _, err := proxy.NewRouteTable([]proxy.Route{rt}, limit.NewMemoryStore()); err == nil {
+			t.Errorf("%+v accepted", rt)
+		}
 	}
 }

@@ -3,13 +3,21 @@
 --
 --   wrk -t2 -c64 -d10s -s scripts/hit.lua http://127.0.0.1:8080/ca_apis/aht
 --
--- Responses other than 200, and caproxy answers whose X-Cache is not HIT,
--- are counted so a wrong setup cannot pass for a fast one.
+-- Responses other than 200, and answers whose X-Cache is not HIT, are
+-- counted so a wrong setup cannot pass for a fast one. With HIT_REQUIRED=1
+-- an answer without X-Cache counts as not HIT too (for caching targets).
+--
+-- The account comes from the environment: AHT_USER (default demo) and
+-- AHT_KEY (default demo-key), sent as userName and the apiKey header.
+
+local user = os.getenv("AHT_USER") or "demo"
+local key = os.getenv("AHT_KEY") or "demo-key"
+local hit_required = os.getenv("HIT_REQUIRED") == "1"
 
 wrk.method = "POST"
-wrk.body = '{"userName":"demo","agentId":"agent001"}'
+wrk.body = '{"userName":"' .. user .. '","agentId":"agent001"}'
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["apiKey"] = "demo-key"
+wrk.headers["apiKey"] = key
 
 -- Per-thread counters, read by done() through thread:get.
 non200 = 0
@@ -26,7 +34,7 @@ function response(status, headers, body)
     non200 = non200 + 1
   end
   local xc = headers["X-Cache"]
-  if xc ~= nil and xc ~= "HIT" then
+  if (xc == nil and hit_required) or (xc ~= nil and xc ~= "HIT") then
     nothit = nothit + 1
   end
 end
