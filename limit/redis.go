@@ -505,6 +505,36 @@ func (s *RedisStore) Increment(ctx context.Context, key string, count int64, rat
 	return r.context(rate.Limit, r.total >= rate.Limit), nil
 }
 
+// Release forgets this replica's newest single call for key made at or
+// before at (local clock), here and in Redis's log; see Releaser. If Redis
+// cannot be reached the call stays in Redis's log (counted, which is safe)
+// but is no longer written back.
+func (s *RedisStore) Release(ctx context.Context, key string, at time.Time) error {
+	atNS := at.UnixNano()
+	s.mu.Lock()
+	l := s.keys[key]
+	var member string
+	if l != nil {
+		for i := len(l.own) - 1; i >= 0; i-- {
+			if c := l.own[i]; c.at <= atNS && c.n == 1 {
+				member = s.replica + ":" + strconv.FormatUint(c.seq, 10) + ":1"
+				l.own = slices.Delete(l.own, i, i+1)
+				break
+			}
+		}
+	}
+	s.mu.Unlock()
+	if member == "" {
+		return nil
+	}
+	if err := s.client.ZRem(ctx, s.prefix+key, member).Err(); err != nil {
+		return fmt.Errorf("limit: redis release %q: %w", key, err)
+	}
+	return nil
+}
+
+var _ Releaser = (*RedisStore)(nil)
+
 // Reset forgets every call recorded for key, here and in Redis.
 func (s *RedisStore) Reset(ctx context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
 	s.mu.Lock()

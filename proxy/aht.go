@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -343,6 +344,11 @@ func (p *Proxy) fetchOpts(ctx context.Context, st *Settings, acct *Account, key 
 		}
 	}
 
+	// While the upstream cannot be reached, do not knock: each try would
+	// fail the same way.
+	if p.now().UnixNano() < p.downUntil.Load() {
+		return p.fallback(key, http.StatusBadGateway, "upstream unreachable")
+	}
 	// Credentials first: a call that cannot get a token never goes out, so
 	// it must not spend a slot; and the slot is taken just before the call
 	// goes, so a slow generation does not hold it past the window margin.
@@ -364,6 +370,7 @@ func (p *Proxy) fetchOpts(ctx context.Context, st *Settings, acct *Account, key 
 		return p.call(ctx, acct, key, req, creds, handle)
 	}
 	ok, bst, err := p.Budget.Take(ctx, acct.UserName)
+	taken := p.Budget.Now()
 	if errors.Is(err, limit.ErrUnavailable) {
 		// Redis is down under on_failure deny: no upstream call without
 		// the shared budget (the circuit breaker logged the outage).
@@ -402,6 +409,14 @@ func (p *Proxy) call(ctx context.Context, acct *Account, key string, req cloudag
 	body := canonicalBody(req)
 	for attempt := 0; ; attempt++ {
 		res, err := p.callAHT(ctx, creds, body)
+		if err != nil && neverSent(err) {
+			// CloudAgent never saw this call: give its slot back, and
+			// leave the upstream alone for a moment.
+			if err := p.Budget.Release(ctx, acct.UserName, taken); err != nil {
+				p.Logger.Warn("could not give back an unspent budget slot", "account", acct.UserName, "err", err)
+			}
+			p.downUntil.Store(p.now().Add(upstreamDownBackoff).UnixNano())
+		}
 		if err != nil {
 			code := http.StatusBadGateway
 			msg := "upstream unreachable"
@@ -444,6 +459,7 @@ func (p *Proxy) call(ctx context.Context, acct *Account, key string, req cloudag
 				}
 				return &answer{outcome: OutcomeLimited, budget: bst}
 			}
+			taken = p.Budget.Now()
 			continue
 		case isErr && msg != cloudagent.MsgInvalidAgent && msg != cloudagent.MsgInvalidCampaign:
 			// Not an answer to the question but a refusal of caproxy's
@@ -541,6 +557,17 @@ func (p *Proxy) callAHT(ctx context.Context, creds http.Header, body []byte) (*u
 		return nil, err
 	}
 	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: b, took: time.Since(start)}, nil
+}
+
+// upstreamDownBackoff is how long AHT misses leave the upstream alone after
+// it could not be reached (they serve stale answers or 502 meanwhile).
+const upstreamDownBackoff = time.Second
+
+// neverSent reports whether err means the request never reached the
+// upstream: the connection could not be made.
+func neverSent(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
 }
 
 // credentialsFailed answers a fetch whose upstream credentials could not be

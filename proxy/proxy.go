@@ -106,6 +106,9 @@ type Proxy struct {
 	settings    atomic.Pointer[Settings]
 	group       cache.Group // coalesces misses
 	bypassGroup cache.Group // coalesces no-cache requests
+	// downUntil (unix ns on the proxy's clock) is when AHT misses may try
+	// the upstream again after it could not be reached.
+	downUntil atomic.Int64
 
 	initOnce sync.Once
 	client   *http.Client
