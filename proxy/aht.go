@@ -367,7 +367,7 @@ func (p *Proxy) fetchOpts(ctx context.Context, st *Settings, acct *Account, key 
 			}
 			return a
 		}
-		return p.call(ctx, acct, key, req, creds, handle)
+		return p.call(ctx, acct, key, req, creds, handle, p.Budget.Now())
 	}
 	ok, bst, err := p.Budget.Take(ctx, acct.UserName)
 	taken := p.Budget.Now()
@@ -396,13 +396,13 @@ func (p *Proxy) fetchOpts(ctx context.Context, st *Settings, acct *Account, key 
 		}
 	}
 
-	return p.call(ctx, acct, key, req, creds, handle)
+	return p.call(ctx, acct, key, req, creds, handle, taken)
 }
 
-// call makes the upstream call a fetch holds a budget slot for, with
-// credentials creds (handle names them), retrying once on a token problem,
-// and stores the answer.
-func (p *Proxy) call(ctx context.Context, acct *Account, key string, req cloudagent.AHTRequest, creds http.Header, handle string) *answer {
+// call makes the upstream call a fetch holds a budget slot for (taken at
+// taken), with credentials creds (handle names them), retrying once on a
+// token problem, and stores the answer.
+func (p *Proxy) call(ctx context.Context, acct *Account, key string, req cloudagent.AHTRequest, creds http.Header, handle string, taken time.Time) *answer {
 	// The upstream timeout starts now, not before a wait for budget.
 	ctx, cancel := p.upstreamContext(ctx)
 	defer cancel()
