@@ -119,16 +119,18 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	}
 
 	p := &proxy.Proxy{
-		Routes:    routes,
-		Upstream:  endpoint,
-		Transport: transport,
-		Timeout:   cfg.Upstream.Timeout,
-		Cache:     c,
-		Shared:    shared,
-		Budget:    budget,
-		Logger:    logger,
-		Redis:     redisStatus,
-		Refresher: refresh.New[cloudagent.AHTRequest](refreshConfig(cfg)),
+		Routes: routes,
+
+		RefuseUnknownPaths: cfg.UnknownPaths == config.UnknownRefuse,
+		Upstream:           endpoint,
+		Transport:          transport,
+		Timeout:            cfg.Upstream.Timeout,
+		Cache:              c,
+		Shared:             shared,
+		Budget:             budget,
+		Logger:             logger,
+		Redis:              redisStatus,
+		Refresher:          refresh.New[cloudagent.AHTRequest](refreshConfig(cfg)),
 	}
 	if cfg.Redis.Enabled() {
 		p.RefreshLease = redisRefreshLease(redisClient, refreshLease(cfg))
@@ -157,6 +159,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	}
 	srv := &http.Server{
 		Handler:           p,
+		MaxHeaderBytes:    proxy.MaxHeaderBytes,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// Long enough for an upstream call and a wait for budget.
@@ -224,6 +227,7 @@ func (d *daemon) reload() {
 		{"log", fmt.Sprint(old.Log), fmt.Sprint(cfg.Log)},
 		{"limit.window", old.Limit.Window.String(), cfg.Limit.Window.String()},
 		{"routes", fmt.Sprint(old.Routes), fmt.Sprint(cfg.Routes)},
+		{"unknown_paths", old.UnknownPaths, cfg.UnknownPaths},
 	} {
 		if chg.old != chg.new {
 			d.logger.Warn("reload: this key takes effect only on restart", "key", chg.name)
