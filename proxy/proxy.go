@@ -83,7 +83,7 @@ type Proxy struct {
 	// Logger receives operational events (never secrets); nil means slog.Default().
 	Logger *slog.Logger
 	// AccessLog, if not nil, gets one line per request (never secrets).
-	AccessLog *slog.Logger
+	AccessLog *AccessLog
 	// Metrics, if not nil, is updated as requests are served.
 	Metrics *Metrics
 	// Redis, if not nil, reports on the Redis replicas share state
@@ -133,7 +133,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
 	rec := recordPool.Get().(*record)
 	*rec = record{}
-	if p.AccessLog != nil && p.AccessLog.Enabled(r.Context(), slog.LevelInfo) {
+	if p.AccessLog != nil {
 		rec.start = time.Now()
 	}
 	rec.requestID = requestID(w, r)
