@@ -111,15 +111,17 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	}
 
 	p := &proxy.Proxy{
-		Routes:    routes,
-		Upstream:  endpoint,
-		Transport: transport,
-		Timeout:   cfg.Upstream.Timeout,
-		Cache:     c,
-		Shared:    shared,
-		Budget:    budget,
-		Logger:    logger,
-		Redis:     redisStatus,
+		Routes: routes,
+
+		RefuseUnknownPaths: cfg.UnknownPaths == config.UnknownRefuse,
+		Upstream:           endpoint,
+		Transport:          transport,
+		Timeout:            cfg.Upstream.Timeout,
+		Cache:              c,
+		Shared:             shared,
+		Budget:             budget,
+		Logger:             logger,
+		Redis:              redisStatus,
 	}
 	// Access lines are formatted and written in batches off the
 	// requests' path; operational lines go out at once. Closed (every
@@ -149,6 +151,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	}
 	srv := &http.Server{
 		Handler:           p,
+		MaxHeaderBytes:    proxy.MaxHeaderBytes,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// Long enough for an upstream call and a wait for budget.
@@ -209,6 +212,7 @@ func (d *daemon) reload() {
 		{"log", fmt.Sprint(old.Log), fmt.Sprint(cfg.Log)},
 		{"limit.window", old.Limit.Window.String(), cfg.Limit.Window.String()},
 		{"routes", fmt.Sprint(old.Routes), fmt.Sprint(cfg.Routes)},
+		{"unknown_paths", old.UnknownPaths, cfg.UnknownPaths},
 	} {
 		if chg.old != chg.new {
 			d.logger.Warn("reload: this key takes effect only on restart", "key", chg.name)

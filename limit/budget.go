@@ -176,6 +176,20 @@ func (b *Budget) Exhaust(ctx context.Context, account string) error {
 	return err
 }
 
+// Release gives back a call Take admitted for account at or before taken
+// (read from the budget's clock right after Take) that never reached the
+// upstream. Stores that cannot release (not Releasers) keep it counted.
+func (b *Budget) Release(ctx context.Context, account string, taken time.Time) error {
+	r, ok := b.store.(Releaser)
+	if !ok {
+		return nil
+	}
+	return r.Release(ctx, b.key(account), taken)
+}
+
+// Now reads the budget's clock.
+func (b *Budget) Now() time.Time { return b.clock.Now() }
+
 // State reports account's standing without spending anything.
 func (b *Budget) State(ctx context.Context, account string) (State, error) {
 	lim := b.lim.Load()

@@ -101,6 +101,39 @@ var conformance = []struct {
 			t.Fatalf("Get on another key = %+v", c)
 		}
 	}},
+	{"release gives one slot back", func(t *testing.T, k storeKit) {
+		ctx := context.Background()
+		rel := k.store.(Releaser)
+		if err := rel.Release(ctx, "a", k.now()); err != nil {
+			t.Fatalf("Release on an empty key: %v", err)
+		}
+		early := k.now()
+		k.sleep(10 * time.Millisecond)
+		for range long.Limit - 1 {
+			must(t)(k.store.Get(ctx, "a", long))
+		}
+		taken := k.now()
+		k.sleep(10 * time.Millisecond)
+		must(t)(k.store.Get(ctx, "a", long)) // the last slot, after taken
+		if err := rel.Release(ctx, "a", early); err != nil {
+			t.Fatal(err)
+		}
+		if c := must(t)(k.store.Peek(ctx, "a", long)); c.Remaining != 0 {
+			t.Fatalf("Release before any call freed a slot: %+v", c)
+		}
+		if err := rel.Release(ctx, "a", taken); err != nil {
+			t.Fatal(err)
+		}
+		if c := must(t)(k.store.Peek(ctx, "a", long)); c.Remaining != 1 {
+			t.Fatalf("after Release: %+v, want 1 remaining", c)
+		}
+		if c := must(t)(k.store.Get(ctx, "a", long)); c.Reached {
+			t.Fatalf("Get after Release refused: %+v", c)
+		}
+		if c := must(t)(k.store.Get(ctx, "a", long)); !c.Reached {
+			t.Fatalf("Release gave back more than one slot: %+v", c)
+		}
+	}},
 	{"peek records nothing", func(t *testing.T, k storeKit) {
 		ctx := context.Background()
 		for range 20 {
@@ -308,7 +341,7 @@ func TestRedisSameMicrosecond(t *testing.T) {
 		t.Helper()
 		seq++
 		v, err := redisSliding.Run(ctx, client, []string{"test:k"},
-			int(o), rate.Limit, rate.Period.Microseconds(), count, "replica", seq, 0, 0, sec, usec).Int64Slice()
+			int(o), rate.Limit, rate.Period.Microseconds(), count, "replica", seq, 0, 0, sec, usec, 0, 1).Int64Slice()
 		if err != nil {
 			t.Fatal(err)
 		}

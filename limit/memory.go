@@ -3,6 +3,7 @@ package limit
 import (
 	"context"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
 
@@ -200,6 +201,36 @@ func (s *MemoryStore) Increment(_ context.Context, key string, count int64, rate
 	c, _ := s.do(key, rate, opIncrement, count)
 	return c, nil
 }
+
+// Release forgets the newest call recorded for key at or before at; see
+// Releaser.
+func (s *MemoryStore) Release(_ context.Context, key string, at time.Time) error {
+	atNS := at.UnixNano()
+	sh := &s.shards[maphash.String(shardSeed, key)%memShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	l := sh.logs[key]
+	if l == nil {
+		return nil
+	}
+	for i := len(l.calls) - 1; i >= 0; i-- {
+		if l.calls[i].at > atNS {
+			continue
+		}
+		l.calls[i].n--
+		l.total--
+		if l.calls[i].n == 0 {
+			l.calls = slices.Delete(l.calls, i, i+1)
+		}
+		if l.total == 0 {
+			delete(sh.logs, key)
+		}
+		return nil
+	}
+	return nil
+}
+
+var _ Releaser = (*MemoryStore)(nil)
 
 // Reset forgets every call recorded for key.
 func (s *MemoryStore) Reset(_ context.Context, key string, rate limiter.Rate) (limiter.Context, error) {

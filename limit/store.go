@@ -53,6 +53,14 @@ type Store interface {
 	NextFree(ctx context.Context, key string, rate limiter.Rate) (time.Time, error)
 }
 
+// Releaser is a Store that can take back a call it admitted that was never
+// made (the upstream could not be reached), so the slot is free again.
+type Releaser interface {
+	// Release forgets the newest single call admitted by Get for key at or
+	// before at (on the store's clock); none such is no error.
+	Release(ctx context.Context, key string, at time.Time) error
+}
+
 // call is one entry of a sliding log: n calls recorded at one instant (unix
 // nanoseconds in memory, microseconds in Redis). Weighted entries keep an
 // Increment of any count a single entry.

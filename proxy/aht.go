@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -292,6 +293,11 @@ func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key stri
 		}
 	}
 
+	// While the upstream cannot be reached, do not knock: each try would
+	// fail the same way.
+	if p.now().UnixNano() < p.downUntil.Load() {
+		return p.fallback(key, http.StatusBadGateway, "upstream unreachable")
+	}
 	// Credentials first: a call that cannot get a token never goes out, so
 	// it must not spend a slot; and the slot is taken just before the call
 	// goes, so a slow generation does not hold it past the window margin.
@@ -301,6 +307,7 @@ func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key stri
 		return p.credentialsFailed(key, acct, err)
 	}
 	ok, bst, err := p.Budget.Take(ctx, acct.UserName)
+	taken := p.Budget.Now()
 	if errors.Is(err, limit.ErrUnavailable) {
 		// Redis is down under on_failure deny: no upstream call without
 		// the shared budget (the circuit breaker logged the outage).
@@ -332,6 +339,14 @@ func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key stri
 	body := canonicalBody(req)
 	for attempt := 0; ; attempt++ {
 		res, err := p.callAHT(ctx, creds, body)
+		if err != nil && neverSent(err) {
+			// CloudAgent never saw this call: give its slot back, and
+			// leave the upstream alone for a moment.
+			if err := p.Budget.Release(ctx, acct.UserName, taken); err != nil {
+				p.Logger.Warn("could not give back an unspent budget slot", "account", acct.UserName, "err", err)
+			}
+			p.downUntil.Store(p.now().Add(upstreamDownBackoff).UnixNano())
+		}
 		if err != nil {
 			code := http.StatusBadGateway
 			msg := "upstream unreachable"
@@ -374,6 +389,7 @@ func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key stri
 				}
 				return &answer{outcome: OutcomeLimited, budget: bst}
 			}
+			taken = p.Budget.Now()
 			continue
 		case isErr && msg != cloudagent.MsgInvalidAgent && msg != cloudagent.MsgInvalidCampaign:
 			// Not an answer to the question but a refusal of caproxy's
@@ -473,10 +489,30 @@ func (p *Proxy) callAHT(ctx context.Context, creds http.Header, body []byte) (*u
 	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: b, took: time.Since(start)}, nil
 }
 
+// upstreamDownBackoff is how long AHT misses leave the upstream alone after
+// it could not be reached (they serve stale answers or 502 meanwhile).
+const upstreamDownBackoff = time.Second
+
+// neverSent reports whether err means the request never reached the
+// upstream: the connection could not be made.
+func neverSent(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
 // credentialsFailed answers a fetch whose upstream credentials could not be
 // had (no call went out): stale if possible, else an error that says why.
 func (p *Proxy) credentialsFailed(key string, acct *Account, err error) *answer {
 	switch ue, refused := errors.AsType[*credential.UpstreamError](err); {
+	case errors.Is(err, credential.ErrStoreUnavailable):
+		// Redis is down and this replica holds no usable token: like a
+		// miss under on_failure deny, come back when Redis is (the circuit
+		// breaker logged the outage).
+		if a := p.stale(key); a != nil {
+			return a
+		}
+		return &answer{outcome: OutcomeUpstreamError, code: http.StatusServiceUnavailable,
+			msg: "upstream token unavailable: shared token store down", retryAfter: 1}
 	case errors.Is(err, credential.ErrGenerationLimit):
 		p.Logger.Warn("no upstream token: hourly generation limit reached", "account", acct.UserName)
 		return p.fallback(key, http.StatusServiceUnavailable, "upstream token unavailable: token generation limit reached")

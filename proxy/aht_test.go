@@ -290,3 +290,41 @@ func TestPanicInFetchIs502(t *testing.T) {
 		t.Errorf("the panic was not logged:\n%s", h.logs.String())
 	}
 }
+
+// TestUnreachableUpstreamSpendsNoBudget is issue 13's outage: with the
+// upstream refusing connections, misses on expired keys are served stale,
+// the calls that never reached CloudAgent give their slots back, and the
+// upstream is left alone for a moment after each failure.
+func TestUnreachableUpstreamSpendsNoBudget(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock})
+	ctx := context.Background()
+	agents := []string{"agent001", "agent002", "agent003", "agent004", "agent005"}
+	for _, a := range agents {
+		if r := h.aht(tokenAccount, a); r.code != 200 {
+			t.Fatalf("%s: %d %s", a, r.code, r.body)
+		}
+	}
+	before, _ := h.proxy.Budget.State(ctx, tokenAccount.UserName)
+	clock.Advance(31 * time.Second) // past ttl, within the budget window
+	h.simSrv.Close()
+	sent := h.tokens.sent.Load()
+	for i := range 60 {
+		if r := h.aht(tokenAccount, agents[i%len(agents)]); r.code != 200 || r.header.Get("X-Cache") != "STALE" {
+			t.Fatalf("request %d: %d %s %s", i, r.code, r.header.Get("X-Cache"), r.body)
+		}
+	}
+	after, _ := h.proxy.Budget.State(ctx, tokenAccount.UserName)
+	if after.Remaining != before.Remaining {
+		t.Errorf("budget: %d remaining before the outage, %d after, with no call reaching the upstream",
+			before.Remaining, after.Remaining)
+	}
+	if n := h.tokens.sent.Load() - sent; n != 1 {
+		t.Errorf("%d attempts on the unreachable upstream within one backoff, want 1", n)
+	}
+	clock.Advance(2 * time.Second)
+	h.aht(tokenAccount, "agent001")
+	if n := h.tokens.sent.Load() - sent; n != 2 {
+		t.Errorf("%d attempts after the backoff, want 2", n)
+	}
+}

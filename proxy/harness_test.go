@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,11 +40,13 @@ func newFakeClock() *fakeclock.Clock {
 // caproxy sent, so tests can check that none of them leaks.
 type tokenRecorder struct {
 	next   http.RoundTripper
-	mu     sync.Mutex // guards tokens
+	sent   atomic.Int64 // requests given to next, reached or not
+	mu     sync.Mutex   // guards tokens
 	tokens map[string]bool
 }
 
 func (r *tokenRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	r.sent.Add(1)
 	if tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer "); ok {
 		r.mu.Lock()
 		r.tokens[tok] = true
