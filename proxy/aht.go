@@ -145,7 +145,10 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	}
 
 	key := cache.RequestKey(acct.UserName, req)
-	bypass := noCache(r)
+	// A no-cache request fetches anew at most once per key per ttl;
+	// otherwise it is an ordinary request (served from the cache or
+	// coalesced), so no client can drain the budget with it.
+	bypass := noCache(r) && p.allowBypass(key, now)
 	if !bypass {
 		if e, ok := p.Cache.Get(key); ok && e.Fresh(now) {
 			rec.outcome = OutcomeHit
@@ -205,6 +208,35 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	if err := http.NewResponseController(w).Flush(); err != nil {
 		rec.outcome = OutcomeClientGone
 	}
+}
+
+// maxBypassKeys bounds bypassAt; past it, entries older than ttl are swept.
+const maxBypassKeys = 10000
+
+// allowBypass reports whether a no-cache request for key may fetch anew:
+// no other did in the last ttl. It records the fetch when it allows one.
+func (p *Proxy) allowBypass(key string, now time.Time) bool {
+	ttl := p.Cache.TTL()
+	p.bypassMu.Lock()
+	defer p.bypassMu.Unlock()
+	if last, ok := p.bypassAt[key]; ok && now.Sub(last) < ttl {
+		return false
+	}
+	if p.bypassAt == nil {
+		p.bypassAt = map[string]time.Time{}
+	}
+	if len(p.bypassAt) >= maxBypassKeys {
+		for k, at := range p.bypassAt {
+			if now.Sub(at) >= ttl {
+				delete(p.bypassAt, k)
+			}
+		}
+		if len(p.bypassAt) >= maxBypassKeys {
+			return false // every tracked key bypassed within ttl: refuse, do not grow
+		}
+	}
+	p.bypassAt[key] = now
+	return true
 }
 
 // noCache reports whether the client asked to skip fresh entries.
