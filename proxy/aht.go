@@ -377,7 +377,10 @@ func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key stri
 			if err := p.Budget.Release(ctx, acct.UserName, taken); err != nil {
 				p.Logger.Warn("could not give back an unspent budget slot", "account", acct.UserName, "err", err)
 			}
-			p.downUntil.Store(p.now().Add(upstreamDownBackoff).UnixNano())
+			if !isTimeout(err) {
+				// Refused, unreachable: not our own slowness.
+				p.downUntil.Store(p.now().Add(upstreamDownBackoff).UnixNano())
+			}
 		}
 		if err != nil {
 			code := http.StatusBadGateway
@@ -522,7 +525,7 @@ func (p *Proxy) callAHT(ctx context.Context, creds http.Header, body []byte) (*u
 }
 
 // upstreamDownBackoff is how long AHT misses leave the upstream alone after
-// it could not be reached (they serve stale answers or 502 meanwhile).
+// it refused a connection (they serve stale answers or 502 meanwhile).
 const upstreamDownBackoff = time.Second
 
 // neverSent reports whether err means the request never reached the
@@ -530,6 +533,13 @@ const upstreamDownBackoff = time.Second
 func neverSent(err error) bool {
 	var oe *net.OpError
 	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+// isTimeout reports whether err is a timeout (which a loaded caproxy can
+// cause itself), as opposed to the upstream refusing.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // credentialsFailed answers a fetch whose upstream credentials could not be
