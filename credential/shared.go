@@ -28,6 +28,11 @@ const (
 	storeTimeout = 5 * time.Second
 )
 
+// ErrStoreUnavailable is matched (errors.Is) by the error Apply returns
+// when a token is needed but the shared store cannot be reached: no token
+// is generated without it (that could log the other replicas out).
+var ErrStoreUnavailable = errors.New("shared token store unavailable")
+
 // sharedResult is the outcome of one read-or-generate round on the shared
 // store.
 type sharedResult struct {
@@ -269,7 +274,7 @@ func (ts *TokenSource) storeFailed(ctx context.Context, err error) sharedResult 
 	ts.logger().Warn("shared token store unavailable; keeping the current upstream token, not generating", "account", ts.UserName, "err", err)
 	return sharedResult{
 		storeDown: true,
-		err:       fmt.Errorf("credential: account %q: shared token store unavailable: %w", ts.UserName, err),
+		err:       fmt.Errorf("credential: account %q: %w: %w", ts.UserName, ErrStoreUnavailable, err),
 		retryAt:   ts.now().Add(minRetry),
 	}
 }

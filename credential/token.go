@@ -399,7 +399,9 @@ func (ts *TokenSource) Ready() bool {
 	if ts.token != "" && now.Before(ts.expires) {
 		return true
 	}
-	return ts.lastErr == nil || !now.Before(ts.retryAt)
+	// A shared store that is down is an outage of its own (reported as
+	// degraded); this replica still serves what its memory holds.
+	return ts.lastErr == nil || !now.Before(ts.retryAt) || errors.Is(ts.lastErr, ErrStoreUnavailable)
 }
 
 // Generations returns how many tokens this source has generated.

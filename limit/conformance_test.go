@@ -341,7 +341,7 @@ func TestRedisSameMicrosecond(t *testing.T) {
 		t.Helper()
 		seq++
 		v, err := redisSliding.Run(ctx, client, []string{"test:k"},
-			int(o), rate.Limit, rate.Period.Microseconds(), count, "replica", seq, 0, 0, sec, usec).Int64Slice()
+			int(o), rate.Limit, rate.Period.Microseconds(), count, "replica", seq, 0, 0, sec, usec, 0, 1).Int64Slice()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -25,19 +25,23 @@ import (
 //
 // Before deciding, the script writes back the calling replica's own calls
 // that the log lacks (Redis restarted empty, or calls admitted locally
-// during an outage), at their real ages. And it decides on the larger of
-// the log's total and a floor the replica passes: the calls it knows of
-// (its own plus the others' it saw last time), so a log that lost calls
-// cannot admit more than the limit allows.
+// during an outage), at their real ages. It then counts the window as the
+// caller's own calls in the log plus the larger of the other replicas'
+// calls in the log and those the caller saw there last time (a log that
+// lost the others' calls cannot admit more than the limit allows). Counting
+// the caller's own calls from the log keeps this exact however many of its
+// calls run at once. While recovering from an outage under Share, the
+// caller is also held to its share (see RedisStore.shareFloor).
 //
 // KEYS[1]: the log. ARGV: op (0 peek, 1 get, 2 increment), limit, period in
-// microseconds, count (increment only), replica, seq, floor, how many own
-// calls the replica holds in the window, then, for tests only, a fixed time
-// as TIME's seconds and microseconds (or two empty strings), then the own
+// microseconds, count (increment only), replica, seq, the others' calls the
+// caller last saw, how many own calls it holds in the window, then, for
+// tests only, a fixed time as TIME's seconds and microseconds (or two empty
+// strings), then recovering (0/1) and the number of replicas, then the own
 // calls as triples seq, n, age in microseconds.
-// Returns {admitted (0/1), total in window (at least floor), microseconds
-// until the next slot frees in Store's Reset sense, then the other
-// replicas' calls in the window as pairs age in microseconds, n}.
+// Returns {admitted (0/1), calls counted in the window, microseconds until
+// the next slot frees in Store's Reset sense, then the other replicas'
+// calls in the window as pairs age in microseconds, n}.
 const slidingScript = `
 local key = KEYS[1]
 local op = tonumber(ARGV[1])
@@ -46,8 +50,10 @@ local period = tonumber(ARGV[3])
 local count = tonumber(ARGV[4])
 local rep = ARGV[5]
 local seq = ARGV[6]
-local floor = tonumber(ARGV[7])
+local othersKnown = tonumber(ARGV[7])
 local ownTotal = tonumber(ARGV[8])
+local recovering = tonumber(ARGV[11]) == 1
+local replicas = tonumber(ARGV[12])
 
 local t
 if ARGV[9] ~= '' then
@@ -80,7 +86,7 @@ end
 local ats, ns, mine, total, own = scan()
 local wrote = false
 if own < ownTotal then
-	for i = 11, #ARGV, 3 do
+	for i = 13, #ARGV, 3 do
 		local at = now - tonumber(ARGV[i + 2])
 		if at > cutoff then
 			local member = mark .. ARGV[i] .. ':' .. ARGV[i + 1]
@@ -94,13 +100,24 @@ if own < ownTotal then
 	end
 end
 
-local eff = total
-if floor > eff then eff = floor end
+local others = total - own
+if othersKnown > others then others = othersKnown end
+local eff = own + others
+local free = eff < limit
+if recovering then
+	local share = math.floor(limit / replicas)
+	local held = others
+	if share > held then held = share end
+	if own >= share or own + held + (replicas - 2) * share >= limit then
+		free = false
+		if eff < limit then eff = limit end
+	end
+end
 
 local admitted = 0
 local add = 0
 if op == 1 then
-	if eff < limit then
+	if free then
 		add = 1
 		admitted = 1
 	end
@@ -191,13 +208,14 @@ func (p Policy) String() string {
 //
 //   - Redis restarted empty: every operation writes this replica's own
 //     missing calls back into the log (idempotently: each call has a name),
-//     and decides on at least the floor, so the lost calls of the others
-//     still count until they write their own back or leave the window.
+//     and counts the others' calls as the larger of what the log holds and
+//     what it saw last, so the lost calls of the others still count until
+//     they write their own back or leave the window.
 //   - Redis unreachable under Share: a replica admits a call only while
 //     its own calls in the window stay under limit/N, and its own calls
-//     plus the others' it last saw plus (N-1) full shares stay under the
-//     limit. The others follow the same rule, so all together stay within
-//     the limit in any window, whatever the order of events.
+//     plus the larger of the others' it last saw and one share, plus
+//     (N-2) more shares, stay under the limit. The others follow the same
+//     rule, so all together stay within the limit in any window.
 //   - Redis back after an outage under Share: for one window the same
 //     rule still applies on top of Redis's answer, while the other
 //     replicas write back what they spent during the outage.
@@ -325,15 +343,14 @@ func (s *RedisStore) run(ctx context.Context, key string, rate limiter.Rate, o o
 		s.keys[key] = l
 	}
 	own, others := l.prune(cutoff)
-	floor := own + others
-	recovering := s.policy == Share && !s.downAt.IsZero() && start.Sub(s.downAt) < rate.Period
-	if recovering {
-		floor = max(floor, s.shareFloor(rate.Limit, own, others))
+	recovering := 0
+	if s.policy == Share && !s.downAt.IsZero() && start.Sub(s.downAt) < rate.Period {
+		recovering = 1
 	}
 	s.seq++
 	seq := s.seq
-	args := make([]any, 0, 10+3*len(l.own))
-	args = append(args, int(o), rate.Limit, periodUS, count, s.replica, seq, floor, own, "", "")
+	args := make([]any, 0, 12+3*len(l.own))
+	args = append(args, int(o), rate.Limit, periodUS, count, s.replica, seq, others, own, "", "", recovering, s.replicas)
 	for _, c := range l.own {
 		args = append(args, c.seq, c.n, (nowNS-c.at)/1e3)
 	}

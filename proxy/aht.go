@@ -546,6 +546,15 @@ func isTimeout(err error) bool {
 // had (no call went out): stale if possible, else an error that says why.
 func (p *Proxy) credentialsFailed(key string, acct *Account, err error) *answer {
 	switch ue, refused := errors.AsType[*credential.UpstreamError](err); {
+	case errors.Is(err, credential.ErrStoreUnavailable):
+		// Redis is down and this replica holds no usable token: like a
+		// miss under on_failure deny, come back when Redis is (the circuit
+		// breaker logged the outage).
+		if a := p.stale(key); a != nil {
+			return a
+		}
+		return &answer{outcome: OutcomeUpstreamError, code: http.StatusServiceUnavailable,
+			msg: "upstream token unavailable: shared token store down", retryAfter: 1}
 	case errors.Is(err, credential.ErrGenerationLimit):
 		p.Logger.Warn("no upstream token: hourly generation limit reached", "account", acct.UserName)
 		return p.fallback(key, http.StatusServiceUnavailable, "upstream token unavailable: token generation limit reached")
