@@ -114,15 +114,17 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	}
 
 	p := &proxy.Proxy{
-		Routes:    routes,
-		Upstream:  endpoint,
-		Transport: transport,
-		Timeout:   cfg.Upstream.Timeout,
-		Cache:     c,
-		Shared:    shared,
-		Budget:    budget,
-		Logger:    logger,
-		Redis:     redisStatus,
+		Routes: routes,
+
+		RefuseUnknownPaths: cfg.UnknownPaths == config.UnknownRefuse,
+		Upstream:           endpoint,
+		Transport:          transport,
+		Timeout:            cfg.Upstream.Timeout,
+		Cache:              c,
+		Shared:             shared,
+		Budget:             budget,
+		Logger:             logger,
+		Redis:              redisStatus,
 	}
 	if cfg.Log.Access {
 		p.AccessLog = newLogger(cfg.Log, access)
@@ -148,6 +150,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	}
 	srv := &http.Server{
 		Handler:           p,
+		MaxHeaderBytes:    proxy.MaxHeaderBytes,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// Long enough for an upstream call and a wait for budget.
@@ -208,6 +211,7 @@ func (d *daemon) reload() {
 		{"log", fmt.Sprint(old.Log), fmt.Sprint(cfg.Log)},
 		{"limit.window", old.Limit.Window.String(), cfg.Limit.Window.String()},
 		{"routes", fmt.Sprint(old.Routes), fmt.Sprint(cfg.Routes)},
+		{"unknown_paths", old.UnknownPaths, cfg.UnknownPaths},
 	} {
 		if chg.old != chg.new {
 			d.logger.Warn("reload: this key takes effect only on restart", "key", chg.name)

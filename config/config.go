@@ -44,6 +44,11 @@ const (
 	// RedisShare lets each replica spend its share of the budget alone
 	// while Redis is unreachable.
 	RedisShare = "share"
+
+	// UnknownPass passes a path outside the route table through.
+	UnknownPass = "pass"
+	// UnknownRefuse answers a path outside the route table 404.
+	UnknownRefuse = "refuse"
 )
 
 // redacted replaces a secret wherever a configuration value is printed.
@@ -74,6 +79,10 @@ type Config struct {
 	// built-in route of the same name (see the README's route table).
 	// Read at start only.
 	Routes []Route `yaml:"routes"`
+	// UnknownPaths is what happens to a path outside the route table:
+	// UnknownPass (default: passed through with the account's
+	// credentials) or UnknownRefuse (404).
+	UnknownPaths string `yaml:"unknown_paths"`
 }
 
 // Route is one entry of routes: the policy of one CloudAgent path.
@@ -216,6 +225,8 @@ func defaults() *Config {
 		ClientAuth: ClientAuthRequired,
 		Redis:      Redis{Timeout: 50 * time.Millisecond, OnFailure: RedisDeny},
 		Log:        Log{Format: "text", Level: "info", Access: true},
+
+		UnknownPaths: UnknownPass,
 	}
 }
 

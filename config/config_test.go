@@ -40,6 +40,8 @@ func want(mod func(*Config)) *Config {
 		ClientAuth:  "required",
 		Redis:       Redis{URL: "", Timeout: 50 * time.Millisecond, OnFailure: "deny"},
 		Log:         Log{Format: "text", Level: "info", Access: true},
+
+		UnknownPaths: "pass",
 	}
 	if mod != nil {
 		mod(c)
@@ -109,6 +111,7 @@ limit: {upstream_per_minute: 5, max_wait: 1.5s, window: 100ms, client_per_minute
 client_auth: required
 redis: {url: "redis://127.0.0.1:6379/0"}
 log: {format: JSON, level: Debug, access: false}
+unknown_paths: refuse
 `, &Config{
 			Listen: "0.0.0.0:80", AdminListen: "[::1]:9999",
 			Upstream: Upstream{URL: "https://in1-ccaas-api.ozonetel.com", Timeout: 2 * time.Second},
@@ -119,6 +122,8 @@ log: {format: JSON, level: Debug, access: false}
 			ClientAuth: "required",
 			Redis:      Redis{URL: "redis://127.0.0.1:6379/0", Timeout: 50 * time.Millisecond, OnFailure: "deny"},
 			Log:        Log{Format: "json", Level: "debug"},
+
+			UnknownPaths: "refuse",
 		}},
 		{"redis cluster, share", "redis: {url: 'rediss://u:p@', addrs: ['a:1', 'b:2'], timeout: 20ms, on_failure: share, replicas: 3}\n" + acct,
 			want(func(c *Config) {

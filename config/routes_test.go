@@ -33,6 +33,7 @@ func TestRoutes(t *testing.T) {
 		"routes:\n  - {name: x, path: /a, budget: -1}\n":                 "routes[0].budget",
 		"routes:\n  - {name: x, path: /a, write: true, cache_ttl: 1s}\n": "a write route cannot be cached",
 		"routes:\n  - {name: x, path: /a}\n  - {name: x, path: /b}\n":    "repeats routes[0]",
+		"unknown_paths: drop\n":                                          "unknown_paths",
 	} {
 		_, err := Parse([]byte(acct+bad), env(nil))
 		if err == nil || !strings.Contains(err.Error(), msg) {

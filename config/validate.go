@@ -71,6 +71,10 @@ func (d *decoder) validate(c *Config) {
 		}
 	}
 
+	if c.UnknownPaths != UnknownPass && c.UnknownPaths != UnknownRefuse {
+		d.fail("unknown_paths", "unknown_paths%s must be %s or %s", d.echo("unknown_paths", c.UnknownPaths), UnknownPass, UnknownRefuse)
+	}
+
 	d.positive("cache.ttl", c.Cache.TTL)
 	d.nonNegative("cache.stale_ttl", c.Cache.StaleTTL)
 	d.nonNegative("cache.negative_ttl", c.Cache.NegativeTTL)

@@ -48,33 +48,42 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 	writeErr := rt.writeError
 	st := p.settings.Load()
 
-	userName := r.URL.Query().Get("userName")
-	// A body is read only when nothing else names the account; a body
-	// streamed unread might name another one.
-	bodyUnread := false
+	// The body is read whole (bounded) before anything is sent: one over
+	// MaxBodyBytes gets 413 with nothing streamed upstream, and every name
+	// of an account in the request can be compared. It is a copy of its
+	// own, not a pooled buffer: the transport may still read it after the
+	// reverse proxy returns.
+	var body []byte
+	if r.Body != nil && r.Body != http.NoBody {
+		buf, err := readBody(w, r)
+		if err != nil {
+			rec.outcome = OutcomeInvalid
+			writeBodyError(w, err, writeErr)
+			return
+		}
+		body = bytes.Clone(buf.Bytes())
+		bufPool.Put(buf)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+	}
+	queryUser := r.URL.Query().Get("userName")
+	bodyUser := ""
+	if len(body) > 0 {
+		bodyUser = userNameOf(body)
+	}
+	userName := queryUser
 	if userName == "" && st.ClientAuth {
 		if tok, ok := bearer(r); ok {
 			userName, _ = p.Issuer.Verify(tok, st.keyFor, p.now())
 		}
 	}
-	if r.Body != nil && r.Body != http.NoBody {
-		if userName == "" {
-			// Only a body can name the account: buffer it (bounded) to read it.
-			buf, err := readBody(w, r)
-			if err != nil {
-				rec.outcome = OutcomeInvalid
-				writeBodyError(w, err, writeErr)
-				return
-			}
-			defer bufPool.Put(buf)
-			userName = userNameOf(buf.Bytes())
-			r.Body = io.NopCloser(bytes.NewReader(buf.Bytes()))
-			r.ContentLength = int64(buf.Len())
-		} else {
-			bodyUnread = true
-			r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-		}
+	if userName == "" {
+		userName = bodyUser
 	}
+	// A body naming another account than the query or the token is
+	// forwarded as is, but an upstream refusal of it says nothing about
+	// caproxy's token.
+	namesAgree := bodyUser == "" || bodyUser == userName
 	if userName == "" {
 		rec.outcome = OutcomeInvalid
 		writeErr(w, http.StatusBadRequest, cloudagent.MsgUserNameEmpty)
@@ -104,7 +113,7 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 		}
 	}
 	up := rt.upstreamFor(acct)
-	creds := &upstreamCreds{acct: acct, up: up, header: http.Header{}, rec: rec, namesAgree: !bodyUnread}
+	creds := &upstreamCreds{acct: acct, up: up, header: http.Header{}, rec: rec, namesAgree: namesAgree}
 	handle, err := up.Apply(r.Context(), creds.header)
 	if err != nil {
 		rec.outcome = OutcomeUpstreamError
@@ -114,7 +123,15 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 	}
 	creds.handle = handle
 	rec.outcome = "passed"
-	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), credsKey{}, creds)))
+	// One bound on the whole exchange, the answer's body included, so an
+	// upstream that stalls mid-answer cannot hold the request forever.
+	ctx := context.WithValue(r.Context(), credsKey{}, creds)
+	if p.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.Timeout)
+		defer cancel()
+	}
+	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // userNameOf returns the top-level "userName" of a JSON object, or "".

@@ -24,6 +24,14 @@ import (
 // MaxBodyBytes caps every request body the proxy reads.
 const MaxBodyBytes = 64 << 10
 
+// MaxHeaderBytes caps a request's header, for http.Server: CloudAgent's
+// headers are an apiKey or a bearer token, far smaller.
+const MaxHeaderBytes = 32 << 10
+
+// MsgUnknownPath answers a path outside the route table when
+// RefuseUnknownPaths is set.
+const MsgUnknownPath = "path is not served by this proxy"
+
 // Account is one configured CloudAgent account as the proxy sees it.
 type Account struct {
 	UserName string
@@ -76,8 +84,12 @@ type Proxy struct {
 	// Budget guards upstream AHT calls per account. Required.
 	Budget *limit.Budget
 	// Routes are the paths besides AHT and generateToken with a policy of
-	// their own (see Route); nil: every other path is passed through.
+	// their own (see Route).
 	Routes *RouteTable
+	// RefuseUnknownPaths answers a path that is neither AHT, a token path
+	// nor in Routes with 404, instead of passing it through with the
+	// account's credentials (the default, so every CloudAgent path works).
+	RefuseUnknownPaths bool
 	// Issuer signs and checks the tokens handed out by generateToken.
 	Issuer credential.Issuer
 	// Logger receives operational events (never secrets); nil means slog.Default().
@@ -159,6 +171,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		if rt := p.Routes.Lookup(path); rt != nil {
 			p.serveRoute(w, r, rec, rt)
+		} else if p.RefuseUnknownPaths {
+			rec.route, rec.outcome = routeOther, OutcomeInvalid
+			cloudagent.WriteError(w, http.StatusNotFound, MsgUnknownPath)
 		} else {
 			p.servePassThrough(w, r, rec, nil)
 		}

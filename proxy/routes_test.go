@@ -1,8 +1,10 @@
 package proxy_test
 
 import (
+	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -268,5 +270,60 @@ func TestRouteTableRefusesBadRoutes(t *testing.T) {
 		if _, err := proxy.NewRouteTable([]proxy.Route{rt}, limit.NewMemoryStore()); err == nil {
 			t.Errorf("%+v accepted", rt)
 		}
+	}
+}
+
+// TestPassThroughBodyOverLimitSendsNothing: a pass-through body over
+// MaxBodyBytes is answered 413 before anything reaches the upstream, with a
+// known length or chunked (issue 13 item 9).
+func TestPassThroughBodyOverLimitSendsNothing(t *testing.T) {
+	h := newHarness(t, setup{})
+	big := `{"userName":"demo-basic","pad":"` + strings.Repeat("x", proxy.MaxBodyBytes) + `"}`
+	r := h.do(http.MethodPost, sim.PathAgentDetails+"?userName=demo-basic", big, "apiKey", apikeyAccount.APIKey)
+	if r.code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("known length: %d %s", r.code, r.body)
+	}
+	req, _ := http.NewRequest(http.MethodPost, h.url+sim.PathAgentDetails+"?userName=demo-basic",
+		io.MultiReader(strings.NewReader(big))) // no length: chunked
+	req.Header.Set("apiKey", apikeyAccount.APIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("chunked: %d", resp.StatusCode)
+	}
+	if st := h.sim.Stats(); st.OtherCalls != 0 {
+		t.Fatalf("%d calls reached the upstream", st.OtherCalls)
+	}
+}
+
+// TestPassThroughIsBounded: a pass-through whose upstream does not answer
+// in time gets 504, not an endless wait (issue 13 item 9).
+func TestPassThroughIsBounded(t *testing.T) {
+	h := newHarness(t, setup{sim: sim.Options{Latency: 3 * time.Second}, timeout: 200 * time.Millisecond})
+	r := h.do(http.MethodPost, sim.PathAgentDetails, `{"userName":"demo-basic"}`, "apiKey", apikeyAccount.APIKey)
+	if r.code != http.StatusGatewayTimeout || r.status() != cloudagent.StatusError {
+		t.Fatalf("%d %s", r.code, r.body)
+	}
+}
+
+// TestRefuseUnknownPaths: with the policy set, a path outside the table is
+// answered 404 and never forwarded with the account's credentials.
+func TestRefuseUnknownPaths(t *testing.T) {
+	h := newHarness(t, setup{})
+	h.proxy.RefuseUnknownPaths = true // before the first request
+	r := h.do(http.MethodPost, sim.PathAgentDetails, `{"userName":"demo-basic"}`, "apiKey", apikeyAccount.APIKey)
+	if r.code != http.StatusNotFound || r.message() != proxy.MsgUnknownPath {
+		t.Fatalf("%d %s", r.code, r.body)
+	}
+	// Table routes still work.
+	body := `{"userName":"demo-basic","agentID":"agent1","customerNumber":"9999"}`
+	if r := h.do(http.MethodPost, cloudagent.PathAgentManualDial, body, "apiKey", apikeyAccount.APIKey); r.code != http.StatusOK {
+		t.Fatalf("dial: %d %s", r.code, r.body)
+	}
+	if st := h.sim.Stats(); st.OtherCalls != 0 || st.ManualDials != 1 {
+		t.Fatalf("upstream saw %+v", st)
 	}
 }
