@@ -108,6 +108,9 @@ type Proxy struct {
 	// downUntil (unix ns on the proxy's clock) is when AHT misses may try
 	// the upstream again after it could not be reached.
 	downUntil atomic.Int64
+	// bypassMu guards bypassAt: when each key last had a no-cache fetch.
+	bypassMu sync.Mutex
+	bypassAt map[string]time.Time
 
 	initOnce sync.Once
 	client   *http.Client
