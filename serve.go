@@ -52,9 +52,6 @@ type daemon struct {
 // serve runs caproxy with cfg until ctx ends, reloading path on hup.
 func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.Signal, stderr io.Writer) error {
 	logger := newLogger(cfg.Log, stderr)
-	// Access lines are batched; operational lines go out at once.
-	access := newLineBuffer(stderr)
-	defer access.Close()
 	upstream := cfg.Upstream.URL
 	if upstream == builtinSim {
 		u, stop, err := startBuiltinSim(cfg, logger)
@@ -135,8 +132,12 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	if cfg.Redis.Enabled() {
 		p.RefreshLease = redisRefreshLease(redisClient, refreshLease(cfg))
 	}
-	if cfg.Log.Access {
-		p.AccessLog = newLogger(cfg.Log, access)
+	// Access lines are formatted and written in batches off the
+	// requests' path; operational lines go out at once. Closed (every
+	// queued line written) after the servers have drained.
+	if cfg.Log.Access && logger.Enabled(ctx, slog.LevelInfo) {
+		p.AccessLog = proxy.NewAccessLog(stderr, cfg.Log.Format == "json")
+		defer p.AccessLog.Close()
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -145,7 +145,10 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	}
 
 	key := cache.RequestKey(acct.UserName, req)
-	bypass := noCache(r)
+	// A no-cache request fetches anew at most once per key per ttl;
+	// otherwise it is an ordinary request (served from the cache or
+	// coalesced), so no client can drain the budget with it.
+	bypass := noCache(r) && p.allowBypass(key, now)
 	if !bypass {
 		e, ok := p.Cache.Get(key)
 		if ok && e.Fresh(now) {
@@ -223,6 +226,35 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	if err := http.NewResponseController(w).Flush(); err != nil {
 		rec.outcome = OutcomeClientGone
 	}
+}
+
+// maxBypassKeys bounds bypassAt; past it, entries older than ttl are swept.
+const maxBypassKeys = 10000
+
+// allowBypass reports whether a no-cache request for key may fetch anew:
+// no other did in the last ttl. It records the fetch when it allows one.
+func (p *Proxy) allowBypass(key string, now time.Time) bool {
+	ttl := p.Cache.TTL()
+	p.bypassMu.Lock()
+	defer p.bypassMu.Unlock()
+	if last, ok := p.bypassAt[key]; ok && now.Sub(last) < ttl {
+		return false
+	}
+	if p.bypassAt == nil {
+		p.bypassAt = map[string]time.Time{}
+	}
+	if len(p.bypassAt) >= maxBypassKeys {
+		for k, at := range p.bypassAt {
+			if now.Sub(at) >= ttl {
+				delete(p.bypassAt, k)
+			}
+		}
+		if len(p.bypassAt) >= maxBypassKeys {
+			return false // every tracked key bypassed within ttl: refuse, do not grow
+		}
+	}
+	p.bypassAt[key] = now
+	return true
 }
 
 // noCache reports whether the client asked to skip fresh entries.
@@ -415,7 +447,10 @@ func (p *Proxy) call(ctx context.Context, acct *Account, key string, req cloudag
 			if err := p.Budget.Release(ctx, acct.UserName, taken); err != nil {
 				p.Logger.Warn("could not give back an unspent budget slot", "account", acct.UserName, "err", err)
 			}
-			p.downUntil.Store(p.now().Add(upstreamDownBackoff).UnixNano())
+			if !isTimeout(err) {
+				// Refused, unreachable: not our own slowness.
+				p.downUntil.Store(p.now().Add(upstreamDownBackoff).UnixNano())
+			}
 		}
 		if err != nil {
 			code := http.StatusBadGateway
@@ -560,7 +595,7 @@ func (p *Proxy) callAHT(ctx context.Context, creds http.Header, body []byte) (*u
 }
 
 // upstreamDownBackoff is how long AHT misses leave the upstream alone after
-// it could not be reached (they serve stale answers or 502 meanwhile).
+// it refused a connection (they serve stale answers or 502 meanwhile).
 const upstreamDownBackoff = time.Second
 
 // neverSent reports whether err means the request never reached the
@@ -568,6 +603,13 @@ const upstreamDownBackoff = time.Second
 func neverSent(err error) bool {
 	var oe *net.OpError
 	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+// isTimeout reports whether err is a timeout (which a loaded caproxy can
+// cause itself), as opposed to the upstream refusing.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // credentialsFailed answers a fetch whose upstream credentials could not be

@@ -177,7 +177,7 @@ func newHarness(t *testing.T, s setup) *harness {
 		}),
 		Budget:    limit.NewBudget(store, s.perWindow, s.window, budgetOpts...),
 		Logger:    logger,
-		AccessLog: logger,
+		AccessLog: proxy.NewAccessLog(h.logs, false),
 	}
 	if s.refresh {
 		h.proxy.Refresher = refresh.New[cloudagent.AHTRequest](refresh.Config{
@@ -196,16 +196,29 @@ func newHarness(t *testing.T, s setup) *harness {
 	h.proxy.SetSettings(st)
 	srv := httptest.NewServer(h.proxy)
 	t.Cleanup(srv.Close)
+	t.Cleanup(func() {
+		if h.proxy.AccessLog != nil {
+			h.proxy.AccessLog.Close()
+		}
+	})
 	h.url = srv.URL
 	// Registered last so it runs first: every log line of the test is in.
 	t.Cleanup(h.checkNoSecretsLogged)
 	return h
 }
 
+// logText is everything logged so far, access lines included.
+func (h *harness) logText() string {
+	if h.proxy.AccessLog != nil {
+		h.proxy.AccessLog.Flush()
+	}
+	return h.logs.String()
+}
+
 // checkNoSecretsLogged fails the test if any configured key or any upstream
 // token caproxy used appears in its logs.
 func (h *harness) checkNoSecretsLogged() {
-	logs := h.logs.String()
+	logs := h.logText()
 	for _, a := range h.accounts {
 		if strings.Contains(logs, a.APIKey) {
 			h.t.Errorf("the apiKey of %s appears in the logs", a.UserName)

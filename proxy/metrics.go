@@ -64,6 +64,15 @@ func NewMetrics(reg prometheus.Registerer, p *Proxy) *Metrics {
 		m.ahtRequests[o] = m.requests.WithLabelValues(routeAHT, o)
 	}
 	reg.MustRegister(m.requests, m.upstreamCalls, m.upstreamDuration, m.coalesced, m.sharedLookups, m.refreshes, m.servedAge,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "caproxy_access_log_dropped_total",
+			Help: "Access-log lines dropped because the log writer fell behind (a request never waits for it).",
+		}, func() float64 {
+			if p.AccessLog == nil {
+				return 0
+			}
+			return float64(p.AccessLog.Dropped())
+		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "caproxy_coalesced_waiters",
 			Help: "Requests now waiting on another request's upstream call.",

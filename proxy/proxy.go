@@ -101,7 +101,7 @@ type Proxy struct {
 	// Logger receives operational events (never secrets); nil means slog.Default().
 	Logger *slog.Logger
 	// AccessLog, if not nil, gets one line per request (never secrets).
-	AccessLog *slog.Logger
+	AccessLog *AccessLog
 	// Metrics, if not nil, is updated as requests are served.
 	Metrics *Metrics
 	// Redis, if not nil, reports on the Redis replicas share state
@@ -121,6 +121,9 @@ type Proxy struct {
 	// downUntil (unix ns on the proxy's clock) is when AHT misses may try
 	// the upstream again after it could not be reached.
 	downUntil atomic.Int64
+	// bypassMu guards bypassAt: when each key last had a no-cache fetch.
+	bypassMu sync.Mutex
+	bypassAt map[string]time.Time
 
 	initOnce sync.Once
 	client   *http.Client
@@ -161,7 +164,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
 	rec := recordPool.Get().(*record)
 	*rec = record{}
-	if p.AccessLog != nil && p.AccessLog.Enabled(r.Context(), slog.LevelInfo) {
+	if p.AccessLog != nil {
 		rec.start = time.Now()
 	}
 	rec.requestID = requestID(w, r)
