@@ -125,6 +125,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 		Budget:             budget,
 		Logger:             logger,
 		Redis:              redisStatus,
+		AdminToken:         string(cfg.AdminToken),
 	}
 	if cfg.Log.Access {
 		p.AccessLog = newLogger(cfg.Log, access)
@@ -206,6 +207,7 @@ func (d *daemon) reload() {
 	}{
 		{"listen", old.Listen, cfg.Listen},
 		{"admin_listen", old.AdminListen, cfg.AdminListen},
+		{"admin_token", string(old.AdminToken), string(cfg.AdminToken)},
 		{"upstream", fmt.Sprint(old.Upstream), fmt.Sprint(cfg.Upstream)},
 		{"redis", fmt.Sprint(old.Redis), fmt.Sprint(cfg.Redis)},
 		{"log", fmt.Sprint(old.Log), fmt.Sprint(cfg.Log)},

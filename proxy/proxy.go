@@ -101,6 +101,9 @@ type Proxy struct {
 	// Redis, if not nil, reports on the Redis replicas share state
 	// through: metrics, a degraded /readyz, the budget in force.
 	Redis *RedisStatus
+	// AdminToken, if not empty, is the bearer token AdminHandler asks for
+	// on everything but /healthz and /readyz.
+	AdminToken string
 
 	settings    atomic.Pointer[Settings]
 	group       cache.Group // coalesces misses
