@@ -64,6 +64,12 @@ type Settings struct {
 	MaxWait time.Duration
 	// ClientLimit, if not nil, limits requests per client (account + IP).
 	ClientLimit *limit.ClientLimit
+	// RefreshAhead feeds demand to Proxy.Refresher (required then) and
+	// lets clients of stale keys get the stale answer at once while the
+	// budget cannot keep every key fresh.
+	RefreshAhead bool
+	// Reserve is how many budget slots refreshes leave for client misses.
+	Reserve int64
 }
 
 // Proxy is an http.Handler that fronts CloudAgent. Set its fields, call
@@ -95,7 +101,7 @@ type Proxy struct {
 	// Logger receives operational events (never secrets); nil means slog.Default().
 	Logger *slog.Logger
 	// AccessLog, if not nil, gets one line per request (never secrets).
-	AccessLog *slog.Logger
+	AccessLog *AccessLog
 	// Metrics, if not nil, is updated as requests are served.
 	Metrics *Metrics
 	// Redis, if not nil, reports on the Redis replicas share state
@@ -104,6 +110,13 @@ type Proxy struct {
 	// AdminToken, if not empty, is the bearer token AdminHandler asks for
 	// on everything but /healthz and /readyz.
 	AdminToken string
+
+	// Refresher, if not nil, schedules background refreshes (see
+	// Settings.RefreshAhead and RunRefresh).
+	Refresher *Refresher
+	// RefreshLease, if not nil, is claimed before each refresh so one
+	// replica refreshes a key.
+	RefreshLease RefreshLease
 
 	settings    atomic.Pointer[Settings]
 	group       cache.Group // coalesces misses
@@ -154,7 +167,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
 	rec := recordPool.Get().(*record)
 	*rec = record{}
-	if p.AccessLog != nil && p.AccessLog.Enabled(r.Context(), slog.LevelInfo) {
+	if p.AccessLog != nil {
 		rec.start = time.Now()
 	}
 	rec.requestID = requestID(w, r)
