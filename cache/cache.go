@@ -130,6 +130,13 @@ func (c *Cache) neededBackstop() time.Duration {
 // (Fresh, Age) use it so that tests can drive everything with one clock.
 func (c *Cache) Now() time.Time { return c.now() }
 
+// TTL returns how long a successful answer stored now stays fresh.
+func (c *Cache) TTL() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ttl
+}
+
 // Get returns the entry for key if there is one that may still be served,
 // fresh or stale (check Entry.Fresh). An entry past its StaleUntil is
 // dropped and reported missing.

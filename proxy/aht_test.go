@@ -328,3 +328,32 @@ func TestUnreachableUpstreamSpendsNoBudget(t *testing.T) {
 		t.Errorf("%d attempts after the backoff, want 2", n)
 	}
 }
+
+// TestNoCacheCannotDrainTheBudget checks that "Cache-Control: no-cache"
+// fetches anew at most once per key per ttl; the other no-cache requests
+// get the cached answer.
+func TestNoCacheCannotDrainTheBudget(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock, ttl: 30 * time.Second})
+	xcache := map[string]int{}
+	for range 50 {
+		r := h.aht(tokenAccount, "agent001", "Cache-Control", "no-cache")
+		if r.code != 200 || r.status() != "success" {
+			t.Fatalf("%d %s", r.code, r.body)
+		}
+		xcache[r.header.Get("X-Cache")]++
+	}
+	if n := h.sim.Stats().AHTCalls; n != 1 {
+		t.Errorf("50 no-cache requests made %d upstream calls, want 1 (X-Cache: %v)", n, xcache)
+	}
+	if xcache["BYPASS"] != 1 || xcache["HIT"] != 49 {
+		t.Errorf("X-Cache counts %v, want 1 BYPASS and 49 HIT", xcache)
+	}
+	clock.Advance(30 * time.Second)
+	if r := h.aht(tokenAccount, "agent001", "Cache-Control", "no-cache"); r.header.Get("X-Cache") != "BYPASS" {
+		t.Errorf("no-cache after ttl: X-Cache %q, want BYPASS", r.header.Get("X-Cache"))
+	}
+	if n := h.sim.Stats().AHTCalls; n != 2 {
+		t.Errorf("%d upstream calls, want 2", n)
+	}
+}

@@ -29,7 +29,7 @@ func TestOutcomeOnlyWhenDelivered(t *testing.T) {
 		resp.Body.Close()
 		t.Fatalf("got HTTP %d after the write deadline, want no answer", resp.StatusCode)
 	}
-	logs := h.logs.String()
+	logs := h.logText()
 	if !strings.Contains(logs, "outcome=client_gone") {
 		t.Fatalf("access log does not record client_gone:\n%s", logs)
 	}

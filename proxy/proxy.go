@@ -64,6 +64,12 @@ type Settings struct {
 	MaxWait time.Duration
 	// ClientLimit, if not nil, limits requests per client (account + IP).
 	ClientLimit *limit.ClientLimit
+	// RefreshAhead feeds demand to Proxy.Refresher (required then) and
+	// lets clients of stale keys get the stale answer at once while the
+	// budget cannot keep every key fresh.
+	RefreshAhead bool
+	// Reserve is how many budget slots refreshes leave for client misses.
+	Reserve int64
 }
 
 // Proxy is an http.Handler that fronts CloudAgent. Set its fields, call
@@ -95,12 +101,19 @@ type Proxy struct {
 	// Logger receives operational events (never secrets); nil means slog.Default().
 	Logger *slog.Logger
 	// AccessLog, if not nil, gets one line per request (never secrets).
-	AccessLog *slog.Logger
+	AccessLog *AccessLog
 	// Metrics, if not nil, is updated as requests are served.
 	Metrics *Metrics
 	// Redis, if not nil, reports on the Redis replicas share state
 	// through: metrics, a degraded /readyz, the budget in force.
 	Redis *RedisStatus
+
+	// Refresher, if not nil, schedules background refreshes (see
+	// Settings.RefreshAhead and RunRefresh).
+	Refresher *Refresher
+	// RefreshLease, if not nil, is claimed before each refresh so one
+	// replica refreshes a key.
+	RefreshLease RefreshLease
 
 	settings    atomic.Pointer[Settings]
 	group       cache.Group // coalesces misses
@@ -108,6 +121,9 @@ type Proxy struct {
 	// downUntil (unix ns on the proxy's clock) is when AHT misses may try
 	// the upstream again after it could not be reached.
 	downUntil atomic.Int64
+	// bypassMu guards bypassAt: when each key last had a no-cache fetch.
+	bypassMu sync.Mutex
+	bypassAt map[string]time.Time
 
 	initOnce sync.Once
 	client   *http.Client
@@ -148,7 +164,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
 	rec := recordPool.Get().(*record)
 	*rec = record{}
-	if p.AccessLog != nil && p.AccessLog.Enabled(r.Context(), slog.LevelInfo) {
+	if p.AccessLog != nil {
 		rec.start = time.Now()
 	}
 	rec.requestID = requestID(w, r)

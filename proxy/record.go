@@ -3,7 +3,6 @@ package proxy
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
@@ -58,18 +57,19 @@ func (p *Proxy) finish(r *http.Request, rec *record) {
 	if p.Metrics != nil {
 		p.Metrics.countRequest(rec.route, rec.outcome)
 	}
-	if p.AccessLog == nil || !p.AccessLog.Enabled(r.Context(), slog.LevelInfo) {
+	if p.AccessLog == nil {
 		return
 	}
-	attrs := []slog.Attr{
-		slog.String("id", rec.requestID),
-		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
-		slog.String("route", rec.route),
-		slog.String("account", rec.account),
-		slog.String("outcome", rec.outcome),
-		slog.Int("upstream_status", rec.upstreamStatus),
-		slog.Duration("duration", time.Since(rec.start)),
-	}
-	p.AccessLog.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
+	now := time.Now()
+	p.AccessLog.log(&accessEntry{
+		time:           now,
+		duration:       now.Sub(rec.start),
+		id:             rec.requestID,
+		method:         r.Method,
+		path:           r.URL.Path,
+		route:          rec.route,
+		account:        rec.account,
+		outcome:        rec.outcome,
+		upstreamStatus: rec.upstreamStatus,
+	})
 }
