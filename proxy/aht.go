@@ -253,7 +253,7 @@ func noCache(r *http.Request) bool {
 func writeEntry(w http.ResponseWriter, e *cache.Entry, xcache []string, now time.Time) {
 	h := w.Header()
 	h["X-Cache"] = xcache
-	h["Age"] = []string{strconv.Itoa(e.Age(now))}
+	h["Age"] = ageValue(e.Age(now))
 	if ct := e.ContentType; ct == "" || ct == jsonContentType[0] {
 		h["Content-Type"] = jsonContentType
 	} else {
@@ -266,6 +266,23 @@ func writeEntry(w http.ResponseWriter, e *cache.Entry, xcache []string, now time
 	}
 	w.WriteHeader(e.Status)
 	w.Write(e.Body)
+}
+
+// ageValues are the Age header values of the first hour, built once:
+// net/http only reads them (it copies the header at WriteHeader).
+var ageValues = func() (v [3600][]string) {
+	for i := range v {
+		v[i] = []string{strconv.Itoa(i)}
+	}
+	return v
+}()
+
+// ageValue is the Age header value for secs.
+func ageValue(secs int) []string {
+	if secs >= 0 && secs < len(ageValues) {
+		return ageValues[secs]
+	}
+	return []string{strconv.Itoa(secs)}
 }
 
 // writeLimited answers a refusal for budget: 429, when to retry, and
