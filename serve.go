@@ -17,12 +17,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/caproxy/caproxy/cache"
+	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/cloudagent/sim"
 	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/limit"
 	"github.com/caproxy/caproxy/proxy"
 	"github.com/caproxy/caproxy/redisconn"
+	"github.com/caproxy/caproxy/refresh"
+	"github.com/redis/go-redis/v9"
 )
 
 // builtinSim is the upstream URL that starts the simulator in-process.
@@ -83,6 +86,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	var shared cache.Shared
 	var tokens credential.TokenStore
 	var redisStatus *proxy.RedisStatus
+	var redisClient redis.UniversalClient
 	if cfg.Redis.Enabled() {
 		conn, err := openRedis(cfg.Redis, logger)
 		if err != nil {
@@ -96,6 +100,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 		}
 		store = limit.NewRedisStore(conn.Client, "caproxy:", limit.WithOutagePolicy(policy, cfg.Redis.Replicas))
 		shared = cache.NewRedisShared(conn.Client, cache.DefaultSharedPrefix, cache.WithSharedClock(c.Now))
+		redisClient = conn.Client
 		tokens = credential.NewRedisTokenStore(conn.Client, "caproxy:token:")
 		redisStatus = &proxy.RedisStatus{Up: conn.Up, Errors: conn.Errors, OnFailure: cfg.Redis.OnFailure, Replicas: cfg.Redis.Replicas}
 		logger.Info("sharing budgets, upstream tokens and cache through redis", "redis", cfg.Redis)
@@ -122,6 +127,10 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 		Budget:             budget,
 		Logger:             logger,
 		Redis:              redisStatus,
+		Refresher:          refresh.New[cloudagent.AHTRequest](refreshConfig(cfg)),
+	}
+	if cfg.Redis.Enabled() {
+		p.RefreshLease = redisRefreshLease(redisClient, refreshLease(cfg))
 	}
 	// Access lines are formatted and written in batches off the
 	// requests' path; operational lines go out at once. Closed (every
@@ -160,6 +169,13 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	admin := &http.Server{Handler: p.AdminHandler(reg), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+
+	// Refreshes run while the proxy serves (they do nothing unless
+	// cache.refresh_ahead is on) and stop before the drain.
+	rctx, stopRefresh := context.WithCancel(context.Background())
+	refreshDone := make(chan struct{})
+	go func() { defer close(refreshDone); p.RunRefresh(rctx, realClock{}) }()
+	defer func() { stopRefresh(); <-refreshDone }()
 
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
@@ -230,9 +246,11 @@ func (d *daemon) apply(cfg *config.Config) {
 	defer d.mu.Unlock()
 	prev := d.proxy.Settings()
 	st := &proxy.Settings{
-		Accounts:   make(map[string]*proxy.Account, len(cfg.Accounts)),
-		ClientAuth: cfg.ClientAuth != "off",
-		MaxWait:    cfg.Limit.MaxWait,
+		Accounts:     make(map[string]*proxy.Account, len(cfg.Accounts)),
+		ClientAuth:   cfg.ClientAuth != "off",
+		MaxWait:      cfg.Limit.MaxWait,
+		RefreshAhead: cfg.Cache.RefreshAhead,
+		Reserve:      int64(cfg.Limit.Reserve),
 	}
 	if cfg.Limit.ClientPerMinute > 0 {
 		if prev != nil && prev.ClientLimit != nil && d.cfg.Limit.ClientPerMinute == cfg.Limit.ClientPerMinute {
@@ -253,6 +271,7 @@ func (d *daemon) apply(cfg *config.Config) {
 	d.proxy.Cache.SetTTLs(cfg.Cache.TTL, cfg.Cache.StaleTTL, cfg.Cache.NegativeTTL)
 	d.proxy.Cache.Resize(cfg.Cache.MaxEntries)
 	d.proxy.Budget.SetLimit(int64(cfg.Limit.UpstreamPerMinute))
+	d.proxy.Refresher.SetConfig(refreshConfig(cfg))
 	d.tokenGuard.SetLimit(int64(cfg.Limit.TokenGenerationsPerHour))
 	d.proxy.SetSettings(st)
 	d.cfg = cfg
@@ -343,6 +362,39 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
+
+// refreshConfig is what the refresh scheduler schedules for: the cache's
+// ttl and one account's budget, less its reserve.
+func refreshConfig(cfg *config.Config) refresh.Config {
+	return refresh.Config{
+		TTL:       cfg.Cache.TTL,
+		Window:    cfg.Limit.Window,
+		PerWindow: cfg.Limit.UpstreamPerMinute,
+		Reserve:   cfg.Limit.Reserve,
+		MaxKeys:   min(cfg.Cache.MaxEntries, 100000),
+	}
+}
+
+// refreshLease is how long a replica holds the right to refresh a key: a
+// quarter of the ttl (the refresh-ahead lead), long enough for one fetch,
+// short enough that another replica takes over soon if it dies.
+func refreshLease(cfg *config.Config) time.Duration {
+	return max(cfg.Cache.TTL/4, 100*time.Millisecond)
+}
+
+// redisRefreshLease claims a key's refresh for lease with SET NX PX, so
+// one replica refreshes it.
+func redisRefreshLease(client redis.UniversalClient, lease time.Duration) proxy.RefreshLease {
+	return func(ctx context.Context, key string) (bool, error) {
+		return client.SetNX(ctx, "caproxy:refresh:"+key, 1, lease).Result()
+	}
+}
+
+// realClock is the wall clock, for the refresh loop.
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
 // routesOf turns config.yaml's routes into the proxy's.
 func routesOf(in []config.Route) []proxy.Route {

@@ -148,6 +148,10 @@ type Cache struct {
 	NegativeTTL time.Duration `yaml:"negative_ttl"`
 	// MaxEntries bounds the number of cached answers (default 100000).
 	MaxEntries int `yaml:"max_entries"`
+	// RefreshAhead refreshes hot answers in the background before they
+	// expire and, when demand outruns the budget, refreshes stale ones
+	// oldest popular first (default false).
+	RefreshAhead bool `yaml:"refresh_ahead"`
 }
 
 // Limit sets the upstream budget and the optional inbound limits.
@@ -163,6 +167,9 @@ type Limit struct {
 	// ClientPerMinute limits each client's inbound requests per minute
 	// (default 0: no limit).
 	ClientPerMinute int `yaml:"client_per_minute"`
+	// Reserve is how many of UpstreamPerMinute background refreshes leave
+	// free for client misses (default 2).
+	Reserve int `yaml:"reserve"`
 	// TokenGenerationsPerHour caps upstream token generations per account
 	// (default 10, CloudAgent's own limit).
 	TokenGenerationsPerHour int `yaml:"token_generations_per_hour"`
@@ -220,6 +227,7 @@ func defaults() *Config {
 		Limit: Limit{
 			UpstreamPerMinute:       50,
 			Window:                  60 * time.Second,
+			Reserve:                 2,
 			TokenGenerationsPerHour: 10,
 		},
 		ClientAuth: ClientAuthRequired,

@@ -36,7 +36,7 @@ func want(mod func(*Config)) *Config {
 		Upstream:    Upstream{URL: "builtin:sim", Timeout: 10 * time.Second},
 		Accounts:    []Account{{UserName: "u", APIKey: "k", Auth: "token"}},
 		Cache:       Cache{TTL: 30 * time.Second, StaleTTL: 10 * time.Minute, NegativeTTL: 10 * time.Second, MaxEntries: 100000},
-		Limit:       Limit{UpstreamPerMinute: 50, MaxWait: 0, Window: 60 * time.Second, ClientPerMinute: 0, TokenGenerationsPerHour: 10},
+		Limit:       Limit{UpstreamPerMinute: 50, MaxWait: 0, Window: 60 * time.Second, ClientPerMinute: 0, Reserve: 2, TokenGenerationsPerHour: 10},
 		ClientAuth:  "required",
 		Redis:       Redis{URL: "", Timeout: 50 * time.Millisecond, OnFailure: "deny"},
 		Log:         Log{Format: "text", Level: "info", Access: true},
@@ -106,8 +106,8 @@ listen: 0.0.0.0:80
 admin_listen: "[::1]:9999"
 upstream: {url: "https://in1-ccaas-api.ozonetel.com", timeout: 2s}
 accounts: [{user_name: u, api_key: k, auth: apikey}]
-cache: {ttl: 1m, stale_ttl: 0s, negative_ttl: 0, max_entries: 7}
-limit: {upstream_per_minute: 5, max_wait: 1.5s, window: 100ms, client_per_minute: 20, token_generations_per_hour: 3}
+cache: {ttl: 1m, stale_ttl: 0s, negative_ttl: 0, max_entries: 7, refresh_ahead: true}
+limit: {upstream_per_minute: 5, max_wait: 1.5s, window: 100ms, reserve: 4, client_per_minute: 20, token_generations_per_hour: 3}
 client_auth: required
 redis: {url: "redis://127.0.0.1:6379/0"}
 log: {format: JSON, level: Debug, access: false}
@@ -116,9 +116,9 @@ unknown_paths: refuse
 			Listen: "0.0.0.0:80", AdminListen: "[::1]:9999",
 			Upstream: Upstream{URL: "https://in1-ccaas-api.ozonetel.com", Timeout: 2 * time.Second},
 			Accounts: []Account{{"u", "k", "apikey"}},
-			Cache:    Cache{TTL: time.Minute, StaleTTL: 0, NegativeTTL: 0, MaxEntries: 7},
+			Cache:    Cache{TTL: time.Minute, StaleTTL: 0, NegativeTTL: 0, MaxEntries: 7, RefreshAhead: true},
 			Limit: Limit{UpstreamPerMinute: 5, MaxWait: 1500 * time.Millisecond, Window: 100 * time.Millisecond,
-				ClientPerMinute: 20, TokenGenerationsPerHour: 3},
+				Reserve: 4, ClientPerMinute: 20, TokenGenerationsPerHour: 3},
 			ClientAuth: "required",
 			Redis:      Redis{URL: "redis://127.0.0.1:6379/0", Timeout: 50 * time.Millisecond, OnFailure: "deny"},
 			Log:        Log{Format: "json", Level: "debug"},
@@ -372,6 +372,8 @@ func TestValidationErrors(t *testing.T) {
 		{"upstream_per_minute zero", "limit: {upstream_per_minute: 0}\n" + acct, []string{"limit.upstream_per_minute"}},
 		{"max_wait negative", "limit: {max_wait: -1s}\n" + acct, []string{"limit.max_wait"}},
 		{"window zero", "limit: {window: 0s}\n" + acct, []string{"limit.window"}},
+		{"reserve negative", "limit: {reserve: -1}\n" + acct, []string{"config.yaml:1:", "limit.reserve"}},
+		{"reserve the whole budget", "limit: {upstream_per_minute: 5, reserve: 5}\n" + acct, []string{"limit.reserve", "less than"}},
 		{"client_per_minute negative", "limit: {client_per_minute: -1}\n" + acct, []string{"limit.client_per_minute"}},
 		{"token_generations_per_hour zero", "limit: {token_generations_per_hour: 0}\n" + acct, []string{"limit.token_generations_per_hour"}},
 		{"client_auth value", "client_auth: maybe\n" + acct, []string{"config.yaml:1:", "client_auth", `"maybe"`}},

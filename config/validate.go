@@ -85,6 +85,9 @@ func (d *decoder) validate(c *Config) {
 	if c.Limit.UpstreamPerMinute <= 0 {
 		d.fail("limit.upstream_per_minute", "limit.upstream_per_minute must be greater than 0, got %d", c.Limit.UpstreamPerMinute)
 	}
+	if c.Limit.Reserve < 0 || c.Limit.UpstreamPerMinute > 0 && c.Limit.Reserve >= c.Limit.UpstreamPerMinute {
+		d.fail("limit.reserve", "limit.reserve must be 0 or more and less than limit.upstream_per_minute (%d), got %d", c.Limit.UpstreamPerMinute, c.Limit.Reserve)
+	}
 	d.nonNegative("limit.max_wait", c.Limit.MaxWait)
 	d.positive("limit.window", c.Limit.Window)
 	if c.Limit.ClientPerMinute < 0 {

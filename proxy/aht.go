@@ -150,9 +150,21 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	// coalesced), so no client can drain the budget with it.
 	bypass := noCache(r) && p.allowBypass(key, now)
 	if !bypass {
-		if e, ok := p.Cache.Get(key); ok && e.Fresh(now) {
+		e, ok := p.Cache.Get(key)
+		if ok && e.Fresh(now) {
+			if st.RefreshAhead {
+				p.noteDemand(st, acct.UserName, key, req, e, now)
+			}
 			rec.outcome = OutcomeHit
-			writeEntry(w, e, xCacheHit, now)
+			p.observeAge(writeEntry(w, e, xCacheHit, now))
+			return
+		}
+		if st.RefreshAhead && p.noteDemand(st, acct.UserName, key, req, e, now) {
+			// The budget cannot keep every key fresh: the refresher
+			// spends it oldest popular first; this client gets the
+			// last answer now, with its true Age.
+			rec.outcome = OutcomeStale
+			p.observeAge(writeEntry(w, e, xCacheStale, now))
 			return
 		}
 	}
@@ -163,9 +175,15 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	if bypass {
 		group = &p.bypassGroup
 	}
-	v, shared, err := group.Do(r.Context(), key, func(ctx context.Context) (any, error) {
+	fn := func(ctx context.Context) (any, error) {
 		return p.fetch(ctx, st, acct, key, req, bypass), nil
-	})
+	}
+	v, shared, err := group.Do(r.Context(), key, fn)
+	if err == nil && v.(*answer).outcome == outcomeRefreshSkipped {
+		// Joined a refresh that found no slot above the reserve: a
+		// client may use the reserve, so fetch as a client.
+		v, shared, err = group.Do(r.Context(), key, fn)
+	}
 	if pe, ok := errors.AsType[*cache.PanicError](err); ok {
 		// A bug, not the client: say so in the log (the stack names code,
 		// never values) and answer every waiter, stale if we can.
@@ -185,16 +203,16 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	rec.upstreamStatus = a.upstreamStatus
 	switch a.outcome {
 	case OutcomeHit: // from the shared level
-		writeEntry(w, a.entry, xCacheHit, p.now())
+		p.observeAge(writeEntry(w, a.entry, xCacheHit, p.now()))
 	case OutcomeMiss:
 		if bypass {
 			rec.outcome = OutcomeBypass
-			writeEntry(w, a.entry, xCacheBypass, p.now())
+			p.observeAge(writeEntry(w, a.entry, xCacheBypass, p.now()))
 		} else {
-			writeEntry(w, a.entry, xCacheMiss, p.now())
+			p.observeAge(writeEntry(w, a.entry, xCacheMiss, p.now()))
 		}
 	case OutcomeStale:
-		writeEntry(w, a.entry, xCacheStale, p.now())
+		p.observeAge(writeEntry(w, a.entry, xCacheStale, p.now()))
 	case OutcomeLimited:
 		writeLimited(w, a.budget, p.now())
 	default:
@@ -249,11 +267,12 @@ func noCache(r *http.Request) bool {
 	return r.Header.Get("Pragma") == "no-cache"
 }
 
-// writeEntry writes a stored answer as is.
-func writeEntry(w http.ResponseWriter, e *cache.Entry, xcache []string, now time.Time) {
+// writeEntry writes a stored answer as is and returns the Age it served.
+func writeEntry(w http.ResponseWriter, e *cache.Entry, xcache []string, now time.Time) int {
 	h := w.Header()
 	h["X-Cache"] = xcache
-	h["Age"] = ageValue(e.Age(now))
+	age := e.Age(now)
+	h["Age"] = ageValue(age)
 	if ct := e.ContentType; ct == "" || ct == jsonContentType[0] {
 		h["Content-Type"] = jsonContentType
 	} else {
@@ -266,6 +285,14 @@ func writeEntry(w http.ResponseWriter, e *cache.Entry, xcache []string, now time
 	}
 	w.WriteHeader(e.Status)
 	w.Write(e.Body)
+	return age
+}
+
+// observeAge records the Age of an answer served.
+func (p *Proxy) observeAge(age int) {
+	if p.Metrics != nil {
+		p.Metrics.servedAge.Observe(float64(age))
+	}
 }
 
 // ageValues are the Age header values of the first hour, built once:
@@ -318,9 +345,26 @@ type answer struct {
 // timeout: shared-cache and budget calls (each bounded by redis.timeout).
 const fetchSlack = 2 * time.Second
 
+// fetchOptions make a fetch a background refresh.
+type fetchOptions struct {
+	bypass bool
+	// refresh: an entry fresher than FreshUntil-lead needs no call, and a
+	// call is made only if more than reserve budget slots are free
+	// (else the answer is outcomeRefreshSkipped).
+	refresh bool
+	reserve int64
+	lead    time.Duration
+}
+
 // fetch gets a fresh answer for key from the upstream, spending budget, or
 // falls back to a stale entry, a wait for budget, or a refusal.
 func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key string, req cloudagent.AHTRequest, bypass bool) *answer {
+	return p.fetchOpts(ctx, st, acct, key, req, fetchOptions{bypass: bypass})
+}
+
+// fetchOpts is fetch, for a client or a refresh.
+func (p *Proxy) fetchOpts(ctx context.Context, st *Settings, acct *Account, key string, req cloudagent.AHTRequest, o fetchOptions) *answer {
+	bypass := o.bypass
 	// The fetch serves every waiter, so no single client's leaving ends it;
 	// but it has a bound of its own: every step (Redis, budget wait, token,
 	// upstream) is bounded, and this caps them all together.
@@ -331,13 +375,20 @@ func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key stri
 		defer cancel()
 	}
 
+	// fresh: an entry that needs no call; for a refresh, one not yet due.
+	fresh := func(e *cache.Entry) bool {
+		if o.refresh {
+			return p.now().Before(e.FreshUntil.Add(-o.lead))
+		}
+		return e.Fresh(p.now())
+	}
 	if !bypass {
 		// A flight that just ended may have stored what this one came for.
-		if e, ok := p.Cache.Get(key); ok && e.Fresh(p.now()) {
+		if e, ok := p.Cache.Get(key); ok && fresh(e) {
 			return &answer{outcome: OutcomeMiss, entry: e}
 		}
 		// Another replica may have fetched it.
-		if e := p.sharedGet(ctx, key); e != nil && e.Fresh(p.now()) {
+		if e := p.sharedGet(ctx, key); e != nil && fresh(e) {
 			return &answer{outcome: OutcomeHit, entry: e}
 		}
 	}
@@ -354,6 +405,18 @@ func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key stri
 	handle, err := acct.Upstream.Apply(ctx, creds)
 	if err != nil {
 		return p.credentialsFailed(key, acct, err)
+	}
+	if o.refresh {
+		// A refresh never waits and never takes the reserve: it tries
+		// again later, and a client that joined it fetches on its own.
+		if ok, _, err := p.Budget.TakeAbove(ctx, acct.UserName, o.reserve); err != nil || !ok {
+			a := &answer{outcome: outcomeRefreshSkipped}
+			if e, found := p.Cache.Get(key); found {
+				a.entry = e
+			}
+			return a
+		}
+		return p.call(ctx, acct, key, req, creds, handle, p.Budget.Now())
 	}
 	ok, bst, err := p.Budget.Take(ctx, acct.UserName)
 	taken := p.Budget.Now()
@@ -382,6 +445,13 @@ func (p *Proxy) fetch(ctx context.Context, st *Settings, acct *Account, key stri
 		}
 	}
 
+	return p.call(ctx, acct, key, req, creds, handle, taken)
+}
+
+// call makes the upstream call a fetch holds a budget slot for (taken at
+// taken), with credentials creds (handle names them), retrying once on a
+// token problem, and stores the answer.
+func (p *Proxy) call(ctx context.Context, acct *Account, key string, req cloudagent.AHTRequest, creds http.Header, handle string, taken time.Time) *answer {
 	// The upstream timeout starts now, not before a wait for budget.
 	ctx, cancel := p.upstreamContext(ctx)
 	defer cancel()

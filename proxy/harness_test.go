@@ -14,12 +14,14 @@ import (
 	"time"
 
 	"github.com/caproxy/caproxy/cache"
+	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/cloudagent/sim"
 	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/internal/fakeclock"
 	"github.com/caproxy/caproxy/internal/syncbuf"
 	"github.com/caproxy/caproxy/limit"
 	"github.com/caproxy/caproxy/proxy"
+	"github.com/caproxy/caproxy/refresh"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
@@ -81,6 +83,8 @@ type setup struct {
 	store      limit.Store   // nil: a new MemoryStore on the clock
 	upstream   *harness      // nil: a simulator of the harness's own; else share this one's
 	redis      *redis.Client // not nil: the shared cache level lives there
+	refresh    bool          // cache.refresh_ahead
+	reserve    int64         // limit.reserve
 	routes     []proxy.Route // added to (or replacing) proxy.DefaultRoutes()
 }
 
@@ -147,7 +151,8 @@ func newHarness(t *testing.T, s setup) *harness {
 	h.tokens = &tokenRecorder{next: http.DefaultTransport, tokens: map[string]bool{}}
 	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	guard := limit.NewBudget(store, 10, time.Hour, append(budgetOpts, limit.WithPrefix("tokengen:"))...)
-	st := &proxy.Settings{Accounts: map[string]*proxy.Account{}, ClientAuth: s.clientAuth != "off", MaxWait: s.maxWait}
+	st := &proxy.Settings{Accounts: map[string]*proxy.Account{}, ClientAuth: s.clientAuth != "off", MaxWait: s.maxWait,
+		RefreshAhead: s.refresh, Reserve: s.reserve}
 	if s.clientRate > 0 {
 		st.ClientLimit = limit.NewClientLimit(s.clientRate)
 	}
@@ -173,6 +178,10 @@ func newHarness(t *testing.T, s setup) *harness {
 		Budget:    limit.NewBudget(store, s.perWindow, s.window, budgetOpts...),
 		Logger:    logger,
 		AccessLog: proxy.NewAccessLog(h.logs, false),
+	}
+	if s.refresh {
+		h.proxy.Refresher = refresh.New[cloudagent.AHTRequest](refresh.Config{
+			TTL: s.ttl, Window: s.window, PerWindow: int(s.perWindow), Reserve: int(s.reserve)})
 	}
 	routes, err := proxy.NewRouteTable(append(proxy.DefaultRoutes(), s.routes...), store, budgetOpts...)
 	if err != nil {

@@ -17,6 +17,8 @@ type Metrics struct {
 	upstreamDuration *prometheus.HistogramVec
 	coalesced        prometheus.Counter
 	sharedLookups    *prometheus.CounterVec
+	refreshes        *prometheus.CounterVec
+	servedAge        prometheus.Histogram
 
 	// ahtRequests caches the AHT route's counters so a hit does no label lookup.
 	ahtRequests map[string]prometheus.Counter
@@ -47,12 +49,21 @@ func NewMetrics(reg prometheus.Registerer, p *Proxy) *Metrics {
 			Name: "caproxy_shared_cache_lookups_total",
 			Help: "Lookups in the cache level replicas share, by result (hit, miss, error).",
 		}, []string{"result"}),
+		refreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "caproxy_refreshes_total",
+			Help: "Background refreshes that called the upstream, by reason (missing, stale, ahead).",
+		}, []string{"reason"}),
+		servedAge: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "caproxy_served_age_seconds",
+			Help:    "Age of the AHT answers served (the Age header).",
+			Buckets: []float64{0, 1, 2, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600},
+		}),
 		ahtRequests: map[string]prometheus.Counter{},
 	}
 	for _, o := range []string{OutcomeHit, OutcomeMiss, OutcomeStale, OutcomeBypass, OutcomeInvalid, OutcomeUnauthorized, OutcomeLimited, OutcomeUpstreamError, OutcomeClientGone} {
 		m.ahtRequests[o] = m.requests.WithLabelValues(routeAHT, o)
 	}
-	reg.MustRegister(m.requests, m.upstreamCalls, m.upstreamDuration, m.coalesced, m.sharedLookups,
+	reg.MustRegister(m.requests, m.upstreamCalls, m.upstreamDuration, m.coalesced, m.sharedLookups, m.refreshes, m.servedAge,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "caproxy_access_log_dropped_total",
 			Help: "Access-log lines dropped because the log writer fell behind (a request never waits for it).",

@@ -64,6 +64,12 @@ type Settings struct {
 	MaxWait time.Duration
 	// ClientLimit, if not nil, limits requests per client (account + IP).
 	ClientLimit *limit.ClientLimit
+	// RefreshAhead feeds demand to Proxy.Refresher (required then) and
+	// lets clients of stale keys get the stale answer at once while the
+	// budget cannot keep every key fresh.
+	RefreshAhead bool
+	// Reserve is how many budget slots refreshes leave for client misses.
+	Reserve int64
 }
 
 // Proxy is an http.Handler that fronts CloudAgent. Set its fields, call
@@ -101,6 +107,13 @@ type Proxy struct {
 	// Redis, if not nil, reports on the Redis replicas share state
 	// through: metrics, a degraded /readyz, the budget in force.
 	Redis *RedisStatus
+
+	// Refresher, if not nil, schedules background refreshes (see
+	// Settings.RefreshAhead and RunRefresh).
+	Refresher *Refresher
+	// RefreshLease, if not nil, is claimed before each refresh so one
+	// replica refreshes a key.
+	RefreshLease RefreshLease
 
 	settings    atomic.Pointer[Settings]
 	group       cache.Group // coalesces misses

@@ -104,8 +104,12 @@ const (
 	NotNeeded
 	// NoBudget: no call was made; the budget had no slot above the reserve.
 	NoBudget
-	// Failed: a call was made (budget spent) but gave no new answer.
+	// Failed: a call was made (budget spent) but gave no new answer; the
+	// key is held back for the retry Done is given.
 	Failed
+	// Skipped: no call was made and the key is held back for the retry
+	// Done is given (another replica holds its refresh lease).
+	Skipped
 )
 
 // item is one tracked key.
@@ -120,6 +124,8 @@ type item[T any] struct {
 	cur, prev   int
 	lastAsked   time.Time
 	inflight    bool
+	// notBefore holds the key back after a failure or a lost lease.
+	notBefore time.Time
 }
 
 // demand estimates asks per ttl: the larger of this ttl-long period's count
@@ -151,6 +157,9 @@ type pace struct {
 	at     time.Time // when tokens was last brought up to date
 	// blockedUntil: the budget refused; no refresh for the group before.
 	blockedUntil time.Time
+	// backlog is how many missing or stale keys the last Next left
+	// waiting for this group's pace or budget.
+	backlog int
 }
 
 // Scheduler tracks demand and hands out refreshes. Safe for concurrent use.
@@ -227,7 +236,7 @@ const (
 // classify says whether key is a candidate at now, in which class, and its
 // score within the class (higher first).
 func (s *Scheduler[T]) classify(it *item[T], now time.Time) (class int, score float64) {
-	if it.inflight {
+	if it.inflight || now.Before(it.notBefore) {
 		return classNone, 0
 	}
 	d := it.demand(now, s.cfg.TTL)
@@ -236,6 +245,10 @@ func (s *Scheduler[T]) classify(it *item[T], now time.Time) (class int, score fl
 	}
 	age := now.Sub(it.fetched)
 	if age >= s.cfg.TTL {
+		if it.lastAsked.Before(it.fetched.Add(s.cfg.TTL)) {
+			// Nobody asked since it expired: no call is owed to it.
+			return classNone, 0
+		}
 		// One ask counts: an answer asked for once a ttl still ages.
 		return classStale, (d + 1) * age.Seconds()
 	}
@@ -291,12 +304,18 @@ func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 	idle := s.cfg.idle()
 	bestClass, bestScore := classNone, 0.0
 	var bestKey string
+	for _, g := range s.groups {
+		g.backlog = 0
+	}
 	for key, it := range s.items {
 		if !it.inflight && now.Sub(it.lastAsked) > idle {
 			delete(s.items, key)
 			continue
 		}
 		class, score := s.classify(it, now)
+		if class <= classStale {
+			s.group(it.group).backlog++
+		}
 		if class == classNone || class > bestClass || class == bestClass && score <= bestScore {
 			continue
 		}
@@ -310,7 +329,11 @@ func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 	}
 	it := s.items[bestKey]
 	it.inflight = true
-	s.groups[it.group].tokens--
+	g := s.groups[it.group]
+	g.tokens--
+	if bestClass <= classStale {
+		g.backlog--
+	}
 	reason := [...]string{ReasonMissing, ReasonStale, ReasonAhead}[bestClass]
 	return Job[T]{Key: bestKey, Group: it.group, Data: it.data, Reason: reason}, true
 }
@@ -327,15 +350,13 @@ func (s *Scheduler[T]) Done(job Job[T], res Result, fetched, now time.Time, retr
 		if fetched.After(it.fetched) {
 			it.fetched = fetched
 		}
-		if res == Failed && !fetched.After(now.Add(-s.cfg.TTL)) {
-			// Do not retry a failing key at once: treat the answer as
-			// fetched now for ordering, so other keys go first.
-			it.fetched = now.Add(-s.cfg.TTL)
+		if res == Failed || res == Skipped {
+			it.notBefore = now.Add(retry)
 		}
 	}
 	g := s.group(job.Group)
 	switch res {
-	case NotNeeded:
+	case NotNeeded, Skipped:
 		g.tokens++
 	case NoBudget:
 		g.tokens++
@@ -406,6 +427,17 @@ func (s *Scheduler[T]) Run(ctx context.Context, clock Clock, opts RunOptions,
 			s.Done(job, res, fetched, clock.Now(), retry)
 		}()
 	}
+}
+
+// Scarce reports whether, at the last Next, group had missing or stale
+// keys that its pace or budget left waiting: the budget cannot keep every
+// key fresh, so a client of a stale key should be served the stale answer
+// at once and leave the order of calls to the Scheduler.
+func (s *Scheduler[T]) Scarce(group string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.groups[group]
+	return g != nil && g.backlog > 0
 }
 
 // Lead returns how long before expiry a hot key is refreshed: a refresh

@@ -1,0 +1,152 @@
+package proxy_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caproxy/caproxy/refresh"
+)
+
+// TestRefreshAheadKeepsHotKeyHit: a key asked for often is refreshed
+// shortly before it expires, so its clients never wait on the upstream.
+func TestRefreshAheadKeepsHotKeyHit(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock, ttl: 30 * time.Second, refresh: true, reserve: 2})
+	ctx := context.Background()
+	if r := h.aht(apikeyAccount, "agent001"); r.header.Get("X-Cache") != "MISS" {
+		t.Fatalf("first ask: %s", r.header.Get("X-Cache"))
+	}
+	for range 3 {
+		h.aht(apikeyAccount, "agent001")
+	}
+	// Not due yet (lead 7.5 s): nothing to refresh.
+	clock.Advance(20 * time.Second)
+	if reason, _, ok := h.proxy.RefreshNext(ctx); ok {
+		t.Fatalf("refreshed (%s) 20 s into a 30 s ttl", reason)
+	}
+	clock.Advance(5 * time.Second)
+	h.aht(apikeyAccount, "agent001")
+	reason, res, ok := h.proxy.RefreshNext(ctx)
+	if !ok || reason != refresh.ReasonAhead || res != refresh.Refreshed {
+		t.Fatalf("RefreshNext 25 s in = %q %v %v, want ahead, refreshed", reason, res, ok)
+	}
+	// Past the first answer's expiry: still a hit, 10 s old.
+	clock.Advance(10 * time.Second)
+	r := h.aht(apikeyAccount, "agent001")
+	if r.header.Get("X-Cache") != "HIT" || r.header.Get("Age") != "10" {
+		t.Fatalf("35 s in: X-Cache %s Age %s, want HIT 10", r.header.Get("X-Cache"), r.header.Get("Age"))
+	}
+	if n := h.sim.Stats().AHTAdmitted; n != 2 {
+		t.Fatalf("simulator admitted %d calls, want 2 (the miss and one refresh)", n)
+	}
+	text := h.metricsText()
+	if !strings.Contains(text, `caproxy_refreshes_total{reason="ahead"} 1`) {
+		t.Errorf("refresh not counted:\n%s", grep(text, "caproxy_refreshes_total"))
+	}
+	if !strings.Contains(text, "caproxy_served_age_seconds_count 6") {
+		t.Errorf("served ages not all observed:\n%s", grep(text, "caproxy_served_age_seconds_count"))
+	}
+}
+
+// TestRefreshLeavesReserve: refreshes never take the last reserve slots;
+// a client miss still can.
+func TestRefreshLeavesReserve(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock, ttl: 30 * time.Second, perWindow: 4, window: time.Minute, refresh: true, reserve: 2})
+	ctx := context.Background()
+	for _, a := range []string{"agent001", "agent002"} {
+		for range 3 {
+			h.aht(apikeyAccount, a)
+		}
+	}
+	// Two calls spent, two left: both reserved.
+	clock.Advance(25 * time.Second)
+	h.aht(apikeyAccount, "agent001")
+	h.aht(apikeyAccount, "agent002")
+	reason, res, ok := h.proxy.RefreshNext(ctx)
+	if !ok || res != refresh.NoBudget {
+		t.Fatalf("RefreshNext with only the reserve left = %q %v %v, want no budget", reason, res, ok)
+	}
+	if r := h.aht(apikeyAccount, "agent003"); r.header.Get("X-Cache") != "MISS" || r.code != 200 {
+		t.Fatalf("a client miss with the reserve free: %d %s", r.code, r.header.Get("X-Cache"))
+	}
+	if n := h.sim.Stats().AHTAdmitted; n != 3 {
+		t.Fatalf("simulator admitted %d, want 3", n)
+	}
+}
+
+// TestRefreshUnderScarcity: when the budget cannot keep every key fresh,
+// clients of stale keys get STALE at once (no budget spent, true Age) and
+// the refresher spends the budget on the oldest popular key first.
+func TestRefreshUnderScarcity(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock, ttl: 10 * time.Second, perWindow: 3, window: time.Minute, refresh: true, reserve: 1})
+	ctx := context.Background()
+	// agent001 fetched first (oldest), agent003 asked most.
+	for _, a := range []string{"agent001", "agent002", "agent003"} {
+		h.aht(apikeyAccount, a)
+		clock.Advance(time.Second)
+	}
+	clock.Advance(20 * time.Second) // all stale; the window's 3 calls spent
+	for range 4 {
+		h.aht(apikeyAccount, "agent003")
+	}
+	h.aht(apikeyAccount, "agent001")
+	h.aht(apikeyAccount, "agent002")
+	// No slot: the refresher learns the budget is short.
+	if _, res, ok := h.proxy.RefreshNext(ctx); !ok || res != refresh.NoBudget {
+		t.Fatalf("RefreshNext with the budget spent = %v %v, want no budget", res, ok)
+	}
+	admitted := h.sim.Stats().AHTAdmitted
+	r := h.aht(apikeyAccount, "agent002")
+	if r.header.Get("X-Cache") != "STALE" || r.header.Get("Age") != "22" {
+		t.Fatalf("a stale key's client under scarcity: %s Age %s, want STALE 22", r.header.Get("X-Cache"), r.header.Get("Age"))
+	}
+	// The window turns: 2 refresh slots (3 less the reserve), paced.
+	clock.Advance(40 * time.Second)
+	for _, a := range []string{"agent001", "agent002", "agent003", "agent003", "agent003", "agent003"} {
+		h.aht(apikeyAccount, a)
+	}
+	if got := h.sim.Stats().AHTAdmitted; got != admitted {
+		t.Fatalf("clients of stale keys under scarcity spent %d calls, want 0", got-admitted)
+	}
+	// Demand in the last ttl × age: agent003 (4+1) × 61 s, then agent001
+	// (1+1) × 63 s, then agent002 (1+1) × 62 s.
+	var order []string
+	// 2 refreshes a minute, paced: one every 30 s.
+	for range 15 {
+		if _, res, ok := h.proxy.RefreshNext(ctx); ok && res == refresh.Refreshed {
+			for _, a := range []string{"agent001", "agent002", "agent003"} {
+				if r := h.aht(apikeyAccount, a); r.header.Get("Age") == "0" && !contains(order, a) {
+					order = append(order, a)
+				}
+			}
+		}
+		clock.Advance(5 * time.Second)
+	}
+	if strings.Join(order, " ") != "agent003 agent001 agent002" {
+		t.Fatalf("refresh order %v, want agent003 agent001 agent002", order)
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// grep returns the lines of text containing s.
+func grep(text, s string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
