@@ -107,6 +107,9 @@ type Proxy struct {
 	// Redis, if not nil, reports on the Redis replicas share state
 	// through: metrics, a degraded /readyz, the budget in force.
 	Redis *RedisStatus
+	// AdminToken, if not empty, is the bearer token AdminHandler asks for
+	// on everything but /healthz and /readyz.
+	AdminToken string
 
 	// Refresher, if not nil, schedules background refreshes (see
 	// Settings.RefreshAhead and RunRefresh).
