@@ -211,7 +211,7 @@ func (p *Proxy) authenticate(r *http.Request, st *Settings, userName string, now
 		}
 		return acct, "", 0
 	}
-	if key := r.Header.Get(cloudagent.HeaderAPIKey); key != "" {
+	if key := apiKeyOf(r); key != "" {
 		if acct == nil || !acct.keyMatches(key) {
 			return nil, cloudagent.MsgInvalidCredentials, http.StatusUnauthorized
 		}
@@ -225,6 +225,19 @@ func (p *Proxy) authenticate(r *http.Request, st *Settings, userName string, now
 		return acct, "", 0
 	}
 	return nil, cloudagent.MsgAPIKeyEmpty, http.StatusUnauthorized
+}
+
+// canonicalAPIKey is cloudagent.HeaderAPIKey as net/http stores it.
+// Header.Get("apiKey") would canonicalize the name, allocating, on every
+// request.
+const canonicalAPIKey = "Apikey"
+
+// apiKeyOf returns the request's apiKey header.
+func apiKeyOf(r *http.Request) string {
+	if v := r.Header[canonicalAPIKey]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // keyFor looks up an account's key for token verification.
