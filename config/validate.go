@@ -97,6 +97,19 @@ func (d *decoder) validate(c *Config) {
 		d.fail("limit.token_generations_per_hour", "limit.token_generations_per_hour must be greater than 0, got %d", c.Limit.TokenGenerationsPerHour)
 	}
 
+	if !c.Limit.AboveCloudAgentLimits {
+		if c.Limit.UpstreamPerMinute > CloudAgentAHTPerMinute {
+			d.fail("limit.upstream_per_minute", "limit.upstream_per_minute %d is above CloudAgent's limit of %d a minute; "+
+				"if your account's limit was raised, also set limit.above_cloudagent_limits: true",
+				c.Limit.UpstreamPerMinute, CloudAgentAHTPerMinute)
+		}
+		if c.Limit.TokenGenerationsPerHour > CloudAgentTokenGenerationsPerHour {
+			d.fail("limit.token_generations_per_hour", "limit.token_generations_per_hour %d is above CloudAgent's limit of %d an hour; "+
+				"if your account's limit was raised, also set limit.above_cloudagent_limits: true",
+				c.Limit.TokenGenerationsPerHour, CloudAgentTokenGenerationsPerHour)
+		}
+	}
+
 	switch c.ClientAuth {
 	case ClientAuthRequired:
 	case ClientAuthOff:
@@ -106,6 +119,14 @@ func (d *decoder) validate(c *Config) {
 		}
 	default:
 		d.fail("client_auth", "client_auth%s must be %s or %s", d.echo("client_auth", c.ClientAuth), ClientAuthRequired, ClientAuthOff)
+	}
+
+	if host, _, err := net.SplitHostPort(c.AdminListen); err == nil && !isLoopback(host) && c.AdminToken == "" {
+		d.fail("admin_listen", "admin_token is required when admin_listen is not a loopback address (127.x.x.x, ::1 or localhost): "+
+			"the admin listener can purge the cache and profile the process; set admin_token: ${CAPROXY_ADMIN_TOKEN}")
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < minAdminToken {
+		d.fail("admin_token", "admin_token must be at least %d characters", minAdminToken)
 	}
 
 	d.redis(&c.Redis)
@@ -195,6 +216,9 @@ func (d *decoder) hostPort(path, v string) bool {
 	}
 	return true
 }
+
+// minAdminToken is the shortest admin_token accepted.
+const minAdminToken = 16
 
 // isLoopback reports whether a listen host only accepts local connections.
 // An empty host listens on every interface, so it is not loopback.
