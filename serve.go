@@ -127,6 +127,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 		Budget:             budget,
 		Logger:             logger,
 		Redis:              redisStatus,
+		AdminToken:         string(cfg.AdminToken),
 		Refresher:          refresh.New[cloudagent.AHTRequest](refreshConfig(cfg)),
 	}
 	if cfg.Redis.Enabled() {
@@ -223,6 +224,7 @@ func (d *daemon) reload() {
 	}{
 		{"listen", old.Listen, cfg.Listen},
 		{"admin_listen", old.AdminListen, cfg.AdminListen},
+		{"admin_token", string(old.AdminToken), string(cfg.AdminToken)},
 		{"upstream", fmt.Sprint(old.Upstream), fmt.Sprint(cfg.Upstream)},
 		{"redis", fmt.Sprint(old.Redis), fmt.Sprint(cfg.Redis)},
 		{"log", fmt.Sprint(old.Log), fmt.Sprint(cfg.Log)},

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -54,6 +55,32 @@ const (
 // redacted replaces a secret wherever a configuration value is printed.
 const redacted = "[REDACTED]"
 
+// Secret is a configured secret: printing it (fmt, slog, JSON, YAML) shows
+// only whether it is set.
+type Secret string
+
+func (s Secret) shown() string {
+	if s == "" {
+		return ""
+	}
+	return redacted
+}
+
+// String hides the secret.
+func (s Secret) String() string { return s.shown() }
+
+// GoString hides the secret from %#v.
+func (s Secret) GoString() string { return strconv.Quote(s.shown()) }
+
+// LogValue hides the secret from slog.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(s.shown()) }
+
+// MarshalJSON hides the secret.
+func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.shown()) }
+
+// MarshalYAML hides the secret.
+func (s Secret) MarshalYAML() (any, error) { return s.shown(), nil }
+
 // Config is a loaded, defaulted and validated config.yaml.
 type Config struct {
 	// Listen is the proxy's host:port (default 127.0.0.1:8080).
@@ -61,6 +88,11 @@ type Config struct {
 	// AdminListen is the host:port of /metrics, /healthz and /readyz
 	// (default 127.0.0.1:9090).
 	AdminListen string `yaml:"admin_listen"`
+	// AdminToken, when set, is the bearer token the admin listener asks
+	// for on everything but /healthz and /readyz. Required when
+	// AdminListen is not a loopback address; take it from the environment
+	// (admin_token: ${CAPROXY_ADMIN_TOKEN}).
+	AdminToken Secret `yaml:"admin_token"`
 	// Upstream is the CloudAgent the proxy fronts.
 	Upstream Upstream `yaml:"upstream"`
 	// Accounts are the CloudAgent accounts served; at least one.

@@ -141,6 +141,8 @@ unknown_paths: refuse
 			want(func(c *Config) { c.Cache.TTL = 5 * time.Second; c.Cache.NegativeTTL = 5 * time.Second })},
 		{"port 0 for both listeners", "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n" + acct,
 			want(func(c *Config) { c.Listen = "127.0.0.1:0"; c.AdminListen = "127.0.0.1:0" })},
+		{"admin off loopback with a token", "admin_listen: 0.0.0.0:9090\nadmin_token: ${ADMIN_TOKEN:-0123456789abcdef}\n" + acct,
+			want(func(c *Config) { c.AdminListen = "0.0.0.0:9090"; c.AdminToken = "0123456789abcdef" })},
 		{"numeric api_key", "accounts: [{user_name: u, api_key: 12345}]\n",
 			want(func(c *Config) { c.Accounts[0].APIKey = "12345" })},
 	}
@@ -377,6 +379,8 @@ func TestValidationErrors(t *testing.T) {
 		{"client_per_minute negative", "limit: {client_per_minute: -1}\n" + acct, []string{"limit.client_per_minute"}},
 		{"token_generations_per_hour zero", "limit: {token_generations_per_hour: 0}\n" + acct, []string{"limit.token_generations_per_hour"}},
 		{"client_auth value", "client_auth: maybe\n" + acct, []string{"config.yaml:1:", "client_auth", `"maybe"`}},
+		{"admin off loopback without a token", "admin_listen: 0.0.0.0:9090\n" + acct, []string{"config.yaml:1:", "admin_token is required"}},
+		{"admin token too short", "admin_token: short\n" + acct, []string{"config.yaml:1:", "admin_token must be at least 16"}},
 		{"client_auth off, all interfaces", "listen: 0.0.0.0:8080\nclient_auth: off\n" + acct, []string{"config.yaml:2:", "client_auth", "loopback"}},
 		{"client_auth off, empty host", "listen: :8080\nclient_auth: off\n" + acct, []string{"client_auth", "loopback"}},
 		{"client_auth off, public host", "listen: 10.0.0.1:8080\nclient_auth: off\n" + acct, []string{"client_auth", "loopback"}},
@@ -574,10 +578,14 @@ func TestAccountLookup(t *testing.T) {
 func TestPrintingNeverShowsSecrets(t *testing.T) {
 	const key = "K3y-very-secret"
 	const pw = "Pw-very-secret"
-	cfg, err := Parse([]byte("accounts: [{user_name: demo, api_key: ${KEY}}]\nredis: {url: 'redis://user:${PW}@r:6379/0'}\n"),
-		env(map[string]string{"KEY": key, "PW": pw}))
+	const adminToken = "Adm1n-very-secret-token"
+	cfg, err := Parse([]byte("accounts: [{user_name: demo, api_key: ${KEY}}]\nredis: {url: 'redis://user:${PW}@r:6379/0'}\nadmin_token: ${ADMIN}\n"),
+		env(map[string]string{"KEY": key, "PW": pw, "ADMIN": adminToken}))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cfg.AdminToken != adminToken {
+		t.Fatalf("admin_token not loaded")
 	}
 	a := cfg.Accounts[0]
 	var outputs = map[string]string{}
@@ -613,7 +621,7 @@ func TestPrintingNeverShowsSecrets(t *testing.T) {
 	outputs["yaml"] = string(y)
 
 	for name, out := range outputs {
-		if strings.Contains(out, key) || strings.Contains(out, pw) {
+		if strings.Contains(out, key) || strings.Contains(out, pw) || strings.Contains(out, adminToken) {
 			t.Errorf("%s leaks a secret: %s", name, out)
 		}
 		if strings.Contains(name, "redis") || strings.Contains(name, "Sprint") {

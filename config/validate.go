@@ -108,6 +108,14 @@ func (d *decoder) validate(c *Config) {
 		d.fail("client_auth", "client_auth%s must be %s or %s", d.echo("client_auth", c.ClientAuth), ClientAuthRequired, ClientAuthOff)
 	}
 
+	if host, _, err := net.SplitHostPort(c.AdminListen); err == nil && !isLoopback(host) && c.AdminToken == "" {
+		d.fail("admin_listen", "admin_token is required when admin_listen is not a loopback address (127.x.x.x, ::1 or localhost): "+
+			"the admin listener can purge the cache and profile the process; set admin_token: ${CAPROXY_ADMIN_TOKEN}")
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < minAdminToken {
+		d.fail("admin_token", "admin_token must be at least %d characters", minAdminToken)
+	}
+
 	d.redis(&c.Redis)
 
 	switch f := strings.ToLower(c.Log.Format); f {
@@ -195,6 +203,9 @@ func (d *decoder) hostPort(path, v string) bool {
 	}
 	return true
 }
+
+// minAdminToken is the shortest admin_token accepted.
+const minAdminToken = 16
 
 // isLoopback reports whether a listen host only accepts local connections.
 // An empty host listens on every interface, so it is not loopback.

@@ -1,9 +1,11 @@
 package proxy
 
 import (
+	"crypto/subtle"
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
+	"strconv"
 	"time"
 
 	"github.com/caproxy/caproxy/cache"
@@ -52,11 +54,47 @@ func (p *Proxy) AdminHandler(g prometheus.Gatherer) http.Handler {
 		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/", boundSeconds(pprof.Index))
+	mux.HandleFunc("GET /debug/pprof/profile", boundSeconds(pprof.Profile))
 	mux.HandleFunc("POST /admin/cache/purge", p.servePurge)
 	mux.HandleFunc("GET /admin/budget", p.serveBudget)
-	return mux
+	if p.AdminToken == "" {
+		return mux
+	}
+	want := []byte("Bearer " + p.AdminToken)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Probes stay open: load balancers call them, and they tell nothing.
+		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" &&
+			subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="caproxy admin"`)
+			cloudagent.WriteError(w, http.StatusUnauthorized, "admin token required")
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// MaxProfileSeconds bounds /debug/pprof/profile?seconds=N.
+const MaxProfileSeconds = 20
+
+// boundSeconds wraps a pprof handler so its ?seconds= (a CPU profile's
+// length, a delta profile's interval) is 1 to MaxProfileSeconds, and the
+// CPU profile's default of 30 s becomes MaxProfileSeconds: nobody can keep
+// the process profiling, and the admin listener busy, for long.
+func boundSeconds(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if v := q.Get("seconds"); v != "" {
+			if n, err := strconv.Atoi(v); err != nil || n <= 0 || n > MaxProfileSeconds {
+				cloudagent.WriteError(w, http.StatusBadRequest, "seconds must be 1 to "+strconv.Itoa(MaxProfileSeconds))
+				return
+			}
+		} else if r.URL.Path == "/debug/pprof/profile" {
+			q.Set("seconds", strconv.Itoa(MaxProfileSeconds))
+			r.URL.RawQuery = q.Encode()
+		}
+		h(w, r)
+	}
 }
 
 // servePurge drops cache entries: all of them; ?account=A for one account;

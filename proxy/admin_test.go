@@ -102,3 +102,49 @@ func TestNotReadyWithoutSettings(t *testing.T) {
 		t.Error("ready before settings were installed")
 	}
 }
+
+// TestAdminToken checks that with an admin token set, everything on the
+// admin listener but the probes asks for it, and that profiles are
+// bounded in length.
+func TestAdminToken(t *testing.T) {
+	h := newHarness(t, setup{})
+	const token = "0123456789abcdef-admin"
+	h.proxy.AdminToken = token
+	handler := h.proxy.AdminHandler(h.registry)
+	call := func(method, target, auth string) int {
+		req := httptest.NewRequest(method, target, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for _, p := range []string{"/healthz", "/readyz"} {
+		if code := call("GET", p, ""); code != http.StatusOK {
+			t.Errorf("%s without a token: %d, want 200", p, code)
+		}
+	}
+	for _, c := range []struct{ method, target string }{
+		{"GET", "/metrics"}, {"GET", "/admin/budget"}, {"POST", "/admin/cache/purge"},
+		{"GET", "/debug/pprof/"}, {"GET", "/debug/pprof/profile?seconds=1"},
+	} {
+		for _, auth := range []string{"", "Bearer wrong", token} {
+			if code := call(c.method, c.target, auth); code != http.StatusUnauthorized {
+				t.Errorf("%s %s with Authorization %q: %d, want 401", c.method, c.target, auth, code)
+			}
+		}
+	}
+	for _, c := range []struct{ method, target string }{
+		{"GET", "/metrics"}, {"GET", "/admin/budget"}, {"POST", "/admin/cache/purge"}, {"GET", "/debug/pprof/"},
+	} {
+		if code := call(c.method, c.target, "Bearer "+token); code != http.StatusOK {
+			t.Errorf("%s %s with the token: %d, want 200", c.method, c.target, code)
+		}
+	}
+	for _, s := range []string{"45", "0", "x"} {
+		if code := call("GET", "/debug/pprof/profile?seconds="+s, "Bearer "+token); code != http.StatusBadRequest {
+			t.Errorf("profile of %s seconds: %d, want 400", s, code)
+		}
+	}
+}

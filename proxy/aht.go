@@ -272,7 +272,7 @@ func writeEntry(w http.ResponseWriter, e *cache.Entry, xcache []string, now time
 	h := w.Header()
 	h["X-Cache"] = xcache
 	age := e.Age(now)
-	h["Age"] = []string{strconv.Itoa(age)}
+	h["Age"] = ageValue(age)
 	if ct := e.ContentType; ct == "" || ct == jsonContentType[0] {
 		h["Content-Type"] = jsonContentType
 	} else {
@@ -293,6 +293,23 @@ func (p *Proxy) observeAge(age int) {
 	if p.Metrics != nil {
 		p.Metrics.servedAge.Observe(float64(age))
 	}
+}
+
+// ageValues are the Age header values of the first hour, built once:
+// net/http only reads them (it copies the header at WriteHeader).
+var ageValues = func() (v [3600][]string) {
+	for i := range v {
+		v[i] = []string{strconv.Itoa(i)}
+	}
+	return v
+}()
+
+// ageValue is the Age header value for secs.
+func ageValue(secs int) []string {
+	if secs >= 0 && secs < len(ageValues) {
+		return ageValues[secs]
+	}
+	return []string{strconv.Itoa(secs)}
 }
 
 // writeLimited answers a refusal for budget: 429, when to retry, and

@@ -107,6 +107,9 @@ type Proxy struct {
 	// Redis, if not nil, reports on the Redis replicas share state
 	// through: metrics, a degraded /readyz, the budget in force.
 	Redis *RedisStatus
+	// AdminToken, if not empty, is the bearer token AdminHandler asks for
+	// on everything but /healthz and /readyz.
+	AdminToken string
 
 	// Refresher, if not nil, schedules background refreshes (see
 	// Settings.RefreshAhead and RunRefresh).
@@ -208,7 +211,7 @@ func (p *Proxy) authenticate(r *http.Request, st *Settings, userName string, now
 		}
 		return acct, "", 0
 	}
-	if key := r.Header.Get(cloudagent.HeaderAPIKey); key != "" {
+	if key := apiKeyOf(r); key != "" {
 		if acct == nil || !acct.keyMatches(key) {
 			return nil, cloudagent.MsgInvalidCredentials, http.StatusUnauthorized
 		}
@@ -222,6 +225,19 @@ func (p *Proxy) authenticate(r *http.Request, st *Settings, userName string, now
 		return acct, "", 0
 	}
 	return nil, cloudagent.MsgAPIKeyEmpty, http.StatusUnauthorized
+}
+
+// canonicalAPIKey is cloudagent.HeaderAPIKey as net/http stores it.
+// Header.Get("apiKey") would canonicalize the name, allocating, on every
+// request.
+const canonicalAPIKey = "Apikey"
+
+// apiKeyOf returns the request's apiKey header.
+func apiKeyOf(r *http.Request) string {
+	if v := r.Header[canonicalAPIKey]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // keyFor looks up an account's key for token verification.

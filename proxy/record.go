@@ -43,7 +43,10 @@ var (
 
 // requestID takes the client's X-Request-Id or makes one, and echoes it.
 func requestID(w http.ResponseWriter, r *http.Request) string {
-	id := r.Header.Get("X-Request-Id")
+	var id string
+	if v := r.Header["X-Request-Id"]; len(v) > 0 { // canonical: no Get
+		id = v[0]
+	}
 	if id == "" || len(id) > 128 {
 		var b [48]byte
 		id = string(strconv.AppendUint(append(b[:0], requestIDPrefix...), requestIDSeq.Add(1), 36))

@@ -27,7 +27,7 @@ func (p *Proxy) serveGenerateToken(w http.ResponseWriter, r *http.Request, rec *
 	}
 	st := p.settings.Load()
 	acct := st.Accounts[req.UserName]
-	if acct == nil || (st.ClientAuth && !acct.keyMatches(r.Header.Get(cloudagent.HeaderAPIKey))) {
+	if acct == nil || (st.ClientAuth && !acct.keyMatches(apiKeyOf(r))) {
 		rec.outcome = OutcomeUnauthorized
 		cloudagent.WriteTokenError(w, http.StatusUnauthorized, cloudagent.MsgTokenInvalidCredentials)
 		return
