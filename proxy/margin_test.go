@@ -75,10 +75,10 @@ func TestSendWindowMarginAbsorbsOneWayDelay(t *testing.T) {
 			}
 
 			st := h.sim.Stats()
-			broken := st.LimitViolations != 0 || st.MaxInWindow > 50
+			broken := st.LimitViolations != 0 || st.MaxArrivalsInWindow > 50
 			if broken != tc.violations {
 				t.Fatalf("one-way delay %v: simulator saw %d limit violations, at most %d calls in a minute; want violations: %v",
-					tc.delay, st.LimitViolations, st.MaxInWindow, tc.violations)
+					tc.delay, st.LimitViolations, st.MaxArrivalsInWindow, tc.violations)
 			}
 		})
 	}

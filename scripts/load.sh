@@ -25,10 +25,10 @@
 #   wrk -t2 -c64 -d20s -s scripts/mix.lua http://127.0.0.1:8080/ca_apis/aht
 #
 # Then read what the upstream saw: GET http://127.0.0.1:8081/sim/stats
-# (AHTAdmitted, AHTLimited, LimitViolations, MaxInWindow, TokenGenerations, per account;
+# (AHTAdmitted, AHTLimited, LimitViolations, MaxArrivalsInWindow, TokenGenerations, per account;
 # POST /sim/reset zeroes it) and what caproxy did: GET /metrics on its
 # admin listener (caproxy_requests_total{route="aht",outcome=...}). A run is
-# good when LimitViolations is 0 and MaxInWindow (arrivals in a trailing
+# good when LimitViolations is 0 and MaxArrivalsInWindow (arrivals in a trailing
 # minute, refused ones included) is at most 50: caproxy never let the
 # simulator refuse a call for any of its limits.
 #
@@ -151,17 +151,17 @@ echo "== upstream (simulator /sim/stats)"
 admitted=$(stat AHTAdmitted)
 limited=$(stat AHTLimited)
 violations=$(stat LimitViolations)
-max_in_window=$(stat MaxInWindow)
+max_in_window=$(stat MaxArrivalsInWindow)
 tokens=$(stat TokenGenerations)
-echo "AHTAdmitted ${admitted:-?}  AHTLimited ${limited:-?}  LimitViolations ${violations:-?}  MaxInWindow ${max_in_window:-?}  TokenGenerations ${tokens:-?}"
+echo "AHTAdmitted ${admitted:-?}  AHTLimited ${limited:-?}  LimitViolations ${violations:-?}  MaxArrivalsInWindow ${max_in_window:-?}  TokenGenerations ${tokens:-?}"
 
 [[ -n $limited && -n $violations && -n $max_in_window ]] || {
 	cat "$tmp/stats.json" >&2
-	die "could not read AHTLimited/LimitViolations/MaxInWindow from /sim/stats"
+	die "could not read AHTLimited/LimitViolations/MaxArrivalsInWindow from /sim/stats"
 }
 if ((limited != 0 || violations != 0 || max_in_window > 50)); then
 	show_log caproxy
-	die "upstream limit broken: AHTLimited=$limited, LimitViolations=$violations (want 0), MaxInWindow=$max_in_window (want <= 50)"
+	die "upstream limit broken: AHTLimited=$limited, LimitViolations=$violations (want 0), MaxArrivalsInWindow=$max_in_window (want <= 50)"
 fi
 grep -q '^MIX status 200 ' "$out" || die "no request was answered 200"
 echo "OK: the simulator refused no call for the limit and never saw more than 50 calls per account in a window"

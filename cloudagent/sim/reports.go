@@ -61,20 +61,19 @@ func (s *Server) serveReport(w http.ResponseWriter, r *http.Request, paged bool)
 	}
 	now := s.now()
 	acct.mu.Lock()
-	log, seenLog := &acct.cdr, &acct.cdrSeen
+	log := &acct.cdr
 	if paged {
-		log, seenLog = &acct.cdrPaged, &acct.pagedSeen
+		log = &acct.cdrPaged
 	}
-	admitted, _ := log.admit(now.UnixNano(), s.window, cloudagent.CDRLimit)
-	seen := seenLog.record(now.UnixNano(), s.window)
+	admitted, inWindow := log.admit(now.UnixNano(), s.window, cloudagent.CDRLimit)
 	acct.mu.Unlock()
-	s.stats.noteReportInWindow(int64(seen))
 	if !admitted {
 		s.stats.reportLimited.Add(1)
 		s.stats.limitViolations.Add(1)
 		acct.stats.reportLimited.Add(1)
 		return reportError(http.StatusTooManyRequests, MsgReportsLimited)
 	}
+	s.stats.noteReportInWindow(int64(inWindow))
 	s.stats.reportAdmitted.Add(1)
 	acct.stats.reportAdmitted.Add(1)
 

@@ -22,6 +22,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"math"
 	mrand "math/rand/v2"
 	"net/http"
 	"path"
@@ -133,13 +134,11 @@ type account struct {
 	// mu protects the windows and token fields below.
 	mu         sync.Mutex
 	aht        slidingLog // admitted AHT calls
-	ahtSeen    slidingLog // every authenticated AHT call, refused ones included
+	arrivals   slidingLog // every AHT call that passed authentication
 	other      slidingLog // admitted AgentDetails calls
 	gens       slidingLog // successful token generations
 	cdr        slidingLog // admitted fetchCDRDetails calls
 	cdrPaged   slidingLog // admitted fetchCdrByPagination calls
-	cdrSeen    slidingLog // every authenticated fetchCDRDetails call
-	pagedSeen  slidingLog // every authenticated fetchCdrByPagination call
 	token      string     // current token; "" before the first generation
 	tokenIssue time.Time  // when token was generated
 	retired    map[string]struct{}
@@ -408,16 +407,17 @@ func (s *Server) serveAHT(r *http.Request) answer {
 	}
 	if s.limit > 0 {
 		acct.mu.Lock()
-		admitted, _ := acct.aht.admit(now.UnixNano(), s.window, s.limit)
-		seen := acct.ahtSeen.record(now.UnixNano(), s.window)
+		admitted, inWindow := acct.aht.admit(now.UnixNano(), s.window, s.limit)
+		_, arrived := acct.arrivals.admit(now.UnixNano(), s.window, math.MaxInt)
 		acct.mu.Unlock()
-		s.stats.noteInWindow(int64(seen))
+		raise(&s.stats.maxArrivalsInWindow, int64(arrived))
 		if !admitted {
 			s.stats.ahtLimited.Add(1)
 			s.stats.limitViolations.Add(1)
 			acct.stats.ahtLimited.Add(1)
 			return caError(cloudagent.MsgLimitExceeded)
 		}
+		s.stats.noteInWindow(int64(inWindow))
 	}
 	s.stats.ahtAdmitted.Add(1)
 	acct.stats.ahtAdmitted.Add(1)

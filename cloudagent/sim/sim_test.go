@@ -424,11 +424,11 @@ func TestLimitIsTrailingWindow(t *testing.T) {
 	wantError(t, call(), cloudagent.MsgLimitExceeded)
 
 	st := h.sim.Stats()
-	// MaxInWindow counts arrivals, refused ones included: (59.5 s, 119.5 s]
-	// holds the refusals at 61 s and 118.999 s and the 51 calls at 119.5 s.
-	want := Stats{AHTCalls: 104, AHTAdmitted: 100, AHTLimited: 4, MaxInWindow: 53, LimitViolations: 4}
+	// Arrivals count refused calls too: (59.5 s, 119.5 s] holds the
+	// refusals at 61 s and 118.999 s and the 51 calls at 119.5 s.
+	want := Stats{AHTCalls: 104, AHTAdmitted: 100, AHTLimited: 4, MaxInWindow: 50, MaxArrivalsInWindow: 53, LimitViolations: 4}
 	if st.AHTCalls != want.AHTCalls || st.AHTAdmitted != want.AHTAdmitted || st.AHTLimited != want.AHTLimited ||
-		st.MaxInWindow != want.MaxInWindow || st.LimitViolations != want.LimitViolations {
+		st.MaxInWindow != want.MaxInWindow || st.MaxArrivalsInWindow != want.MaxArrivalsInWindow || st.LimitViolations != want.LimitViolations {
 		t.Fatalf("stats %+v, want %+v", st, want)
 	}
 	if pa := st.PerAccount["demo-basic"]; pa.AHTAdmitted != 100 || pa.AHTLimited != 4 {
@@ -455,28 +455,31 @@ func TestLimitRecordsOnlyAdmittedCalls(t *testing.T) {
 			t.Fatalf("call %d after the window slid: %s", i+1, b)
 		}
 	}
-	// The refusals did not count for the limit, but they arrived: the
-	// window (0 s, 10 s] held 25 calls, 20 over the limit.
-	if st := h.sim.Stats(); st.MaxInWindow != 25 || st.LimitViolations != 20 {
-		t.Fatalf("MaxInWindow = %d, LimitViolations = %d; want 25, 20", st.MaxInWindow, st.LimitViolations)
+	if st := h.sim.Stats(); st.MaxInWindow != 5 || st.LimitViolations != 20 {
+		t.Fatalf("MaxInWindow = %d, LimitViolations = %d; want 5, 20", st.MaxInWindow, st.LimitViolations)
+	}
+	// Refused calls still arrived: 5 admitted and 20 refused within 10 s,
+	// then (the first 5 gone) 20 refused and 5 admitted.
+	if st := h.sim.Stats(); st.MaxArrivalsInWindow != 25 {
+		t.Fatalf("MaxArrivalsInWindow = %d, want 25: refused arrivals must show a sender over the limit", st.MaxArrivalsInWindow)
 	}
 }
 
 // TestLimitViolationsCountEveryLimit checks that a refusal for any of
 // CloudAgent's limits (AHT, AgentDetails, token generations) is a violation,
-// and that MaxInWindow exceeds the limit exactly when one was refused, so a
-// test asserting MaxInWindow <= limit can fail.
+// and that MaxArrivalsInWindow exceeds the limit exactly when one was
+// refused, so a test asserting it stays at most the limit can fail.
 func TestLimitViolationsCountEveryLimit(t *testing.T) {
 	h := newHarness(t, Options{Limit: 2})
 	for range 2 {
 		h.campaignAHT("campaign001")
 	}
-	if st := h.sim.Stats(); st.MaxInWindow != 2 || st.LimitViolations != 0 {
-		t.Fatalf("at the limit: MaxInWindow %d, LimitViolations %d; want 2, 0", st.MaxInWindow, st.LimitViolations)
+	if st := h.sim.Stats(); st.MaxArrivalsInWindow != 2 || st.LimitViolations != 0 {
+		t.Fatalf("at the limit: MaxArrivalsInWindow %d, LimitViolations %d; want 2, 0", st.MaxArrivalsInWindow, st.LimitViolations)
 	}
 	wantError(t, h.campaignAHT("campaign001"), cloudagent.MsgLimitExceeded)
-	if st := h.sim.Stats(); st.MaxInWindow != 3 || st.LimitViolations != 1 {
-		t.Fatalf("over the AHT limit: MaxInWindow %d, LimitViolations %d; want 3, 1", st.MaxInWindow, st.LimitViolations)
+	if st := h.sim.Stats(); st.MaxArrivalsInWindow != 3 || st.LimitViolations != 1 {
+		t.Fatalf("over the AHT limit: MaxArrivalsInWindow %d, LimitViolations %d; want 3, 1", st.MaxArrivalsInWindow, st.LimitViolations)
 	}
 	for range AgentDetailsLimit + 1 {
 		h.post(PathAgentDetails, basicAuth, `{"userName":"demo-basic"}`)
@@ -523,8 +526,8 @@ func TestDelayCountsOnArrival(t *testing.T) {
 	c.Advance(9 * time.Second)
 	_, b := h.post(cloudagent.PathAHT, basicAuth, `{"userName":"demo-basic","agentId":"agent001"}`)
 	wantError(t, b, cloudagent.MsgLimitExceeded)
-	if st := h.sim.Stats(); st.LimitViolations != 1 || st.MaxInWindow != 2 {
-		t.Fatalf("LimitViolations %d, MaxInWindow %d; want 1, 2", st.LimitViolations, st.MaxInWindow)
+	if st := h.sim.Stats(); st.LimitViolations != 1 || st.MaxArrivalsInWindow != 2 {
+		t.Fatalf("LimitViolations %d, MaxArrivalsInWindow %d; want 1, 2", st.LimitViolations, st.MaxArrivalsInWindow)
 	}
 }
 
@@ -551,7 +554,7 @@ func TestLimitCountsShapeAndLookupErrorsButNotAuthFailures(t *testing.T) {
 		t.Fatalf("demo refused: %s", b)
 	}
 	st := h.sim.Stats()
-	if st.AHTCalls != 25 || st.AHTAdmitted != 4 || st.AHTLimited != 1 || st.AHTAuthFailed != 10 || st.MaxInWindow != 4 {
+	if st.AHTCalls != 25 || st.AHTAdmitted != 4 || st.AHTLimited != 1 || st.AHTAuthFailed != 10 || st.MaxInWindow != 3 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -755,7 +758,7 @@ func TestConcurrentCallsOneAccount(t *testing.T) {
 		t.Fatalf("admitted %d, limited %d; want 50, %d", admitted, limited, callers-50)
 	}
 	st := h.sim.Stats()
-	if st.AHTAdmitted != 50 || st.AHTLimited != callers-50 || st.MaxInWindow != callers || st.LimitViolations != callers-50 {
+	if st.AHTAdmitted != 50 || st.AHTLimited != callers-50 || st.MaxInWindow != 50 || st.MaxArrivalsInWindow != callers || st.LimitViolations != callers-50 {
 		t.Fatalf("stats %+v", st)
 	}
 }

@@ -10,17 +10,6 @@ type slidingLog struct {
 	head  int     // times[:head] have left the window
 }
 
-// record prunes events that left the window and records now whatever the
-// count: it logs arrivals, refused ones included, so a reader can tell how
-// many calls reached the upstream in a window even when some were refused.
-// It returns how many events the window holds afterwards.
-func (l *slidingLog) record(now, window int64) int {
-	n := l.prune(now - window)
-	l.compact(n)
-	l.times = append(l.times, now)
-	return n + 1
-}
-
 // admit prunes events that left the window (those at or before now-window)
 // and records now if fewer than limit remain. It returns whether now was
 // admitted and how many admitted events the window holds afterwards.
@@ -29,20 +18,15 @@ func (l *slidingLog) admit(now, window int64, limit int) (ok bool, inWindow int)
 	if n >= limit {
 		return false, n
 	}
-	l.compact(n)
-	l.times = append(l.times, now)
-	return true, n + 1
-}
-
-// compact moves the n live events to the front once the dead prefix is at
-// least half the slice, so memory stays proportional to the window's content
-// and appends stay amortised O(1).
-func (l *slidingLog) compact(n int) {
+	// Compact once the dead prefix is at least half the slice, so memory
+	// stays proportional to the window's content and appends stay amortised O(1).
 	if l.head > 0 && 2*l.head >= len(l.times) {
 		copy(l.times, l.times[l.head:])
 		l.times = l.times[:n]
 		l.head = 0
 	}
+	l.times = append(l.times, now)
+	return true, n + 1
 }
 
 // prune drops events at or before cutoff and returns how many remain. Times
