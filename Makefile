@@ -45,5 +45,6 @@ bench-nginx:
 	scripts/bench-nginx.sh
 
 # load drives a realistic mix through caproxy in front of the simulator.
+# SCENARIO=below|above runs a refresh-scheduling regime instead (scripts/scenario.sh).
 load:
-	scripts/load.sh
+	@if [ -n "$(SCENARIO)" ]; then SCENARIO=$(SCENARIO) scripts/scenario.sh; else scripts/load.sh; fi

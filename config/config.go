@@ -205,7 +205,19 @@ type Limit struct {
 	// TokenGenerationsPerHour caps upstream token generations per account
 	// (default 10, CloudAgent's own limit).
 	TokenGenerationsPerHour int `yaml:"token_generations_per_hour"`
+	// AboveCloudAgentLimits must be true for UpstreamPerMinute above 50 or
+	// TokenGenerationsPerHour above 10, CloudAgent's documented limits (an
+	// account with a raised limit, or a simulator in a test); without it
+	// such values are refused, since they would let caproxy exceed them.
+	AboveCloudAgentLimits bool `yaml:"above_cloudagent_limits"`
 }
+
+// CloudAgent's documented limits per account, which the limit settings may
+// exceed only with limit.above_cloudagent_limits.
+const (
+	CloudAgentAHTPerMinute            = 50
+	CloudAgentTokenGenerationsPerHour = 10
+)
 
 // Redis shares budget, token and cache between replicas.
 type Redis struct {

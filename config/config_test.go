@@ -141,6 +141,10 @@ unknown_paths: refuse
 			want(func(c *Config) { c.Cache.TTL = 5 * time.Second; c.Cache.NegativeTTL = 5 * time.Second })},
 		{"port 0 for both listeners", "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\n" + acct,
 			want(func(c *Config) { c.Listen = "127.0.0.1:0"; c.AdminListen = "127.0.0.1:0" })},
+		{"above CloudAgent's limits with the override", "limit: {upstream_per_minute: 100, token_generations_per_hour: 20, above_cloudagent_limits: true}\n" + acct,
+			want(func(c *Config) {
+				c.Limit.UpstreamPerMinute, c.Limit.TokenGenerationsPerHour, c.Limit.AboveCloudAgentLimits = 100, 20, true
+			})},
 		{"admin off loopback with a token", "admin_listen: 0.0.0.0:9090\nadmin_token: ${ADMIN_TOKEN:-0123456789abcdef}\n" + acct,
 			want(func(c *Config) { c.AdminListen = "0.0.0.0:9090"; c.AdminToken = "0123456789abcdef" })},
 		{"numeric api_key", "accounts: [{user_name: u, api_key: 12345}]\n",
@@ -379,6 +383,10 @@ func TestValidationErrors(t *testing.T) {
 		{"client_per_minute negative", "limit: {client_per_minute: -1}\n" + acct, []string{"limit.client_per_minute"}},
 		{"token_generations_per_hour zero", "limit: {token_generations_per_hour: 0}\n" + acct, []string{"limit.token_generations_per_hour"}},
 		{"client_auth value", "client_auth: maybe\n" + acct, []string{"config.yaml:1:", "client_auth", `"maybe"`}},
+		{"upstream_per_minute above CloudAgent's", "limit: {upstream_per_minute: 51}\n" + acct,
+			[]string{"config.yaml:1:", "limit.upstream_per_minute 51 is above", "above_cloudagent_limits"}},
+		{"token_generations_per_hour above CloudAgent's", "limit: {token_generations_per_hour: 11}\n" + acct,
+			[]string{"config.yaml:1:", "limit.token_generations_per_hour 11 is above", "above_cloudagent_limits"}},
 		{"admin off loopback without a token", "admin_listen: 0.0.0.0:9090\n" + acct, []string{"config.yaml:1:", "admin_token is required"}},
 		{"admin token too short", "admin_token: short\n" + acct, []string{"config.yaml:1:", "admin_token must be at least 16"}},
 		{"client_auth off, all interfaces", "listen: 0.0.0.0:8080\nclient_auth: off\n" + acct, []string{"config.yaml:2:", "client_auth", "loopback"}},

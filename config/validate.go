@@ -97,6 +97,19 @@ func (d *decoder) validate(c *Config) {
 		d.fail("limit.token_generations_per_hour", "limit.token_generations_per_hour must be greater than 0, got %d", c.Limit.TokenGenerationsPerHour)
 	}
 
+	if !c.Limit.AboveCloudAgentLimits {
+		if c.Limit.UpstreamPerMinute > CloudAgentAHTPerMinute {
+			d.fail("limit.upstream_per_minute", "limit.upstream_per_minute %d is above CloudAgent's limit of %d a minute; "+
+				"if your account's limit was raised, also set limit.above_cloudagent_limits: true",
+				c.Limit.UpstreamPerMinute, CloudAgentAHTPerMinute)
+		}
+		if c.Limit.TokenGenerationsPerHour > CloudAgentTokenGenerationsPerHour {
+			d.fail("limit.token_generations_per_hour", "limit.token_generations_per_hour %d is above CloudAgent's limit of %d an hour; "+
+				"if your account's limit was raised, also set limit.above_cloudagent_limits: true",
+				c.Limit.TokenGenerationsPerHour, CloudAgentTokenGenerationsPerHour)
+		}
+	}
+
 	switch c.ClientAuth {
 	case ClientAuthRequired:
 	case ClientAuthOff:

@@ -65,7 +65,7 @@ func (p *Proxy) refreshOne(ctx context.Context, job refresh.Job[cloudagent.AHTRe
 			return refresh.Skipped, time.Time{}, lead
 		}
 	}
-	v, _, err := p.group.Do(ctx, job.Key, func(ctx context.Context) (any, error) {
+	v, shared, err := p.group.Do(ctx, job.Key, func(ctx context.Context) (any, error) {
 		return p.fetchOpts(ctx, st, acct, job.Key, job.Data, fetchOptions{refresh: true, reserve: st.Reserve, lead: lead}), nil
 	})
 	if err != nil {
@@ -79,12 +79,13 @@ func (p *Proxy) refreshOne(ctx context.Context, job refresh.Job[cloudagent.AHTRe
 	switch {
 	case a.outcome == outcomeRefreshSkipped:
 		return refresh.NoBudget, fetched, retry
-	case a.outcome == OutcomeMiss && a.upstreamStatus != 0:
+	case a.outcome == OutcomeMiss && a.upstreamStatus != 0 && !shared:
 		if p.Metrics != nil {
 			p.Metrics.refreshes.WithLabelValues(job.Reason).Inc()
 		}
 		return refresh.Refreshed, fetched, 0
 	case a.outcome == OutcomeMiss || a.outcome == OutcomeHit:
+		// Fresh already, or joined a client's call: no call of its own.
 		return refresh.NotNeeded, fetched, 0
 	}
 	return refresh.Failed, fetched, retry

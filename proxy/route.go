@@ -76,6 +76,11 @@ type Route struct {
 	// LimitMessage is the message of the route's 429 (default
 	// cloudagent.MsgLimitExceeded).
 	LimitMessage string
+	// BodyMessage, if set, makes a JSON object body required on a cached
+	// route: a request without one (its fields sent as query parameters,
+	// say) or with invalid JSON is answered 400 with this message here,
+	// so it spends none of the route's budget.
+	BodyMessage string
 
 	budget *limit.Budget // from BudgetCalls, made by NewRouteTable
 	prefix string        // Path without "/*", for prefix routes
@@ -93,6 +98,7 @@ func DefaultRoutes() []Route {
 		Methods: []string{http.MethodGet}, Auth: AuthAPIKey,
 		BudgetCalls: cloudagent.CDRLimit, BudgetWindow: time.Minute, CacheTTL: time.Minute,
 		ErrorStatus: cloudagent.StatusFalse, LimitMessage: cloudagent.MsgLimitExceeded,
+		BodyMessage: cloudagent.MsgInvalidJSONPassValid,
 	}, {
 		// Like fetchCDRDetails, paged by query parameters. Its own limit is
 		// not published; CDRDetails' is assumed.
@@ -100,6 +106,7 @@ func DefaultRoutes() []Route {
 		Methods: []string{http.MethodGet}, Auth: AuthAPIKey,
 		BudgetCalls: cloudagent.CDRLimit, BudgetWindow: time.Minute, CacheTTL: time.Minute,
 		ErrorStatus: cloudagent.StatusFalse, LimitMessage: cloudagent.MsgLimitExceeded,
+		BodyMessage: cloudagent.MsgInvalidJSONPassValid,
 	}, {
 		// The rest of the reporting API: apiKey only, passed through.
 		Name: "reports", Path: cloudagent.ReportsPrefix + "*", Auth: AuthAPIKey,

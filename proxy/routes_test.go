@@ -183,6 +183,11 @@ func TestReportingRouteRefusesLocally(t *testing.T) {
 			t.Fatalf("%q: %d %s", body, r.code, r.body)
 		}
 	}
+	// The body's fields as query parameters: CloudAgent's own answer, here.
+	r = h.do(http.MethodGet, cloudagent.PathFetchCDRDetails+"?userName=demo-basic&fromDate=2026-11-27+00:00:00&toDate=2026-11-27+23:59:59", "", key...)
+	if r.code != http.StatusBadRequest || r.message() != cloudagent.MsgInvalidJSONPassValid || r.status() != cloudagent.StatusFalse {
+		t.Fatalf("query, no body: %d %s", r.code, r.body)
+	}
 	r = h.do(http.MethodGet, cloudagent.PathFetchCDRDetails+"?userName=demo", `{"userName":"demo-basic"}`, key...)
 	if r.code != http.StatusBadRequest {
 		t.Fatalf("two accounts: %d %s", r.code, r.body)
@@ -325,5 +330,19 @@ func TestRefuseUnknownPaths(t *testing.T) {
 	}
 	if st := h.sim.Stats(); st.OtherCalls != 0 || st.ManualDials != 1 {
 		t.Fatalf("upstream saw %+v", st)
+	}
+}
+
+// TestOtherReportingPathsUseTheAPIKey: a token-mode account's call to any
+// reporting path carries its apiKey, never a bearer token, and needs no
+// upstream token.
+func TestOtherReportingPathsUseTheAPIKey(t *testing.T) {
+	h := newHarness(t, setup{})
+	r := h.do(http.MethodGet, "/ca_reports/fetchSomethingElse?userName=demo", "", "apiKey", tokenAccount.APIKey)
+	if r.code != http.StatusNotFound { // the simulator serves no such report
+		t.Fatalf("%d %s", r.code, r.body)
+	}
+	if st := h.sim.Stats(); st.TokenGenerations != 0 || len(h.tokens.seen()) != 0 {
+		t.Fatalf("a bearer token was made or sent for the reporting API: %+v", st)
 	}
 }

@@ -150,6 +150,11 @@ func (p *Proxy) serveCachedRoute(w http.ResponseWriter, r *http.Request, rec *re
 		bufPool.Put(buf)
 	}
 	body, userName, err := canonicalJSON(raw)
+	if rt.BodyMessage != "" && (errors.Is(err, errBodyNotJSON) || len(body) == 0 || body[0] != '{') {
+		rec.outcome = OutcomeInvalid
+		rt.writeError(w, http.StatusBadRequest, rt.BodyMessage)
+		return
+	}
 	if err != nil {
 		rec.outcome = OutcomeInvalid
 		rt.writeError(w, http.StatusBadRequest, err.Error())
