@@ -112,9 +112,11 @@ type Server struct {
 	tokenGens      int
 	tokenGenWindow int64 // nanoseconds
 	latency        time.Duration
-	errorRate      float64
 	after          func(time.Duration) <-chan time.Time
 	oneWayDelay    atomic.Int64 // nanoseconds; see Options.Delay
+	// errorRate holds the math.Float64bits of the share of AHT calls
+	// answered 503; SetErrorRate changes it while serving.
+	errorRate atomic.Uint64
 
 	// accounts, agents and campaigns are read-only after New.
 	accounts  map[string]*account
@@ -158,9 +160,9 @@ func New(opts Options) *Server {
 		tokenGens:      opts.TokenGenerations,
 		tokenGenWindow: int64(opts.TokenGenWindow),
 		latency:        opts.Latency,
-		errorRate:      opts.ErrorRate,
 		after:          opts.After,
 	}
+	s.SetErrorRate(opts.ErrorRate)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -263,6 +265,10 @@ func statusError(code int, msg string) answer {
 // SetDelay sets the one-way delay of calls received from now on (see
 // Options.Delay); safe to call concurrently with requests.
 func (s *Server) SetDelay(d time.Duration) { s.oneWayDelay.Store(int64(d)) }
+
+// SetErrorRate changes the share of AHT calls answered 503 (Options.ErrorRate)
+// while serving, so a test can fail an upstream that answered before.
+func (s *Server) SetErrorRate(rate float64) { s.errorRate.Store(math.Float64bits(rate)) }
 
 // ServeHTTP answers CloudAgent's paths and the simulator's /sim/ paths.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -401,7 +407,7 @@ func (s *Server) serveAHT(r *http.Request) answer {
 		s.stats.ahtAuthFailed.Add(1)
 		return refusal
 	}
-	if s.errorRate > 0 && mrand.Float64() < s.errorRate {
+	if rate := math.Float64frombits(s.errorRate.Load()); rate > 0 && mrand.Float64() < rate {
 		s.stats.ahtInjectedErrors.Add(1)
 		return statusError(http.StatusServiceUnavailable, MsgUnavailable)
 	}
