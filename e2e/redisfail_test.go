@@ -383,9 +383,9 @@ func TestRedisRestartedEmpty(t *testing.T) {
 		}
 	}
 	st := o.sim.stats(t, o.c)
-	if st.AHTLimited != 0 || st.MaxInWindow > 20 || fetched > 8 {
+	if st.AHTLimited != 0 || st.MaxArrivalsInWindow > 20 || fetched > 8 {
 		t.Errorf("after Redis restarted empty: %d fetched, simulator refused %d for the limit, most in a window %d; want at most 8, 0, at most 20",
-			fetched, st.AHTLimited, st.MaxInWindow)
+			fetched, st.AHTLimited, st.MaxArrivalsInWindow)
 	}
 	if fetched == 0 {
 		t.Errorf("after Redis restarted empty no key was fetched; want the 8 calls left")
@@ -435,9 +435,9 @@ func TestRedisDownShare(t *testing.T) {
 	o.waitMiss(1, 5*time.Second)
 	o.checkAlive()
 	st := o.sim.stats(t, o.c)
-	if st.AHTLimited != 0 || st.MaxInWindow > 10 || st.TokenGenerations > 2 {
+	if st.AHTLimited != 0 || st.MaxArrivalsInWindow > 10 || st.TokenGenerations > 2 {
 		t.Errorf("simulator: %d refused for the limit, most in a window %d, %d token generations; want 0, at most 10, at most 2",
-			st.AHTLimited, st.MaxInWindow, st.TokenGenerations)
+			st.AHTLimited, st.MaxArrivalsInWindow, st.TokenGenerations)
 	}
 }
 

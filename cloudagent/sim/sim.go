@@ -22,6 +22,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"math"
 	mrand "math/rand/v2"
 	"net/http"
 	"path"
@@ -121,6 +122,7 @@ type account struct {
 	// mu protects the windows and token fields below.
 	mu         sync.Mutex
 	aht        slidingLog // admitted AHT calls
+	arrivals   slidingLog // every AHT call that passed authentication
 	other      slidingLog // admitted AgentDetails calls
 	gens       slidingLog // successful token generations
 	cdr        slidingLog // admitted fetchCDRDetails calls
@@ -365,7 +367,9 @@ func (s *Server) serveAHT(r *http.Request) answer {
 	if s.limit > 0 {
 		acct.mu.Lock()
 		admitted, inWindow := acct.aht.admit(now.UnixNano(), s.window, s.limit)
+		_, arrived := acct.arrivals.admit(now.UnixNano(), s.window, math.MaxInt)
 		acct.mu.Unlock()
+		raise(&s.stats.maxArrivalsInWindow, int64(arrived))
 		if !admitted {
 			s.stats.ahtLimited.Add(1)
 			acct.stats.ahtLimited.Add(1)

@@ -455,6 +455,11 @@ func TestLimitRecordsOnlyAdmittedCalls(t *testing.T) {
 	if st := h.sim.Stats(); st.MaxInWindow != 5 {
 		t.Fatalf("MaxInWindow = %d, want 5", st.MaxInWindow)
 	}
+	// Refused calls still arrived: 5 admitted and 20 refused within 10 s,
+	// then (the first 5 gone) 20 refused and 5 admitted.
+	if st := h.sim.Stats(); st.MaxArrivalsInWindow != 25 {
+		t.Fatalf("MaxArrivalsInWindow = %d, want 25: refused arrivals must show a sender over the limit", st.MaxArrivalsInWindow)
+	}
 }
 
 func TestLimitCountsShapeAndLookupErrorsButNotAuthFailures(t *testing.T) {

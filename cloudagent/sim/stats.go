@@ -27,6 +27,11 @@ type Stats struct {
 	// Limit; a proxy test reads it to prove the upstream budget held. It is
 	// not measured when Limit is negative (no limit, no log kept).
 	MaxInWindow int
+	// MaxArrivalsInWindow is the most AHT calls one account sent within a
+	// trailing Window, refused ones included (calls with good credentials;
+	// measured at each arrival). Unlike MaxInWindow, which refusals keep at
+	// Limit at most, a value above Limit shows a proxy sending over it.
+	MaxArrivalsInWindow int
 	// PerAccount holds every configured account's counters, by userName.
 	PerAccount map[string]AccountStats
 }
@@ -47,7 +52,7 @@ type AccountStats struct {
 type counters struct {
 	ahtCalls, ahtAdmitted, ahtLimited, ahtAuthFailed, ahtInjectedErrors atomic.Int64
 	tokenGenerations, tokenRejected, otherCalls                         atomic.Int64
-	maxInWindow                                                         atomic.Int64
+	maxInWindow, maxArrivalsInWindow                                    atomic.Int64
 	reportCalls, reportAdmitted, reportLimited, reportAuthFailed        atomic.Int64
 	manualDials, maxReportInWindow                                      atomic.Int64
 }
@@ -59,10 +64,13 @@ type accountCounters struct {
 }
 
 // noteInWindow raises maxInWindow to n if n is larger.
-func (c *counters) noteInWindow(n int64) {
+func (c *counters) noteInWindow(n int64) { raise(&c.maxInWindow, n) }
+
+// raise sets v to n if n is larger.
+func raise(v *atomic.Int64, n int64) {
 	for {
-		cur := c.maxInWindow.Load()
-		if n <= cur || c.maxInWindow.CompareAndSwap(cur, n) {
+		cur := v.Load()
+		if n <= cur || v.CompareAndSwap(cur, n) {
 			return
 		}
 	}
@@ -82,22 +90,23 @@ func (c *counters) noteReportInWindow(n int64) {
 func (s *Server) Stats() Stats {
 	c := &s.stats
 	st := Stats{
-		AHTCalls:          c.ahtCalls.Load(),
-		AHTAdmitted:       c.ahtAdmitted.Load(),
-		AHTLimited:        c.ahtLimited.Load(),
-		AHTAuthFailed:     c.ahtAuthFailed.Load(),
-		AHTInjectedErrors: c.ahtInjectedErrors.Load(),
-		TokenGenerations:  c.tokenGenerations.Load(),
-		TokenRejected:     c.tokenRejected.Load(),
-		OtherCalls:        c.otherCalls.Load(),
-		MaxInWindow:       int(c.maxInWindow.Load()),
-		ReportCalls:       c.reportCalls.Load(),
-		ReportAdmitted:    c.reportAdmitted.Load(),
-		ReportLimited:     c.reportLimited.Load(),
-		ReportAuthFailed:  c.reportAuthFailed.Load(),
-		ManualDials:       c.manualDials.Load(),
-		MaxReportInWindow: int(c.maxReportInWindow.Load()),
-		PerAccount:        make(map[string]AccountStats, len(s.accounts)),
+		AHTCalls:            c.ahtCalls.Load(),
+		AHTAdmitted:         c.ahtAdmitted.Load(),
+		AHTLimited:          c.ahtLimited.Load(),
+		AHTAuthFailed:       c.ahtAuthFailed.Load(),
+		AHTInjectedErrors:   c.ahtInjectedErrors.Load(),
+		TokenGenerations:    c.tokenGenerations.Load(),
+		TokenRejected:       c.tokenRejected.Load(),
+		OtherCalls:          c.otherCalls.Load(),
+		MaxInWindow:         int(c.maxInWindow.Load()),
+		MaxArrivalsInWindow: int(c.maxArrivalsInWindow.Load()),
+		ReportCalls:         c.reportCalls.Load(),
+		ReportAdmitted:      c.reportAdmitted.Load(),
+		ReportLimited:       c.reportLimited.Load(),
+		ReportAuthFailed:    c.reportAuthFailed.Load(),
+		ManualDials:         c.manualDials.Load(),
+		MaxReportInWindow:   int(c.maxReportInWindow.Load()),
+		PerAccount:          make(map[string]AccountStats, len(s.accounts)),
 	}
 	for name, a := range s.accounts {
 		st.PerAccount[name] = AccountStats{
@@ -119,7 +128,7 @@ func (s *Server) ResetStats() {
 	c := &s.stats
 	for _, v := range []*atomic.Int64{
 		&c.ahtCalls, &c.ahtAdmitted, &c.ahtLimited, &c.ahtAuthFailed, &c.ahtInjectedErrors,
-		&c.tokenGenerations, &c.tokenRejected, &c.otherCalls, &c.maxInWindow,
+		&c.tokenGenerations, &c.tokenRejected, &c.otherCalls, &c.maxInWindow, &c.maxArrivalsInWindow,
 		&c.reportCalls, &c.reportAdmitted, &c.reportLimited, &c.reportAuthFailed,
 		&c.manualDials, &c.maxReportInWindow,
 	} {
