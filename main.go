@@ -24,6 +24,8 @@ import (
 
 	"github.com/caproxy/caproxy/cloudagent/sim"
 	"github.com/caproxy/caproxy/config"
+	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/proxy"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -57,6 +59,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(*path)
 	if err != nil {
 		fmt.Fprintln(stderr, "caproxy: bad config:", oneLine(err))
+		return 1
+	}
+	// The route table's own checks (names, canonical paths, what may be
+	// cached) run here too, so -check finds what serve would refuse.
+	if _, err := proxy.NewRouteTable(append(proxy.DefaultRoutes(), routesOf(cfg.Routes)...), limit.NewMemoryStore()); err != nil {
+		fmt.Fprintln(stderr, "caproxy: bad config: routes:", oneLine(err))
 		return 1
 	}
 	if *check {

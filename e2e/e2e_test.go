@@ -83,6 +83,7 @@ func TestCommandLine(t *testing.T) {
 		{"client_auth off on all interfaces", base("0.0.0.0:"+port(t), "client_auth: off\n"), []string{"client_auth", "loopback"}},
 		{"unset variable", base(freeAddr(t), "  - {user_name: third, api_key: ${E2E_NEVER_SET}}\n"), []string{"E2E_NEVER_SET", ":6:"}},
 		{"bad auth next to a literal key", base(freeAddr(t), "  - {user_name: fourth, api_key: "+secretLiteralKey+"x, auth: basic}\n"), []string{"accounts[2].auth"}},
+		{"route on a path that is not canonical", base(freeAddr(t), "routes:\n  - {name: x, path: /ca_apis//x}\n"), []string{"routes", "canonical"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
