@@ -259,12 +259,14 @@ func (p *Proxy) allowBypass(key string, now time.Time) bool {
 
 // noCache reports whether the client asked to skip fresh entries.
 func noCache(r *http.Request) bool {
-	for _, v := range r.Header.Values("Cache-Control") {
+	// Canonical names, read from the map without Get's canonicalizing.
+	for _, v := range r.Header["Cache-Control"] {
 		if strings.Contains(v, "no-cache") {
 			return true
 		}
 	}
-	return r.Header.Get("Pragma") == "no-cache"
+	p := r.Header["Pragma"]
+	return len(p) > 0 && p[0] == "no-cache"
 }
 
 // writeEntry writes a stored answer as is and returns the Age it served.

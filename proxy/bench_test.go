@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"testing"
+
+	"github.com/caproxy/caproxy/proxy"
 )
 
 // discardWriter is a reusable ResponseWriter, so the benchmarks measure
@@ -51,6 +53,20 @@ func BenchmarkHitParallel(b *testing.B) {
 		b.Fatalf("warm-up: %d %s", r.code, r.body)
 	}
 	benchHandler(b, h.proxy)
+}
+
+// BenchmarkHitParallelAccessLog is BenchmarkHitParallel with the access
+// log on (to io.Discard): what a request pays to hand its line over, and
+// the writer goroutine's formatting on the same cores.
+func BenchmarkHitParallelAccessLog(b *testing.B) {
+	h := newHarness(&testing.T{}, setup{})
+	h.proxy.AccessLog = proxy.NewAccessLog(io.Discard, false)
+	defer h.proxy.AccessLog.Close()
+	if r := h.aht(tokenAccount, "agent001"); r.code != 200 {
+		b.Fatalf("warm-up: %d %s", r.code, r.body)
+	}
+	benchHandler(b, h.proxy)
+	b.ReportMetric(float64(h.proxy.AccessLog.Dropped())/float64(b.N), "dropped/op")
 }
 
 // BenchmarkBareHandler is the floor BenchmarkHitParallel is compared with:
