@@ -176,13 +176,22 @@ func TestUpstreamTimeoutIs504(t *testing.T) {
 
 func TestUpstream5xxServesStale(t *testing.T) {
 	clock := newFakeClock()
-	h := newHarness(t, setup{clock: clock, sim: sim.Options{ErrorRate: 1}})
-	// Every upstream AHT call fails: with nothing stale the client gets 502.
-	if r := h.aht(apikeyAccount, "agent007"); r.code != http.StatusBadGateway {
+	h := newHarness(t, setup{clock: clock})
+	if r := h.aht(apikeyAccount, "agent007"); r.code != 200 || r.header.Get("X-Cache") != "MISS" {
+		t.Fatalf("warming: %d %s", r.code, r.body)
+	}
+	clock.Advance(31 * time.Second) // past ttl, within stale_ttl
+	h.sim.SetErrorRate(1)           // from now on every upstream AHT call fails
+	r := h.aht(apikeyAccount, "agent007")
+	if r.code != 200 || r.header.Get("X-Cache") != "STALE" || r.status() != "success" {
+		t.Errorf("expired key, upstream failing: %d %s %s, want 200 STALE", r.code, r.header.Get("X-Cache"), r.body)
+	}
+	// With nothing stale the client gets 502.
+	if r := h.aht(apikeyAccount, "agent008"); r.code != http.StatusBadGateway {
 		t.Errorf("%d %s, want 502", r.code, r.body)
 	}
-	if got := h.sim.Stats().AHTInjectedErrors; got != 1 {
-		t.Errorf("injected errors %d, want 1", got)
+	if got := h.sim.Stats().AHTInjectedErrors; got != 2 {
+		t.Errorf("injected errors %d, want 2", got)
 	}
 }
 

@@ -185,6 +185,16 @@ func TestPassThroughInjectsCredentials(t *testing.T) {
 	if r.code != 200 || r.status() != "success" {
 		t.Errorf("token account: %d %s", r.code, r.body)
 	}
+	// The client's own credentials stay with caproxy: its caproxy-issued
+	// token never goes upstream, nor its apiKey next to the upstream token.
+	for _, sent := range h.tokens.seen() {
+		if sent == tok {
+			t.Error("the client's caproxy-issued token was sent upstream")
+		}
+	}
+	if n := h.tokens.apiKeyOnBearer.Load(); n != 0 {
+		t.Errorf("%d upstream requests carried the client's apiKey next to the upstream token", n)
+	}
 	// Unknown paths come back as the upstream answered them.
 	r = h.do("GET", "/ca_apis/nope?userName=demo", ``, "apiKey", tokenAccount.APIKey)
 	if r.code != 404 {

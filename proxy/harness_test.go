@@ -41,15 +41,22 @@ func newFakeClock() *fakeclock.Clock {
 // tokenRecorder wraps the upstream transport to remember every bearer token
 // caproxy sent, so tests can check that none of them leaks.
 type tokenRecorder struct {
-	next   http.RoundTripper
-	sent   atomic.Int64 // requests given to next, reached or not
-	mu     sync.Mutex   // guards tokens
-	tokens map[string]bool
+	next http.RoundTripper
+	sent atomic.Int64 // requests given to next, reached or not
+	// apiKeyOnBearer counts requests that carried both an apiKey header
+	// and a bearer token: a client's apiKey passed through next to the
+	// upstream token.
+	apiKeyOnBearer atomic.Int64
+	mu             sync.Mutex // guards tokens
+	tokens         map[string]bool
 }
 
 func (r *tokenRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	r.sent.Add(1)
 	if tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer "); ok {
+		if req.Header.Get("apiKey") != "" {
+			r.apiKeyOnBearer.Add(1)
+		}
 		r.mu.Lock()
 		r.tokens[tok] = true
 		r.mu.Unlock()

@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caproxy/caproxy/cloudagent"
@@ -102,7 +103,9 @@ type Server struct {
 	tokenGens      int
 	tokenGenWindow int64 // nanoseconds
 	latency        time.Duration
-	errorRate      float64
+	// errorRate holds the math.Float64bits of the share of AHT calls
+	// answered 503; SetErrorRate changes it while serving.
+	errorRate atomic.Uint64
 
 	// accounts, agents and campaigns are read-only after New.
 	accounts  map[string]*account
@@ -146,8 +149,8 @@ func New(opts Options) *Server {
 		tokenGens:      opts.TokenGenerations,
 		tokenGenWindow: int64(opts.TokenGenWindow),
 		latency:        opts.Latency,
-		errorRate:      opts.ErrorRate,
 	}
+	s.SetErrorRate(opts.ErrorRate)
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -242,6 +245,10 @@ func caTokenError(msg string) answer { return answer{http.StatusOK, cloudagent.T
 func statusError(code int, msg string) answer {
 	return answer{code, cloudagent.ErrorBody(msg)}
 }
+
+// SetErrorRate changes the share of AHT calls answered 503 (Options.ErrorRate)
+// while serving, so a test can fail an upstream that answered before.
+func (s *Server) SetErrorRate(rate float64) { s.errorRate.Store(math.Float64bits(rate)) }
 
 // ServeHTTP answers CloudAgent's paths and the simulator's /sim/ paths.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -360,7 +367,7 @@ func (s *Server) serveAHT(r *http.Request) answer {
 		s.stats.ahtAuthFailed.Add(1)
 		return refusal
 	}
-	if s.errorRate > 0 && mrand.Float64() < s.errorRate {
+	if rate := math.Float64frombits(s.errorRate.Load()); rate > 0 && mrand.Float64() < rate {
 		s.stats.ahtInjectedErrors.Add(1)
 		return statusError(http.StatusServiceUnavailable, MsgUnavailable)
 	}
