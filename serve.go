@@ -131,7 +131,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 		Refresher:          refresh.New[cloudagent.AHTRequest](refreshConfig(cfg)),
 	}
 	if cfg.Redis.Enabled() {
-		p.RefreshLease = redisRefreshLease(redisClient, refreshLease(cfg))
+		p.RefreshLease = proxy.RedisRefreshLease(redisClient, "caproxy:refresh:", refreshLease(cfg))
 	}
 	// Access lines are formatted and written in batches off the
 	// requests' path; operational lines go out at once. Closed (every
@@ -382,14 +382,6 @@ func refreshConfig(cfg *config.Config) refresh.Config {
 // short enough that another replica takes over soon if it dies.
 func refreshLease(cfg *config.Config) time.Duration {
 	return max(cfg.Cache.TTL/4, 100*time.Millisecond)
-}
-
-// redisRefreshLease claims a key's refresh for lease with SET NX PX, so
-// one replica refreshes it.
-func redisRefreshLease(client redis.UniversalClient, lease time.Duration) proxy.RefreshLease {
-	return func(ctx context.Context, key string) (bool, error) {
-		return client.SetNX(ctx, "caproxy:refresh:"+key, 1, lease).Result()
-	}
 }
 
 // realClock is the wall clock, for the refresh loop.

@@ -7,6 +7,7 @@ import (
 	"github.com/caproxy/caproxy/cache"
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/refresh"
+	"github.com/redis/go-redis/v9"
 )
 
 // Refresher is the refresh scheduler the proxy feeds with demand and
@@ -17,6 +18,15 @@ type Refresher = refresh.Scheduler[cloudagent.AHTRequest]
 // replica refreshes it, not all (Redis: SET NX PX). It reports whether
 // this replica got it.
 type RefreshLease func(ctx context.Context, key string) (bool, error)
+
+// RedisRefreshLease is a RefreshLease in Redis: SET prefix+key NX PX lease.
+// The lease is not released after the refresh: it also keeps the other
+// replicas from refreshing the key again until it runs out.
+func RedisRefreshLease(client redis.UniversalClient, prefix string, lease time.Duration) RefreshLease {
+	return func(ctx context.Context, key string) (bool, error) {
+		return client.SetNX(ctx, prefix+key, 1, lease).Result()
+	}
+}
 
 // outcomeRefreshSkipped is a refresh flight that made no call because the
 // budget had no slot above the reserve; a client that joined it fetches

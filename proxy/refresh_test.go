@@ -6,7 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caproxy/caproxy/internal/redistest"
+	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/proxy"
 	"github.com/caproxy/caproxy/refresh"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestRefreshAheadKeepsHotKeyHit: a key asked for often is refreshed
@@ -149,4 +153,53 @@ func grep(text, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestRefreshOneReplicaThroughRedis: two replicas sharing Redis (budget,
+// cache) both want to refresh a hot key; the lease lets one call the
+// upstream, and the other serves its answer from the shared cache.
+func TestRefreshOneReplicaThroughRedis(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: redistest.Start(t)})
+	t.Cleanup(func() { rdb.Close() })
+	clock := newFakeClock()
+	base := setup{clock: clock, ttl: 30 * time.Second, refresh: true, reserve: 2, redis: rdb}
+	a := base
+	a.store = limit.NewRedisStore(rdb, "caproxy-test:")
+	first := newHarness(t, a)
+	b := base
+	b.store = limit.NewRedisStore(rdb, "caproxy-test:")
+	b.upstream = first
+	second := newHarness(t, b)
+	lease := proxy.RedisRefreshLease(rdb, "caproxy-test:refresh:", 5*time.Second)
+	first.proxy.RefreshLease, second.proxy.RefreshLease = lease, lease
+	ctx := context.Background()
+
+	for _, h := range []*harness{first, second, first, second, first, second} {
+		h.aht(apikeyAccount, "agent001")
+	}
+	if n := first.sim.Stats().AHTAdmitted; n != 1 {
+		t.Fatalf("simulator admitted %d before any refresh, want 1", n)
+	}
+	clock.Advance(25 * time.Second) // due: the last quarter of the ttl
+	first.aht(apikeyAccount, "agent001")
+	second.aht(apikeyAccount, "agent001")
+	if _, res, ok := first.proxy.RefreshNext(ctx); !ok || res != refresh.Refreshed {
+		t.Fatalf("first replica's refresh = %v %v, want refreshed", res, ok)
+	}
+	if _, res, ok := second.proxy.RefreshNext(ctx); !ok || res != refresh.Skipped {
+		t.Fatalf("second replica's refresh = %v %v, want skipped (lease held by the first)", res, ok)
+	}
+	if n := first.sim.Stats().AHTAdmitted; n != 2 {
+		t.Fatalf("simulator admitted %d, want 2 (one refresh for both replicas)", n)
+	}
+	// Past the first answer's ttl the second replica finds the refreshed
+	// answer in the shared cache.
+	clock.Advance(10 * time.Second)
+	r := second.aht(apikeyAccount, "agent001")
+	if r.header.Get("X-Cache") != "HIT" || r.header.Get("Age") != "10" {
+		t.Fatalf("second replica after the refresh: %s Age %s, want HIT 10", r.header.Get("X-Cache"), r.header.Get("Age"))
+	}
+	if n := first.sim.Stats().AHTAdmitted; n != 2 {
+		t.Fatalf("simulator admitted %d, want still 2", n)
+	}
 }

@@ -317,3 +317,46 @@ func waitParked(t *testing.T, clk *fakeclock.Clock) {
 		runtime.Gosched()
 	}
 }
+
+// TestStaleOnlyWhenAskedSinceExpiry: an expired answer nobody asked for
+// since is owed no call; one ask makes it a candidate.
+func TestStaleOnlyWhenAskedSinceExpiry(t *testing.T) {
+	s := New[int](cfg())
+	s.Asked("k", "acct", 0, t0, t0.Add(10*time.Second)) // asked while fresh
+	if j, ok := s.Next(t0.Add(50 * time.Second)); ok {
+		t.Fatalf("handed out %+v: expired, but not asked for since", j)
+	}
+	s.Asked("k", "acct", 0, t0, t0.Add(51*time.Second))
+	if j, ok := s.Next(t0.Add(51 * time.Second)); !ok || j.Reason != ReasonStale {
+		t.Fatalf("Next after an ask of the expired key = %+v %v, want stale", j, ok)
+	}
+}
+
+// TestScarce: a group is scarce while missing or stale keys wait for its
+// pace, and not once they are all handed out.
+func TestScarce(t *testing.T) {
+	c := cfg()
+	c.PerWindow, c.Reserve = 11, 1 // 10 per minute, burst 1
+	s := New[int](c)
+	now := t0.Add(time.Hour)
+	s.Asked("a", "acct", 0, now.Add(-time.Minute), now)
+	s.Asked("b", "acct", 0, now.Add(-time.Minute), now)
+	if s.Scarce("acct") {
+		t.Fatal("scarce before any Next")
+	}
+	j, ok := s.Next(now)
+	if !ok || !s.Scarce("acct") {
+		t.Fatalf("Next = %v; Scarce = %v, want true (one stale key left waiting for the pace)", ok, s.Scarce("acct"))
+	}
+	s.Done(j, Refreshed, now, now, 0)
+	now = now.Add(6 * time.Second) // one more token
+	if _, ok := s.Next(now); !ok {
+		t.Fatal("second key not handed out after the pace allowed it")
+	}
+	if s.Scarce("acct") {
+		t.Fatal("still scarce with nothing left waiting")
+	}
+	if s.Scarce("other") {
+		t.Fatal("an unknown group is scarce")
+	}
+}
