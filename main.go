@@ -95,10 +95,11 @@ func runSim(args []string, stderr io.Writer) int {
 	errorRate := fs.Float64("error-rate", 0, "fraction of AHT calls answered with HTTP 503")
 	limit := fs.Int("limit", 0, "AHT calls per account per window (0: CloudAgent's 50)")
 	window := fs.Duration("window", 0, "trailing window of the limit (0: 60s)")
+	delay := fs.Duration("delay", 0, "one-way network delay: a call is counted and answered this long after it is received")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	opts := sim.Options{Latency: *latency, ErrorRate: *errorRate, Limit: *limit, Window: *window}
+	opts := sim.Options{Latency: *latency, ErrorRate: *errorRate, Limit: *limit, Window: *window, Delay: *delay}
 	if *data != "" {
 		d, err := sim.LoadData(*data)
 		if err != nil {

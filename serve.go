@@ -107,7 +107,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	} else {
 		store = limit.NewMemoryStore()
 	}
-	budget := limit.NewBudget(store, int64(cfg.Limit.UpstreamPerMinute), budgetWindow(cfg.Limit.Window))
+	budget := limit.NewBudget(store, int64(cfg.Limit.UpstreamPerMinute), limit.SendWindow(cfg.Limit.Window))
 	tokenGuard := limit.NewBudget(store, int64(cfg.Limit.TokenGenerationsPerHour), time.Hour, limit.WithPrefix("tokengen:"))
 
 	routes, err := proxy.NewRouteTable(append(proxy.DefaultRoutes(), routesOf(cfg.Routes)...), store)
@@ -329,12 +329,6 @@ func openRedis(r config.Redis, logger *slog.Logger) (*redisconn.Conn, error) {
 		},
 	})
 }
-
-// budgetWindow is the window caproxy counts its own calls in: the upstream's
-// plus a sixtieth (1 s a minute), because a call is counted here when it is
-// sent and upstream when it arrives, and network delay must not let two calls
-// that were a window apart here land less than a window apart there.
-func budgetWindow(w time.Duration) time.Duration { return w + w/60 }
 
 // startBuiltinSim serves the simulator on a loopback port, knowing the
 // configured accounts, and returns its URL.

@@ -299,7 +299,7 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 		}
 	}
 	st := o.sim.stats(t, o.c)
-	if st.AHTLimited != 0 || st.TokenGenerations > 2 {
+	if st.AHTLimited != 0 || st.LimitViolations != 0 || st.TokenGenerations > 2 {
 		t.Errorf("simulator: %d calls refused for the limit, %d token generations; want 0 and at most 2", st.AHTLimited, st.TokenGenerations)
 	}
 }
@@ -342,7 +342,7 @@ func TestRedisHung(t *testing.T) {
 	o.waitMiss(0, 5*time.Second)
 	o.waitMiss(1, 5*time.Second)
 	o.checkAlive()
-	if st := o.sim.stats(t, o.c); st.AHTLimited != 0 || st.TokenGenerations != 1 {
+	if st := o.sim.stats(t, o.c); st.AHTLimited != 0 || st.LimitViolations != 0 || st.TokenGenerations != 1 {
 		t.Errorf("simulator: %d refused for the limit, %d token generations; want 0 and 1", st.AHTLimited, st.TokenGenerations)
 	}
 }
@@ -383,7 +383,7 @@ func TestRedisRestartedEmpty(t *testing.T) {
 		}
 	}
 	st := o.sim.stats(t, o.c)
-	if st.AHTLimited != 0 || st.MaxArrivalsInWindow > 20 || fetched > 8 {
+	if st.AHTLimited != 0 || st.LimitViolations != 0 || st.MaxArrivalsInWindow > 20 || fetched > 8 {
 		t.Errorf("after Redis restarted empty: %d fetched, simulator refused %d for the limit, most in a window %d; want at most 8, 0, at most 20",
 			fetched, st.AHTLimited, st.MaxArrivalsInWindow)
 	}
@@ -435,7 +435,7 @@ func TestRedisDownShare(t *testing.T) {
 	o.waitMiss(1, 5*time.Second)
 	o.checkAlive()
 	st := o.sim.stats(t, o.c)
-	if st.AHTLimited != 0 || st.MaxArrivalsInWindow > 10 || st.TokenGenerations > 2 {
+	if st.AHTLimited != 0 || st.LimitViolations != 0 || st.MaxArrivalsInWindow > 10 || st.TokenGenerations > 2 {
 		t.Errorf("simulator: %d refused for the limit, most in a window %d, %d token generations; want 0, at most 10, at most 2",
 			st.AHTLimited, st.MaxArrivalsInWindow, st.TokenGenerations)
 	}
@@ -473,7 +473,7 @@ func TestRedisClusterNodeKilled(t *testing.T) {
 	o.waitMiss(0, 15*time.Second)
 	o.waitMiss(1, 15*time.Second)
 	o.checkAlive()
-	if st := o.sim.stats(t, o.c); st.AHTLimited != 0 || st.TokenGenerations > 2 {
+	if st := o.sim.stats(t, o.c); st.AHTLimited != 0 || st.LimitViolations != 0 || st.TokenGenerations > 2 {
 		t.Errorf("simulator: %d refused for the limit, %d token generations; want 0 and at most 2", st.AHTLimited, st.TokenGenerations)
 	}
 }

@@ -60,7 +60,7 @@ func scaleOut(t *testing.T, cfg proxyConfig) {
 		t.Logf("output of the first replica:\n%s", a.out.String())
 	}
 	st := s.stats(t, c)
-	if st.TokenGenerations != 1 || st.AHTAdmitted > 2*agents || st.AHTLimited != 0 {
+	if st.TokenGenerations != 1 || st.AHTAdmitted > 2*agents || st.AHTLimited != 0 || st.LimitViolations != 0 {
 		t.Fatalf("simulator: %d token generations, %d AHT admitted, %d limited; want 1, at most %d, 0",
 			st.TokenGenerations, st.AHTAdmitted, st.AHTLimited, 2*agents)
 	}

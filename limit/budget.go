@@ -50,6 +50,14 @@ type Budget struct {
 	lim atomic.Pointer[limiter.Limiter]
 }
 
+// SendWindow is the window caproxy counts its calls to an upstream limit of
+// w in: w plus 1/60 (one second a minute). CloudAgent counts a call when it
+// arrives and caproxy when it sends it; calls no more than w apart when
+// they arrive were sent less than w + w/60 apart whenever the one-way delays
+// differ by less than w/60, so a budget of n calls in SendWindow(w) keeps
+// CloudAgent's n in w.
+func SendWindow(w time.Duration) time.Duration { return w + w/60 }
+
 // Option configures a Budget.
 type Option func(*Budget)
 

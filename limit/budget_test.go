@@ -323,3 +323,44 @@ func TestBudgetTakeAbove(t *testing.T) {
 		})
 	}
 }
+
+// TestSendWindowProductionMargin checks production's budget (50 calls in
+// SendWindow of a minute) on the fake clock: the margin is exactly one
+// second a minute, and a slot taken at t frees at t+61 s, not at t+60 s,
+// so a call sent when it frees arrives more than a minute after any call
+// that arrived up to one second late.
+func TestSendWindowProductionMargin(t *testing.T) {
+	for w, want := range map[time.Duration]time.Duration{
+		time.Minute: 61 * time.Second,
+		time.Second: time.Second + time.Second/60,
+	} {
+		if got := SendWindow(w); got != want {
+			t.Errorf("SendWindow(%v) = %v, want %v", w, got, want)
+		}
+	}
+	ctx := context.Background()
+	b, clock := fakeBudget(50, SendWindow(time.Minute), false)
+	for i := range 50 {
+		if i == 25 {
+			clock.Set(t0.Add(30 * time.Second))
+		}
+		if ok, _, err := b.Take(ctx, "demo"); !ok || err != nil {
+			t.Fatalf("Take #%d = %v %v", i+1, ok, err)
+		}
+	}
+	for _, at := range []time.Duration{30 * time.Second, time.Minute, 61*time.Second - time.Nanosecond} {
+		clock.Set(t0.Add(at))
+		if ok, st, err := b.Take(ctx, "demo"); ok || err != nil || st.NextFree != t0.Add(61*time.Second) {
+			t.Fatalf("Take at %v = %v %+v %v, want refused until 61 s", at, ok, st, err)
+		}
+	}
+	clock.Set(t0.Add(61 * time.Second))
+	for i := range 25 { // the calls taken at 0 s have left the window
+		if ok, _, err := b.Take(ctx, "demo"); !ok || err != nil {
+			t.Fatalf("Take #%d at 61 s = %v %v", i+1, ok, err)
+		}
+	}
+	if ok, st, _ := b.Take(ctx, "demo"); ok || st.NextFree != t0.Add(91*time.Second) {
+		t.Fatalf("Take #26 at 61 s = %v %+v, want refused until 91 s", ok, st)
+	}
+}

@@ -137,7 +137,7 @@ func newHarness(t *testing.T, s setup) *harness {
 	mem := limit.NewMemoryStore()
 	if s.clock != nil {
 		now = s.clock.Now
-		s.sim.Now = now
+		s.sim.Now, s.sim.After = now, s.clock.After
 		mem.Now = now
 		budgetOpts = append(budgetOpts, limit.WithClock(s.clock))
 	}

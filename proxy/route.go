@@ -154,7 +154,7 @@ func NewRouteTable(routes []Route, store limit.Store, opts ...limit.Option) (*Ro
 			continue
 		}
 		if rt.BudgetCalls > 0 {
-			rt.budget = limit.NewBudget(store, rt.BudgetCalls, budgetWindow(rt.BudgetWindow),
+			rt.budget = limit.NewBudget(store, rt.BudgetCalls, limit.SendWindow(rt.BudgetWindow),
 				append(slices.Clip(opts), limit.WithPrefix("route:"+rt.Name+":"))...)
 		}
 		if p, ok := strings.CutSuffix(rt.Path, "/*"); ok {
@@ -169,10 +169,6 @@ func NewRouteTable(routes []Route, store limit.Store, opts ...limit.Option) (*Ro
 	slices.SortStableFunc(t.prefixes, func(a, b *Route) int { return len(b.prefix) - len(a.prefix) })
 	return t, errors.Join(errs...)
 }
-
-// budgetWindow is the window caproxy counts a route's calls in: CloudAgent's
-// plus 1/60, so calls sent within it arrive within CloudAgent's.
-func budgetWindow(w time.Duration) time.Duration { return w + w/60 }
 
 // check validates rt and fills in defaults.
 func (rt *Route) check() error {

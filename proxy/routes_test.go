@@ -58,7 +58,7 @@ func TestOddSpellingsOfAHTShareItsBudget(t *testing.T) {
 	}
 	wg.Wait()
 	st := h.sim.Stats()
-	if st.AHTLimited != 0 || st.AHTAdmitted > 50 || st.AHTCalls > 50 {
+	if st.AHTLimited != 0 || st.LimitViolations != 0 || st.AHTAdmitted > 50 || st.AHTCalls > 50 {
 		t.Fatalf("upstream saw %d AHT calls, %d admitted, %d refused for its limit", st.AHTCalls, st.AHTAdmitted, st.AHTLimited)
 	}
 	limited := 0
@@ -153,7 +153,7 @@ func TestTwoAppsPollingCDRStayUnderTheLimit(t *testing.T) {
 		c.Advance(10 * time.Second)
 	}
 	st := h.sim.Stats()
-	if st.ReportLimited != 0 || st.MaxReportInWindow > cloudagent.CDRLimit {
+	if st.ReportLimited != 0 || st.LimitViolations != 0 || st.MaxReportInWindow > cloudagent.CDRLimit {
 		t.Fatalf("upstream refused %d calls, max %d in a window", st.ReportLimited, st.MaxReportInWindow)
 	}
 	// 3 minutes, a one-minute cache: a handful of upstream calls (each

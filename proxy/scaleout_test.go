@@ -58,7 +58,7 @@ func TestReplicasShareOneBudgetThroughRedis(t *testing.T) {
 	wg.Wait()
 	st := first.sim.Stats()
 	t.Logf("client statuses %v; upstream admitted %d, limited %d, max in one window %d", codes, st.AHTAdmitted, st.AHTLimited, st.MaxInWindow)
-	if st.AHTLimited != 0 || st.MaxArrivalsInWindow > perWindow {
+	if st.AHTLimited != 0 || st.LimitViolations != 0 || st.MaxArrivalsInWindow > perWindow {
 		t.Errorf("two replicas went over the shared budget: %d limited, %d arrived in one window (limit %d)", st.AHTLimited, st.MaxArrivalsInWindow, perWindow)
 	}
 	if codes[http.StatusTooManyRequests] == 0 {

@@ -25,17 +25,19 @@
 #   wrk -t2 -c64 -d20s -s scripts/mix.lua http://127.0.0.1:8080/ca_apis/aht
 #
 # Then read what the upstream saw: GET http://127.0.0.1:8081/sim/stats
-# (AHTAdmitted, AHTLimited, MaxInWindow, TokenGenerations, per account;
+# (AHTAdmitted, AHTLimited, LimitViolations, MaxArrivalsInWindow, TokenGenerations, per account;
 # POST /sim/reset zeroes it) and what caproxy did: GET /metrics on its
 # admin listener (caproxy_requests_total{route="aht",outcome=...}). A run is
-# good when AHTLimited is 0 and MaxInWindow is at most 50: caproxy never
-# let the simulator refuse a call for the limit.
+# good when LimitViolations is 0 and MaxArrivalsInWindow (arrivals in a trailing
+# minute, refused ones included) is at most 50: caproxy never let the
+# simulator refuse a call for any of its limits.
 #
 # This script does all of that on free loopback ports and stops everything
 # it started when it ends. Knobs: DURATION (20s), CONNS (64), THREADS (2),
 # SIM_LATENCY (20ms, added to every simulated CloudAgent answer), SIM_ARGS
 # (more simulator flags, e.g. "-error-rate 0.05" to see stale answers
-# served, or "-limit 30" to watch this script catch a broken limit).
+# served, "-delay 500ms" for a one-way network delay the budget's margin
+# must absorb, or "-limit 30" to watch this script catch a broken limit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -148,17 +150,18 @@ echo
 echo "== upstream (simulator /sim/stats)"
 admitted=$(stat AHTAdmitted)
 limited=$(stat AHTLimited)
-max_in_window=$(stat MaxInWindow)
+violations=$(stat LimitViolations)
+max_in_window=$(stat MaxArrivalsInWindow)
 tokens=$(stat TokenGenerations)
-echo "AHTAdmitted ${admitted:-?}  AHTLimited ${limited:-?}  MaxInWindow ${max_in_window:-?}  TokenGenerations ${tokens:-?}"
+echo "AHTAdmitted ${admitted:-?}  AHTLimited ${limited:-?}  LimitViolations ${violations:-?}  MaxArrivalsInWindow ${max_in_window:-?}  TokenGenerations ${tokens:-?}"
 
-[[ -n $limited && -n $max_in_window ]] || {
+[[ -n $limited && -n $violations && -n $max_in_window ]] || {
 	cat "$tmp/stats.json" >&2
-	die "could not read AHTLimited/MaxInWindow from /sim/stats"
+	die "could not read AHTLimited/LimitViolations/MaxArrivalsInWindow from /sim/stats"
 }
-if ((limited != 0 || max_in_window > 50)); then
+if ((limited != 0 || violations != 0 || max_in_window > 50)); then
 	show_log caproxy
-	die "upstream limit broken: AHTLimited=$limited (want 0), MaxInWindow=$max_in_window (want <= 50)"
+	die "upstream limit broken: AHTLimited=$limited, LimitViolations=$violations (want 0), MaxArrivalsInWindow=$max_in_window (want <= 50)"
 fi
 grep -q '^MIX status 200 ' "$out" || die "no request was answered 200"
 echo "OK: the simulator refused no call for the limit and never saw more than 50 calls per account in a window"

@@ -69,6 +69,7 @@ func (s *Server) serveReport(w http.ResponseWriter, r *http.Request, paged bool)
 	acct.mu.Unlock()
 	if !admitted {
 		s.stats.reportLimited.Add(1)
+		s.stats.limitViolations.Add(1)
 		acct.stats.reportLimited.Add(1)
 		return reportError(http.StatusTooManyRequests, MsgReportsLimited)
 	}

@@ -107,7 +107,7 @@ func TestFetchCDRDetailsContract(t *testing.T) {
 	}
 	wantTokenError(t, b, MsgCDRRetention)
 	st := h.sim.Stats()
-	if st.ReportAdmitted != 3 || st.ReportLimited != 1 || st.MaxReportInWindow != 2 {
+	if st.ReportAdmitted != 3 || st.ReportLimited != 1 || st.MaxReportInWindow != 2 || st.LimitViolations != 1 {
 		t.Fatalf("stats = %+v", st)
 	}
 }

@@ -89,8 +89,17 @@ type Options struct {
 	// ErrorRate is the fraction of authenticated AHT calls answered 503 with
 	// a CloudAgent error body, before the limit counts them.
 	ErrorRate float64
+	// Delay is the one-way network delay from caller to simulator: a call
+	// to a CloudAgent path is decided (counted against its limit, its token
+	// checked) Delay after the simulator received it, on the After clock. It
+	// models what the proxy's budget margin exists for: CloudAgent counts a
+	// call when it arrives, the proxy when it sends it. SetDelay changes it.
+	Delay time.Duration
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
+	// After waits on the clock of Now (a fake clock's After in tests); nil:
+	// time.After. Only Delay uses it.
+	After func(time.Duration) <-chan time.Time
 }
 
 // Server is a simulated CloudAgent. It is an http.Handler, safe for
@@ -103,6 +112,8 @@ type Server struct {
 	tokenGens      int
 	tokenGenWindow int64 // nanoseconds
 	latency        time.Duration
+	after          func(time.Duration) <-chan time.Time
+	oneWayDelay    atomic.Int64 // nanoseconds; see Options.Delay
 	// errorRate holds the math.Float64bits of the share of AHT calls
 	// answered 503; SetErrorRate changes it while serving.
 	errorRate atomic.Uint64
@@ -149,11 +160,16 @@ func New(opts Options) *Server {
 		tokenGens:      opts.TokenGenerations,
 		tokenGenWindow: int64(opts.TokenGenWindow),
 		latency:        opts.Latency,
+		after:          opts.After,
 	}
 	s.SetErrorRate(opts.ErrorRate)
 	if s.now == nil {
 		s.now = time.Now
 	}
+	if s.after == nil {
+		s.after = time.After
+	}
+	s.oneWayDelay.Store(int64(opts.Delay))
 	if s.limit == 0 {
 		s.limit = 50
 	}
@@ -246,12 +262,20 @@ func statusError(code int, msg string) answer {
 	return answer{code, cloudagent.ErrorBody(msg)}
 }
 
+// SetDelay sets the one-way delay of calls received from now on (see
+// Options.Delay); safe to call concurrently with requests.
+func (s *Server) SetDelay(d time.Duration) { s.oneWayDelay.Store(int64(d)) }
+
 // SetErrorRate changes the share of AHT calls answered 503 (Options.ErrorRate)
 // while serving, so a test can fail an upstream that answered before.
 func (s *Server) SetErrorRate(rate float64) { s.errorRate.Store(math.Float64bits(rate)) }
 
 // ServeHTTP answers CloudAgent's paths and the simulator's /sim/ paths.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	upstream := strings.HasPrefix(r.URL.Path, "/ca_apis/") || strings.HasPrefix(r.URL.Path, cloudagent.ReportsPrefix)
+	if upstream && !s.arrive(r.Context()) {
+		return // the caller gave up before the call arrived
+	}
 	var a answer
 	switch servletPath(r.URL.Path) {
 	case cloudagent.PathAHT:
@@ -294,7 +318,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		a = statusError(http.StatusNotFound, MsgNotFound)
 	}
-	if (strings.HasPrefix(r.URL.Path, "/ca_apis/") || strings.HasPrefix(r.URL.Path, cloudagent.ReportsPrefix)) && !s.delay(r.Context()) {
+	if upstream && !s.delay(r.Context()) {
 		return // the client has gone; nobody to answer
 	}
 	h := w.Header()
@@ -330,6 +354,22 @@ func allow(w http.ResponseWriter, r *http.Request, method string, a *answer) boo
 	w.Header().Set("Allow", method)
 	*a = statusError(http.StatusMethodNotAllowed, MsgMethodNotAllowed)
 	return false
+}
+
+// arrive waits the one-way delay on the simulator's clock, or until ctx
+// ends (reported as false: the call never arrived). With no delay a call
+// that reached the handler has arrived, whether or not its caller still waits.
+func (s *Server) arrive(ctx context.Context) bool {
+	d := time.Duration(s.oneWayDelay.Load())
+	if d <= 0 {
+		return true
+	}
+	select {
+	case <-s.after(d):
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // delay waits the configured latency, or until ctx ends (reported as false).
@@ -379,6 +419,7 @@ func (s *Server) serveAHT(r *http.Request) answer {
 		raise(&s.stats.maxArrivalsInWindow, int64(arrived))
 		if !admitted {
 			s.stats.ahtLimited.Add(1)
+			s.stats.limitViolations.Add(1)
 			acct.stats.ahtLimited.Add(1)
 			return caError(cloudagent.MsgLimitExceeded)
 		}
@@ -495,6 +536,7 @@ func (s *Server) serveGenerateToken(r *http.Request) answer {
 	acct.mu.Unlock()
 	if !admitted {
 		s.stats.tokenRejected.Add(1)
+		s.stats.limitViolations.Add(1)
 		return caTokenError(MsgTokenGenLimit)
 	}
 	s.stats.tokenGenerations.Add(1)
@@ -530,6 +572,7 @@ func (s *Server) serveAgentDetails(r *http.Request) answer {
 	admitted, _ := acct.other.admit(now.UnixNano(), s.window, AgentDetailsLimit)
 	acct.mu.Unlock()
 	if !admitted {
+		s.stats.limitViolations.Add(1)
 		return caError(cloudagent.MsgLimitExceeded)
 	}
 	return ok(s.agentDetails)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -423,9 +424,11 @@ func TestLimitIsTrailingWindow(t *testing.T) {
 	wantError(t, call(), cloudagent.MsgLimitExceeded)
 
 	st := h.sim.Stats()
-	want := Stats{AHTCalls: 104, AHTAdmitted: 100, AHTLimited: 4, MaxInWindow: 50}
+	// Arrivals count refused calls too: (59.5 s, 119.5 s] holds the
+	// refusals at 61 s and 118.999 s and the 51 calls at 119.5 s.
+	want := Stats{AHTCalls: 104, AHTAdmitted: 100, AHTLimited: 4, MaxInWindow: 50, MaxArrivalsInWindow: 53, LimitViolations: 4}
 	if st.AHTCalls != want.AHTCalls || st.AHTAdmitted != want.AHTAdmitted || st.AHTLimited != want.AHTLimited ||
-		st.MaxInWindow != want.MaxInWindow {
+		st.MaxInWindow != want.MaxInWindow || st.MaxArrivalsInWindow != want.MaxArrivalsInWindow || st.LimitViolations != want.LimitViolations {
 		t.Fatalf("stats %+v, want %+v", st, want)
 	}
 	if pa := st.PerAccount["demo-basic"]; pa.AHTAdmitted != 100 || pa.AHTLimited != 4 {
@@ -452,13 +455,79 @@ func TestLimitRecordsOnlyAdmittedCalls(t *testing.T) {
 			t.Fatalf("call %d after the window slid: %s", i+1, b)
 		}
 	}
-	if st := h.sim.Stats(); st.MaxInWindow != 5 {
-		t.Fatalf("MaxInWindow = %d, want 5", st.MaxInWindow)
+	if st := h.sim.Stats(); st.MaxInWindow != 5 || st.LimitViolations != 20 {
+		t.Fatalf("MaxInWindow = %d, LimitViolations = %d; want 5, 20", st.MaxInWindow, st.LimitViolations)
 	}
 	// Refused calls still arrived: 5 admitted and 20 refused within 10 s,
 	// then (the first 5 gone) 20 refused and 5 admitted.
 	if st := h.sim.Stats(); st.MaxArrivalsInWindow != 25 {
 		t.Fatalf("MaxArrivalsInWindow = %d, want 25: refused arrivals must show a sender over the limit", st.MaxArrivalsInWindow)
+	}
+}
+
+// TestLimitViolationsCountEveryLimit checks that a refusal for any of
+// CloudAgent's limits (AHT, AgentDetails, token generations) is a violation,
+// and that MaxArrivalsInWindow exceeds the limit exactly when one was
+// refused, so a test asserting it stays at most the limit can fail.
+func TestLimitViolationsCountEveryLimit(t *testing.T) {
+	h := newHarness(t, Options{Limit: 2})
+	for range 2 {
+		h.campaignAHT("campaign001")
+	}
+	if st := h.sim.Stats(); st.MaxArrivalsInWindow != 2 || st.LimitViolations != 0 {
+		t.Fatalf("at the limit: MaxArrivalsInWindow %d, LimitViolations %d; want 2, 0", st.MaxArrivalsInWindow, st.LimitViolations)
+	}
+	wantError(t, h.campaignAHT("campaign001"), cloudagent.MsgLimitExceeded)
+	if st := h.sim.Stats(); st.MaxArrivalsInWindow != 3 || st.LimitViolations != 1 {
+		t.Fatalf("over the AHT limit: MaxArrivalsInWindow %d, LimitViolations %d; want 3, 1", st.MaxArrivalsInWindow, st.LimitViolations)
+	}
+	for range AgentDetailsLimit + 1 {
+		h.post(PathAgentDetails, basicAuth, `{"userName":"demo-basic"}`)
+	}
+	if st := h.sim.Stats(); st.LimitViolations != 2 {
+		t.Fatalf("over the AgentDetails limit: LimitViolations %d, want 2", st.LimitViolations)
+	}
+	for range 11 {
+		h.post(cloudagent.PathGenerateToken, hdr{"apiKey": "demo-key"}, `{"userName":"demo"}`)
+	}
+	if st := h.sim.Stats(); st.LimitViolations != 3 || st.TokenGenerations != 10 {
+		t.Fatalf("over the token limit: LimitViolations %d, TokenGenerations %d; want 3, 10", st.LimitViolations, st.TokenGenerations)
+	}
+}
+
+// TestDelayCountsOnArrival checks Options.Delay: a call sent at t arrives,
+// and is counted, at t+Delay on the simulator's clock, so calls sent in
+// separate windows can meet in one.
+func TestDelayCountsOnArrival(t *testing.T) {
+	c := fakeclock.New(epoch)
+	h := newHarness(t, Options{Limit: 1, Window: 10 * time.Second, Now: c.Now, After: c.After, Delay: 2 * time.Second})
+	h.clock = c
+	done := make(chan []byte, 1)
+	go func() {
+		_, b := h.post(cloudagent.PathAHT, basicAuth, `{"userName":"demo-basic","agentId":"agent001"}`)
+		done <- b
+	}()
+	for c.Waiters() == 0 { // the call is in flight
+		runtime.Gosched()
+	}
+	select {
+	case b := <-done:
+		t.Fatalf("answered before it arrived: %s", b)
+	default:
+	}
+	c.Advance(2 * time.Second) // arrives at 2 s
+	if b := <-done; !cloudagent.IsSuccess(b) {
+		t.Fatalf("first call: %s", b)
+	}
+	// Sent at 11 s, after the sender's window of the first call (sent at 0 s)
+	// ended; with no delay it arrives at 11 s, inside (1 s, 11 s], which
+	// holds the first call's arrival at 2 s.
+	h.sim.SetDelay(0)
+	c.Advance(9 * time.Second)
+	_, b := h.post(cloudagent.PathAHT, basicAuth, `{"userName":"demo-basic","agentId":"agent001"}`)
+	wantError(t, b, cloudagent.MsgLimitExceeded)
+	if st := h.sim.Stats(); st.LimitViolations != 1 || st.MaxArrivalsInWindow != 2 {
+		t.Fatalf("LimitViolations %d, MaxArrivalsInWindow %d; want 1, 2", st.LimitViolations, st.MaxArrivalsInWindow)
 	}
 }
 
@@ -689,7 +758,7 @@ func TestConcurrentCallsOneAccount(t *testing.T) {
 		t.Fatalf("admitted %d, limited %d; want 50, %d", admitted, limited, callers-50)
 	}
 	st := h.sim.Stats()
-	if st.AHTAdmitted != 50 || st.AHTLimited != callers-50 || st.MaxInWindow != 50 {
+	if st.AHTAdmitted != 50 || st.AHTLimited != callers-50 || st.MaxInWindow != 50 || st.MaxArrivalsInWindow != callers || st.LimitViolations != callers-50 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -698,8 +767,14 @@ func TestLatencyHonoursRequestContext(t *testing.T) {
 	// An hour of latency: if the handler ignored the request's context,
 	// the server's Close in Cleanup would hang the test.
 	h := newHarness(t, Options{Latency: time.Hour})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	go func() { // give up once the call has been decided, however slow the machine
+		for h.sim.Stats().AHTAdmitted == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.srv.URL+cloudagent.PathAHT,
 		strings.NewReader(`{"userName":"demo-basic","agentId":"agent001"}`))
 	req.Header.Set("apiKey", "demo-basic-key")

@@ -19,13 +19,21 @@ type Stats struct {
 	ReportLimited     int64 // reporting calls refused with HTTP 429
 	ReportAuthFailed  int64 // reporting calls refused for credentials (a bearer token included)
 	ManualDials       int64 // calls placed by AgentManualDial
+	// LimitViolations counts calls refused for a rate limit of any kind:
+	// AHT "max limit exceeded", AgentDetails over its limit, reporting 429s
+	// and token generations over the hourly limit. Against a proxy that
+	// keeps CloudAgent's limits it is 0; every proxy test of a budget
+	// checks that.
+	LimitViolations int64
 	// MaxReportInWindow is the most admitted calls one account had on one
-	// reporting path within a trailing Window.
+	// reporting path within a trailing Window (refusals keep it at
+	// cloudagent.CDRLimit at most: read LimitViolations).
 	MaxReportInWindow int
 	// MaxInWindow is the most admitted AHT calls one account had within a
-	// trailing Window, measured at each admission. It must never exceed
-	// Limit; a proxy test reads it to prove the upstream budget held. It is
-	// not measured when Limit is negative (no limit, no log kept).
+	// trailing Window, measured at each admission. Refusals keep it at Limit
+	// at most, so a test of a sender reads MaxArrivalsInWindow and
+	// LimitViolations instead. It is not measured when Limit is negative
+	// (no limit, no log kept).
 	MaxInWindow int
 	// MaxArrivalsInWindow is the most AHT calls one account sent within a
 	// trailing Window, refused ones included (calls with good credentials;
@@ -54,7 +62,7 @@ type counters struct {
 	tokenGenerations, tokenRejected, otherCalls                         atomic.Int64
 	maxInWindow, maxArrivalsInWindow                                    atomic.Int64
 	reportCalls, reportAdmitted, reportLimited, reportAuthFailed        atomic.Int64
-	manualDials, maxReportInWindow                                      atomic.Int64
+	manualDials, maxReportInWindow, limitViolations                     atomic.Int64
 }
 
 // accountCounters are one account's counters behind AccountStats.
@@ -106,6 +114,7 @@ func (s *Server) Stats() Stats {
 		ReportAuthFailed:    c.reportAuthFailed.Load(),
 		ManualDials:         c.manualDials.Load(),
 		MaxReportInWindow:   int(c.maxReportInWindow.Load()),
+		LimitViolations:     c.limitViolations.Load(),
 		PerAccount:          make(map[string]AccountStats, len(s.accounts)),
 	}
 	for name, a := range s.accounts {
@@ -130,7 +139,7 @@ func (s *Server) ResetStats() {
 		&c.ahtCalls, &c.ahtAdmitted, &c.ahtLimited, &c.ahtAuthFailed, &c.ahtInjectedErrors,
 		&c.tokenGenerations, &c.tokenRejected, &c.otherCalls, &c.maxInWindow, &c.maxArrivalsInWindow,
 		&c.reportCalls, &c.reportAdmitted, &c.reportLimited, &c.reportAuthFailed,
-		&c.manualDials, &c.maxReportInWindow,
+		&c.manualDials, &c.maxReportInWindow, &c.limitViolations,
 	} {
 		v.Store(0)
 	}
