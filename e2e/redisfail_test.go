@@ -201,7 +201,11 @@ func (o *outage) waitMiss(i int, within time.Duration) {
 	var last timed
 	for time.Now().Before(deadline) {
 		last = o.ask(i, o.newAgent())
-		o.checkFast("waiting for misses to be fetched again", []timed{last})
+		// The 0.5 s bound is the outage's promise; while Redis comes back
+		// (a cluster reloads its slot map) the bound is within itself.
+		if last.err != nil {
+			o.t.Errorf("waiting for misses to be fetched again: %s: %v", last.agent, last.err)
+		}
 		if last.err == nil && last.code == http.StatusOK && last.header.Get("X-Cache") == "MISS" {
 			return
 		}
