@@ -23,7 +23,6 @@ func TestRequestKeyCanonical(t *testing.T) {
 			`{"agentId":"agent1","userName":"demo"}`,
 			" {\n  \"agentId\" : \"agent1\" ,\n  \"userName\" : \"demo\"\n} ",
 			`{"userName":"demo","agentId":"\u0061gent1","extra":{"agentId":"other"}}`,
-			`{"userName":"demo","agentId":"old","agentId":"agent1","campaignName":null}`,
 		},
 		{
 			`{"userName":"demo","campaignName":"Sales"}`,

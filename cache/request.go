@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"unicode/utf16"
@@ -14,6 +15,16 @@ var (
 	ErrEmptyBody   = errors.New("request body is empty")
 	ErrInvalidJSON = errors.New("request body is not valid JSON")
 	ErrNotObject   = errors.New("request body must be a JSON object")
+
+	// ErrFieldCase refuses a field whose name matches userName, agentId or
+	// campaignName only when case is ignored: CloudAgent (Java; Jackson
+	// reads case-sensitively) and encoding/json (case-insensitive) would
+	// read it differently, so caproxy guesses neither.
+	ErrFieldCase = errors.New("field names must be spelled userName, agentId and campaignName, case included")
+	// ErrFieldRepeated refuses a body naming userName, agentId or
+	// campaignName twice: readers disagree on which occurrence (or null)
+	// counts.
+	ErrFieldRepeated = errors.New("userName, agentId and campaignName may each appear only once")
 
 	ErrUserNameNotString     = errors.New("userName must be a string")
 	ErrAgentIDNotString      = errors.New("agentId must be a string")
@@ -32,10 +43,13 @@ const maxDepth = 10000
 // The body must be exactly one JSON object (surrounding whitespace
 // allowed). Field names match exactly, case included; the proxy forwards
 // only the fields read here, so upstream answers the question keyed. The
-// three fields must be strings wherever they appear; JSON null counts as
-// absent. Other fields, of any type, are ignored. When a field is
-// repeated, its last occurrence wins, as with encoding/json (a last null
-// leaves it absent). Strings are decoded as encoding/json decodes them
+// three fields must be strings; JSON null counts as absent. Other fields,
+// of any type, are ignored. Where readers of JSON disagree the body is
+// refused rather than read one way: a name that matches one of the three
+// only when case is ignored (encoding/json would take it, a Jackson-based
+// CloudAgent would not) is ErrFieldCase, and one of the three named twice
+// (which occurrence wins, and whether a later null clears an earlier
+// value, depends on the reader) is ErrFieldRepeated. Strings are decoded as encoding/json decodes them
 // (escapes, surrogate pairs, invalid UTF-8 and lone surrogates become
 // U+FFFD) and the same bodies are accepted, nesting limit included;
 // FuzzParseRequest checks both against an encoding/json implementation.
@@ -43,8 +57,8 @@ const maxDepth = 10000
 // and allocates only the strings it returns.
 //
 // Errors are ErrEmptyBody, ErrInvalidJSON (wrapped with where and why),
-// ErrNotObject, or one of the *NotString errors for the first offending
-// field. On error the request returned is empty.
+// ErrNotObject, the first of ErrFieldCase and ErrFieldRepeated, or else
+// one of the *NotString errors for the first offending field. On error the request returned is empty.
 func ParseRequest(body []byte) (cloudagent.AHTRequest, error) {
 	r, err := parseRequest(body)
 	if err != nil {
@@ -72,7 +86,8 @@ func parseRequest(body []byte) (cloudagent.AHTRequest, error) {
 	p.i++
 	// A field of the wrong type is reported only if the body is valid
 	// JSON, as encoding/json does: a syntax error says more.
-	var typeErr error
+	var typeErr, nameErr error
+	var seen [fieldCampaignName + 1]bool
 	p.skipSpace()
 	if p.peek() == '}' {
 		p.i++
@@ -91,6 +106,20 @@ func parseRequest(body []byte) (cloudagent.AHTRequest, error) {
 			}
 			p.i++
 			p.skipSpace()
+			switch {
+			case f == fieldCase:
+				f = fieldOther
+				if nameErr == nil {
+					nameErr = ErrFieldCase
+				}
+			case f != fieldOther && seen[f]:
+				if nameErr == nil {
+					nameErr = ErrFieldRepeated
+				}
+			}
+			if f != fieldOther {
+				seen[f] = true
+			}
 			if f == fieldOther {
 				if err := p.skipValue(1); err != nil {
 					return r, err
@@ -138,6 +167,9 @@ func parseRequest(body []byte) (cloudagent.AHTRequest, error) {
 	if err := p.end(); err != nil {
 		return r, err
 	}
+	if nameErr != nil {
+		return r, nameErr
+	}
 	return r, typeErr
 }
 
@@ -149,6 +181,7 @@ const (
 	fieldUserName
 	fieldAgentID
 	fieldCampaignName
+	fieldCase // one of the three names with another case
 )
 
 var notStringErrors = [...]error{
@@ -166,8 +199,16 @@ func fieldOf(name []byte) field {
 	case "campaignName":
 		return fieldCampaignName
 	}
+	for _, n := range fieldNames {
+		if bytes.EqualFold(name, n) {
+			return fieldCase
+		}
+	}
 	return fieldOther
 }
+
+// fieldNames are the request's field names, for fieldOf's case check.
+var fieldNames = [...][]byte{[]byte("userName"), []byte("agentId"), []byte("campaignName")}
 
 // parser scans one JSON text; i is the offset of the next unread byte.
 type parser struct {

@@ -40,10 +40,7 @@ var parseCases = []struct {
 	{"utf8", `{"userName":"दिल्ली","agentId":"é"}`, req{UserName: "दिल्ली", AgentID: "é"}, nil},
 	{"invalid utf8 replaced", "{\"userName\":\"a\xffb\xc3\"}", req{UserName: "a\uFFFDb\uFFFD"}, nil},
 	{"null is absent", `{"userName":"demo","agentId":null,"campaignName":"c"}`, req{UserName: "demo", CampaignName: "c"}, nil},
-	{"duplicate: last wins", `{"userName":"a","userName":"b","agentId":"x","agentId":"y"}`, req{UserName: "b", AgentID: "y"}, nil},
-	{"duplicate: later null clears", `{"userName":"demo","agentId":"x","agentId":null}`, req{UserName: "demo"}, nil},
-	{"duplicate: later string after null", `{"agentId":null,"agentId":"x"}`, req{AgentID: "x"}, nil},
-	{"case matters", `{"UserName":"x","AGENTID":"y","username":"z"}`, req{}, nil},
+	{"case-folded unknown", `{"userNames":"x","agent_id":"y"}`, req{}, nil},
 	{"deep unknown", `{"x":` + strings.Repeat("[", 9999) + strings.Repeat("]", 9999) + `,"userName":"d"}`, req{UserName: "d"}, nil},
 
 	// Rejected before looking at fields.
@@ -87,7 +84,17 @@ var parseCases = []struct {
 	{"object campaignName", `{"userName":"d","campaignName":{"name":"c"}}`, req{}, ErrCampaignNameNotString},
 	{"array agentId", `{"agentId":["a"]}`, req{}, ErrAgentIDNotString},
 	{"first type error wins", `{"campaignName":1,"agentId":2}`, req{}, ErrCampaignNameNotString},
-	{"bad type then good duplicate", `{"agentId":1,"agentId":"a"}`, req{}, ErrAgentIDNotString},
+	{"bad type then good duplicate", `{"agentId":1,"agentId":"a"}`, req{}, ErrFieldRepeated},
+
+	// Rejected where readers of JSON disagree.
+	{"duplicate", `{"userName":"a","userName":"b","agentId":"x"}`, req{}, ErrFieldRepeated},
+	{"duplicate: later null", `{"userName":"demo","agentId":"x","agentId":null}`, req{}, ErrFieldRepeated},
+	{"duplicate: later string after null", `{"agentId":null,"agentId":"x"}`, req{}, ErrFieldRepeated},
+	{"duplicate escaped", `{"agentId":"x","\u0061gentId":"y"}`, req{}, ErrFieldRepeated},
+	{"other case", `{"userName":"demo","AgentId":"x"}`, req{}, ErrFieldCase},
+	{"other case only", `{"UserName":"x","AGENTID":"y","username":"z"}`, req{}, ErrFieldCase},
+	{"unicode fold", "{\"userName\":\"demo\",\"campaignName\":\"c\",\"agentId\":\"a\",\"u\u017fername\":\"x\"}", req{}, ErrFieldCase},
+	{"name error beats type error", `{"agentId":1,"AgentId":"x"}`, req{}, ErrFieldCase},
 	{"syntax error beats type error", `{"agentId":1,}`, req{}, ErrInvalidJSON},
 }
 
@@ -147,60 +154,71 @@ func TestParseRequestDoesNotRetainBody(t *testing.T) {
 	}
 }
 
-// parseRequestStd is the reference ParseRequest, built on encoding/json:
-// what the scanner must agree with.
+// parseRequestStd is the reference ParseRequest: encoding/json reads the
+// body (json.Unmarshal into cloudagent.AHTRequest, case-insensitive names,
+// last occurrence wins, null a no-op), after the refusals ParseRequest adds
+// where readers disagree, found on the names as encoding/json decodes them.
+// It copies none of the scanner's choices, so fuzzing finds where the two
+// read a body differently.
 func parseRequestStd(body []byte) (req, error) {
-	var r req
 	if len(bytes.Trim(body, " \t\r\n")) == 0 {
-		return r, ErrEmptyBody
+		return req{}, ErrEmptyBody
 	}
 	if !json.Valid(body) {
-		return r, ErrInvalidJSON
+		return req{}, ErrInvalidJSON
 	}
 	if bytes.TrimLeft(body, " \t\r\n")[0] != '{' {
-		return r, ErrNotObject
+		return req{}, ErrNotObject
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if _, err := dec.Token(); err != nil { // the '{'
-		return r, err
+		return req{}, err
 	}
-	var typeErr error
+	seen := map[string]bool{}
+	var nameErr error
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
 			return req{}, err
 		}
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
 			return req{}, err
 		}
-		var dst *string
-		var notString error
-		switch tok.(string) {
-		case "userName":
-			dst, notString = &r.UserName, ErrUserNameNotString
-		case "agentId":
-			dst, notString = &r.AgentID, ErrAgentIDNotString
-		case "campaignName":
-			dst, notString = &r.CampaignName, ErrCampaignNameNotString
-		default:
-			continue
-		}
-		switch raw[0] {
-		case 'n':
-			*dst = ""
-		case '"':
-			if err := json.Unmarshal(raw, dst); err != nil {
-				return req{}, err
+		name := tok.(string)
+		for _, field := range []string{"userName", "agentId", "campaignName"} {
+			var problem error
+			switch {
+			case name == field && seen[field]:
+				problem = ErrFieldRepeated
+			case name == field:
+				seen[field] = true
+			case strings.EqualFold(name, field):
+				problem = ErrFieldCase
 			}
-		default:
-			if typeErr == nil {
-				typeErr = notString
+			if nameErr == nil {
+				nameErr = problem
 			}
 		}
 	}
-	if typeErr != nil {
-		return req{}, typeErr
+	if nameErr != nil {
+		return req{}, nameErr
+	}
+	var r req
+	if err := json.Unmarshal(body, &r); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if !errors.As(err, &typeErr) {
+			return req{}, err
+		}
+		switch typeErr.Field {
+		case "userName":
+			return req{}, ErrUserNameNotString
+		case "agentId":
+			return req{}, ErrAgentIDNotString
+		case "campaignName":
+			return req{}, ErrCampaignNameNotString
+		}
+		return req{}, err
 	}
 	return r, nil
 }
@@ -220,7 +238,7 @@ func checkAgreement(t *testing.T, body []byte) {
 }
 
 func errorKind(err error) error {
-	for _, e := range []error{ErrEmptyBody, ErrInvalidJSON, ErrNotObject, ErrUserNameNotString, ErrAgentIDNotString, ErrCampaignNameNotString} {
+	for _, e := range []error{ErrEmptyBody, ErrInvalidJSON, ErrNotObject, ErrFieldCase, ErrFieldRepeated, ErrUserNameNotString, ErrAgentIDNotString, ErrCampaignNameNotString} {
 		if errors.Is(err, e) {
 			return e
 		}

@@ -35,6 +35,9 @@ type MemoryStore struct {
 	// DefaultSweepInterval. Set it before first use.
 	SweepInterval time.Duration
 
+	epochOnce sync.Once
+	epoch     time.Time // origin of stamp's time line, read once from the clock
+
 	shards [memShards]memShard
 }
 
@@ -43,7 +46,7 @@ type memShard struct {
 	// mu guards logs and nextSweep.
 	mu        sync.Mutex
 	logs      map[string]*memLog
-	nextSweep int64 // unix ns at which this shard next sweeps idle keys
+	nextSweep int64 // stamp at which this shard next sweeps idle keys
 	_         [40]byte
 }
 
@@ -51,7 +54,7 @@ type memShard struct {
 type memLog struct {
 	calls   []call // oldest first, all inside the window of the last call
 	total   int64  // sum of calls[i].n
-	expires int64  // unix ns from which every call has left its window
+	expires int64  // stamp from which every call has left its window
 }
 
 // NewMemoryStore returns an empty MemoryStore on the real clock.
@@ -66,6 +69,16 @@ func (s *MemoryStore) now() time.Time {
 	return time.Now()
 }
 
+// stamp places t on the store's time line: nanoseconds since its epoch.
+// time.Time.Sub uses the monotonic clock when both times carry a reading
+// (the real clock does), so a wall-clock step (NTP) neither frees slots
+// still inside CloudAgent's real window nor holds free ones; fake clocks
+// carry no reading and are measured on their wall time as before.
+func (s *MemoryStore) stamp(t time.Time) int64 {
+	s.epochOnce.Do(func() { s.epoch = s.now() })
+	return int64(t.Sub(s.epoch))
+}
+
 // op is what a MemoryStore call does to a log under its shard lock.
 type op int
 
@@ -78,7 +91,7 @@ const (
 // do runs one operation on key's log and returns its outcome.
 func (s *MemoryStore) do(key string, rate limiter.Rate, o op, count int64) (ctx limiter.Context, nextFree time.Time) {
 	now := s.now()
-	nowNS := now.UnixNano()
+	nowNS := s.stamp(now)
 	period := int64(rate.Period)
 	sh := &s.shards[maphash.String(shardSeed, key)%memShards]
 
@@ -205,7 +218,7 @@ func (s *MemoryStore) Increment(_ context.Context, key string, count int64, rate
 // Release forgets the newest call recorded for key at or before at; see
 // Releaser.
 func (s *MemoryStore) Release(_ context.Context, key string, at time.Time) error {
-	atNS := at.UnixNano()
+	atNS := s.stamp(at)
 	sh := &s.shards[maphash.String(shardSeed, key)%memShards]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/ulule/limiter/v3"
-	"github.com/ulule/limiter/v3/drivers/store/memory"
 
 	"github.com/caproxy/caproxy/internal/fakeclock"
 )
@@ -101,9 +100,11 @@ func TestMemoryStoreProperty(t *testing.T) {
 }
 
 // TestBoundaryBurst sends N calls just before a window boundary and N just
-// after. The sliding store admits N in total; ulule's fixed-window memory
-// store admits 2N for the same pattern, which is why the budget cannot use
-// it.
+// after, on the fake clock. The sliding store admits N in total; ulule's
+// fixed-window memory store admits 2N for the same pattern, which is why
+// the budget cannot use it. (ulule's store reads the wall clock, so that
+// half is not a test here: a timing-dependent comparison on a loaded
+// machine could only skip or flake.)
 func TestBoundaryBurst(t *testing.T) {
 	const n = 50
 	ctx := context.Background()
@@ -125,59 +126,6 @@ func TestBoundaryBurst(t *testing.T) {
 		}
 		if got != n {
 			t.Fatalf("sliding store admitted %d of a boundary burst, want %d", got, n)
-		}
-	})
-
-	t.Run("same real-time pattern, ulule fixed window vs sliding", func(t *testing.T) {
-		// ulule's window opens at a key's first hit and lasts Period; it
-		// has no injectable clock, so this part runs on the real clock
-		// with a short period and sends the same calls to both stores.
-		const period = 200 * time.Millisecond
-		rate := limiter.Rate{Period: period, Limit: n}
-		for attempt := 1; ; attempt++ {
-			fixed := memory.NewStore()
-			sliding := NewMemoryStore()
-			key := fmt.Sprint("acct", attempt)
-			opened := time.Now()
-			// Open ulule's window with a zero increment: no call counted.
-			if _, err := fixed.Increment(ctx, key, 0, rate); err != nil {
-				t.Fatal(err)
-			}
-			openedAfter := time.Now()
-			var fixedOK, slidingOK int
-			burst := func() {
-				for range n {
-					if c, _ := fixed.Get(ctx, key, rate); !c.Reached {
-						fixedOK++
-					}
-					if c, _ := sliding.Get(ctx, key, rate); !c.Reached {
-						slidingOK++
-					}
-				}
-			}
-			time.Sleep(time.Until(opened.Add(period - 50*time.Millisecond)))
-			first := time.Now()
-			burst() // just before ulule's window ends
-			beforeEnd := time.Now().Before(opened.Add(period))
-			time.Sleep(time.Until(openedAfter.Add(period + time.Millisecond)))
-			burst() // just after
-			span := time.Since(first)
-
-			if !beforeEnd || span >= period {
-				// The machine stalled and the pattern is not the one
-				// meant; run it again rather than judge it.
-				if attempt < 5 {
-					continue
-				}
-				t.Skipf("could not produce the boundary pattern in 5 attempts (span %v)", span)
-			}
-			if fixedOK != 2*n {
-				t.Errorf("ulule fixed window admitted %d within %v < period %v; expected the 2N=%d flaw", fixedOK, span, period, 2*n)
-			}
-			if slidingOK != n {
-				t.Errorf("sliding store admitted %d within %v, want %d", slidingOK, span, n)
-			}
-			return
 		}
 	})
 }

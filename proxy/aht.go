@@ -317,6 +317,12 @@ func ageValue(secs int) []string {
 // writeLimited answers a refusal for budget: 429, when to retry, and
 // CloudAgent's own limit message.
 func writeLimited(w http.ResponseWriter, st limit.State, now time.Time) {
+	writeLimitedAs(w, st, now, cloudagent.WriteError, cloudagent.MsgLimitExceeded)
+}
+
+// writeLimitedAs answers a refusal for budget with 429, Retry-After and
+// RateLimit-* headers, and msg written by writeErr (the route's shape).
+func writeLimitedAs(w http.ResponseWriter, st limit.State, now time.Time, writeErr errorWriter, msg string) {
 	secs := 1
 	if !st.NextFree.IsZero() {
 		if d := st.NextFree.Sub(now); d > 0 {
@@ -329,7 +335,7 @@ func writeLimited(w http.ResponseWriter, st limit.State, now time.Time) {
 	h.Set("RateLimit-Limit", strconv.FormatInt(st.Limit, 10))
 	h.Set("RateLimit-Remaining", strconv.FormatInt(st.Remaining, 10))
 	h.Set("RateLimit-Reset", strconv.Itoa(secs))
-	cloudagent.WriteError(w, http.StatusTooManyRequests, cloudagent.MsgLimitExceeded)
+	writeErr(w, http.StatusTooManyRequests, msg)
 }
 
 // answer is the outcome of one coalesced fetch, shared by all its waiters.
@@ -600,17 +606,8 @@ func (p *Proxy) callAHT(ctx context.Context, creds http.Header, body []byte) (*u
 		out.Header[k] = v
 	}
 	out.Header.Set("Content-Type", "application/json")
-	start := time.Now()
-	resp, err := p.client.Do(out)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return nil, err
-	}
-	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: b, took: time.Since(start)}, nil
+	res, _, err := p.do(out, "")
+	return res, err
 }
 
 // upstreamDownBackoff is how long AHT misses leave the upstream alone after

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -233,11 +234,30 @@ func TestBudgetRefusalHeaders(t *testing.T) {
 }
 
 func TestMaxWaitWaitsForASlot(t *testing.T) {
-	h := newHarness(t, setup{perWindow: 2, window: 300 * time.Millisecond, maxWait: 2 * time.Second})
-	for _, agent := range []string{"agent001", "agent002", "agent003"} {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock, perWindow: 2, window: time.Minute, maxWait: 30 * time.Second})
+	for _, agent := range []string{"agent001", "agent002"} {
 		if r := h.aht(apikeyAccount, agent); r.code != 200 || r.header.Get("X-Cache") != "MISS" {
 			t.Fatalf("%s: %d %s", agent, r.code, r.body)
 		}
+		clock.Advance(20 * time.Second)
+	}
+	// 40 s in: the budget is spent and the first slot frees at 60 s, within
+	// max_wait, so the third miss waits for it rather than failing.
+	waiters := clock.Waiters()
+	done := make(chan reply, 1)
+	go func() { done <- h.aht(apikeyAccount, "agent003") }()
+	for clock.Waiters() == waiters {
+		select {
+		case r := <-done:
+			t.Fatalf("the miss did not wait for a slot: %d %s", r.code, r.body)
+		default:
+			runtime.Gosched()
+		}
+	}
+	clock.Advance(20 * time.Second)
+	if r := <-done; r.code != 200 || r.header.Get("X-Cache") != "MISS" {
+		t.Fatalf("after the wait: %d %s", r.code, r.body)
 	}
 	if st := h.sim.Stats(); st.AHTAdmitted != 3 || st.AHTLimited != 0 {
 		t.Errorf("upstream: %+v", st)

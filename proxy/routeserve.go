@@ -418,19 +418,7 @@ func (p *Proxy) do(out *http.Request, handle string) (*upstreamResult, string, e
 // writeRouteLimited answers a refusal for rt's budget: 429, when to retry,
 // and the route's CloudAgent-shaped limit message.
 func writeRouteLimited(w http.ResponseWriter, rt *Route, st limit.State, now time.Time) {
-	secs := 1
-	if !st.NextFree.IsZero() {
-		if d := st.NextFree.Sub(now); d > 0 {
-			secs = int((d + time.Second - 1) / time.Second)
-		}
-	}
-	h := w.Header()
-	h["X-Cache"] = xCacheMiss
-	h.Set("Retry-After", strconv.Itoa(secs))
-	h.Set("RateLimit-Limit", strconv.FormatInt(st.Limit, 10))
-	h.Set("RateLimit-Remaining", strconv.FormatInt(st.Remaining, 10))
-	h.Set("RateLimit-Reset", strconv.Itoa(secs))
-	rt.writeError(w, http.StatusTooManyRequests, rt.LimitMessage)
+	writeLimitedAs(w, st, now, rt.writeError, rt.LimitMessage)
 }
 
 // apiKeyUpstream is the account's apiKey as upstream credentials, for
