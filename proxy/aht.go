@@ -216,13 +216,24 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	case OutcomeLimited:
 		writeLimited(w, a.budget, p.now())
 	default:
-		w.Header()["X-Cache"] = xCacheMiss
-		if a.retryAfter > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(a.retryAfter))
-		}
-		cloudagent.WriteError(w, a.code, a.msg)
+		writeAnswerError(w, a, cloudagent.WriteError)
 	}
-	// A fetch may have taken long; record only an answer the client got.
+	checkDelivered(w, rec)
+}
+
+// writeAnswerError writes a failed fetch's error with writeErr (the
+// route's shape), with Retry-After when the answer says when to come back.
+func writeAnswerError(w http.ResponseWriter, a *answer, writeErr errorWriter) {
+	w.Header()["X-Cache"] = xCacheMiss
+	if a.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(a.retryAfter))
+	}
+	writeErr(w, a.code, a.msg)
+}
+
+// checkDelivered records client_gone when the answer could not be sent: a
+// fetch may have taken long, and only an answer the client got is logged.
+func checkDelivered(w http.ResponseWriter, rec *record) {
 	if err := http.NewResponseController(w).Flush(); err != nil {
 		rec.outcome = OutcomeClientGone
 	}

@@ -241,15 +241,9 @@ func (p *Proxy) serveCachedRoute(w http.ResponseWriter, r *http.Request, rec *re
 	case OutcomeLimited:
 		writeRouteLimited(w, rt, a.budget, p.now())
 	default:
-		w.Header()["X-Cache"] = xCacheMiss
-		if a.retryAfter > 0 {
-			w.Header().Set("Retry-After", strconv.Itoa(a.retryAfter))
-		}
-		rt.writeError(w, a.code, a.msg)
+		writeAnswerError(w, a, rt.writeError)
 	}
-	if err := http.NewResponseController(w).Flush(); err != nil {
-		rec.outcome = OutcomeClientGone
-	}
+	checkDelivered(w, rec)
 }
 
 // routeCall is one upstream call a cached route's fetch makes.

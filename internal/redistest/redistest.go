@@ -59,12 +59,21 @@ func Start(t testing.TB) (addr string) {
 // fail.
 func StartServer(t testing.TB, extraArgs ...string) *Server {
 	t.Helper()
+	return startOnFreePort(t, "redis-server", func(bin, addr string) *Server {
+		return &Server{Addr: addr, t: t, bin: bin, dir: t.TempDir(), extra: extraArgs}
+	})
+}
+
+// startOnFreePort starts the Server newServer makes for a free loopback
+// address, stopped when the test ends. Another process may grab the free
+// port before redis-server binds it, so it tries a few ports; what names
+// the process in the failure.
+func startOnFreePort(t testing.TB, what string, newServer func(bin, addr string) *Server) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redis-server not found (%v); install it: apt-get install -y redis-server", err)
 	}
-	// Another process may grab the free port before redis-server binds
-	// it, so try a few ports.
 	var lastErr string
 	for range 3 {
 		port, err := freePort()
@@ -72,10 +81,7 @@ func StartServer(t testing.TB, extraArgs ...string) *Server {
 			lastErr = err.Error()
 			continue
 		}
-		s := &Server{
-			Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
-			t:    t, bin: bin, dir: t.TempDir(), extra: extraArgs,
-		}
+		s := newServer(bin, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if msg := s.start(); msg != "" {
 			lastErr = msg
 			continue
@@ -83,7 +89,7 @@ func StartServer(t testing.TB, extraArgs ...string) *Server {
 		t.Cleanup(s.Kill)
 		return s
 	}
-	t.Fatalf("redistest: redis-server did not start: %s", lastErr)
+	t.Fatalf("redistest: %s did not start: %s", what, lastErr)
 	return nil
 }
 
@@ -173,33 +179,15 @@ func (s *Server) signal(sig syscall.Signal) {
 // monitors master under the name masterName, and returns it.
 func StartSentinel(t testing.TB, masterName string, master *Server) *Server {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server not found (%v); install it: apt-get install -y redis-server", err)
-	}
-	var lastErr string
-	for range 3 {
-		port, err := freePort()
-		if err != nil {
-			lastErr = err.Error()
-			continue
-		}
+	return startOnFreePort(t, "redis sentinel", func(bin, addr string) *Server {
 		dir := t.TempDir()
 		conf := filepath.Join(dir, "sentinel.conf")
 		text := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %s 1\n", masterName, portOf(master.Addr))
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, bin: bin, dir: dir, sentinel: conf}
-		if msg := s.start(); msg != "" {
-			lastErr = msg
-			continue
-		}
-		t.Cleanup(s.Kill)
-		return s
-	}
-	t.Fatalf("redistest: redis sentinel did not start: %s", lastErr)
-	return nil
+		return &Server{Addr: addr, t: t, bin: bin, dir: dir, sentinel: conf}
+	})
 }
 
 // Cluster is a Redis Cluster of real redis-server processes (masters only)
