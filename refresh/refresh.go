@@ -9,7 +9,10 @@
 //  2. then stale keys (older than ttl), by demand × age: oldest popular first;
 //  3. then hot keys (asked at least twice per ttl) shortly before they
 //     expire, soonest first (refresh-ahead), so their clients keep getting
-//     hits.
+//     hits. A hot key is refreshed as late as is safe: once waiting one
+//     more tick could let it, or a key due after it at the group's pace,
+//     expire before its refresh is back (see Scheduler.Margin), so a key
+//     asked all the time costs about one call per ttl.
 //
 // Calls are paced per group (an account: one upstream budget) at the rate
 // the budget allows once its reserve is set aside, so refreshes spread
@@ -20,6 +23,8 @@ package refresh
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -44,8 +49,9 @@ type Config struct {
 	PerWindow int
 	// Reserve is how many of PerWindow refreshes leave to client misses.
 	Reserve int
-	// Lead is how long before expiry a hot key is refreshed; zero means
-	// TTL/4.
+	// Lead is how long before expiry a hot key may be refreshed at the
+	// earliest; zero means TTL/4. Within it the Scheduler refreshes as
+	// late as is safe (Scheduler.Margin).
 	Lead time.Duration
 	// MaxKeys bounds how many keys are tracked; zero means 10000. A key
 	// beyond it is not tracked (its clients miss as without refreshes)
@@ -80,6 +86,24 @@ func (c Config) idle() time.Duration {
 // rate is how many refreshes per window a group may make.
 func (c Config) rate() int { return max(c.PerWindow-c.Reserve, 0) }
 
+// interval is how long the pace takes to allow one more refresh.
+func (c Config) interval() time.Duration {
+	if r := c.rate(); r > 0 {
+		return c.Window / time.Duration(r)
+	}
+	return c.Window
+}
+
+// tick is how long Run waits when nothing is due, unless RunOptions.Tick
+// says otherwise: half the budget's spacing, at least 10ms.
+func (c Config) tick() time.Duration {
+	var t time.Duration
+	if c.PerWindow > 0 {
+		t = c.Window / time.Duration(c.PerWindow) / 2
+	}
+	return max(t, 10*time.Millisecond)
+}
+
 // burst is how many refreshes a group may make back to back after a quiet
 // spell: a tenth of its rate, at least one.
 func (c Config) burst() float64 { return float64(max(c.rate()/10, 1)) }
@@ -91,6 +115,8 @@ type Job[T any] struct {
 	Group  string
 	Data   T
 	Reason string
+	// handed is when Next handed it out, so Done can time the refresh.
+	handed time.Time
 }
 
 // Result is what came of a Job, told to Done.
@@ -172,6 +198,21 @@ type Scheduler[T any] struct {
 	groups map[string]*pace
 	// untracked counts asks for keys not tracked because MaxKeys was reached.
 	untracked int64
+	// latency is the refresh time observed (Next to Done of a job that
+	// made a call): up at once on a slower one, down slowly; zero until
+	// the first.
+	latency time.Duration
+	// tick is Run's tick (zero: Config.tick).
+	tick time.Duration
+	// ahead is Next's scratch list of refresh-ahead candidates.
+	ahead []candidate
+}
+
+// candidate is a hot key Next may refresh ahead: its group and expiry.
+type candidate struct {
+	key     string
+	group   string
+	expires time.Time
 }
 
 // New returns a Scheduler for cfg.
@@ -307,6 +348,7 @@ func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 	for _, g := range s.groups {
 		g.backlog = 0
 	}
+	s.ahead = s.ahead[:0]
 	for key, it := range s.items {
 		if !it.inflight && now.Sub(it.lastAsked) > idle {
 			delete(s.items, key)
@@ -315,6 +357,10 @@ func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 		class, score := s.classify(it, now)
 		if class <= classStale {
 			s.group(it.group).backlog++
+		}
+		if class == classAhead {
+			s.ahead = append(s.ahead, candidate{key: key, group: it.group, expires: it.fetched.Add(s.cfg.TTL)})
+			continue
 		}
 		if class == classNone || class > bestClass || class == bestClass && score <= bestScore {
 			continue
@@ -325,7 +371,11 @@ func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 		bestClass, bestScore, bestKey = class, score, key
 	}
 	if bestClass == classNone {
-		return job, false
+		bestKey, ok = s.dueAhead(now, may)
+		if !ok {
+			return job, false
+		}
+		bestClass = classAhead
 	}
 	it := s.items[bestKey]
 	it.inflight = true
@@ -335,7 +385,83 @@ func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 		g.backlog--
 	}
 	reason := [...]string{ReasonMissing, ReasonStale, ReasonAhead}[bestClass]
-	return Job[T]{Key: bestKey, Group: it.group, Data: it.data, Reason: reason}, true
+	return Job[T]{Key: bestKey, Group: it.group, Data: it.data, Reason: reason, handed: now}, true
+}
+
+// dueAhead picks, from the refresh-ahead candidates Next gathered, the
+// soonest-expiring key of a group that may call and must: refreshing its
+// candidates one per pace interval, soonest first, starting a tick from
+// now, would start one of them later than Margin before its expiry.
+// Waiting as long as that is safe keeps a hot key's answer in use for
+// nearly its whole ttl.
+func (s *Scheduler[T]) dueAhead(now time.Time, may func(string) bool) (key string, ok bool) {
+	slices.SortFunc(s.ahead, func(a, b candidate) int {
+		if c := strings.Compare(a.group, b.group); c != 0 {
+			return c
+		}
+		return a.expires.Compare(b.expires)
+	})
+	margin, interval, tick := s.margin(), s.cfg.interval(), s.runTick()
+	var best *candidate
+	for i := 0; i < len(s.ahead); {
+		first := &s.ahead[i]
+		n, urgent := 0, false
+		for ; i < len(s.ahead) && s.ahead[i].group == first.group; i++ {
+			start := now.Add(tick + time.Duration(n)*interval)
+			if !start.Add(margin).Before(s.ahead[i].expires) {
+				urgent = true
+			}
+			n++
+		}
+		if urgent && may(first.group) && (best == nil || first.expires.Before(best.expires)) {
+			best = first
+		}
+	}
+	if best == nil {
+		return "", false
+	}
+	return best.key, true
+}
+
+// margin is how long before expiry a refresh must start to be back in
+// time: twice the observed refresh time plus two ticks (Run looks once a
+// tick, and may wait a tick for a free runner), never more than the lead.
+// Until a refresh has been timed it is the lead.
+func (s *Scheduler[T]) margin() time.Duration {
+	lead := s.cfg.lead()
+	if s.latency == 0 {
+		return lead
+	}
+	return min(2*s.latency+2*s.runTick(), lead)
+}
+
+func (s *Scheduler[T]) runTick() time.Duration {
+	if s.tick > 0 {
+		return s.tick
+	}
+	return s.cfg.tick()
+}
+
+// Margin returns how long before its expiry a hot key's refresh starts at
+// the latest (see margin).
+func (s *Scheduler[T]) Margin() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.margin()
+}
+
+// observe folds one refresh time into latency: up at once, down by an
+// eighth of the difference, so one fast refresh does not shrink the
+// margin below what the slow ones need.
+func (s *Scheduler[T]) observe(d time.Duration) {
+	if d <= 0 {
+		d = time.Nanosecond // timed, and instant (a fake clock)
+	}
+	if d > s.latency {
+		s.latency = d
+		return
+	}
+	s.latency -= (s.latency - d) / 8
 }
 
 // Done reports what came of job at now. fetched is when the answer the
@@ -345,6 +471,9 @@ func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 func (s *Scheduler[T]) Done(job Job[T], res Result, fetched, now time.Time, retry time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if (res == Refreshed || res == Failed) && !job.handed.IsZero() {
+		s.observe(now.Sub(job.handed))
+	}
 	if it := s.items[job.Key]; it != nil {
 		it.inflight = false
 		if fetched.After(it.fetched) {
@@ -374,7 +503,8 @@ type Clock interface {
 // RunOptions tune Run.
 type RunOptions struct {
 	// Tick is how long Run waits when nothing is due; zero means
-	// Window/PerWindow/2, at least 10ms.
+	// Window/PerWindow/2, at least 10ms. Refresh-ahead starts a refresh
+	// two ticks earlier than it could otherwise (see Scheduler.Margin).
 	Tick time.Duration
 	// Parallel is how many refreshes may be in flight at once; zero
 	// means 4.
@@ -395,15 +525,10 @@ func (s *Scheduler[T]) Run(ctx context.Context, clock Clock, opts RunOptions,
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		tick := opts.Tick
-		if tick <= 0 {
-			s.mu.Lock()
-			if s.cfg.PerWindow > 0 {
-				tick = s.cfg.Window / time.Duration(s.cfg.PerWindow) / 2
-			}
-			s.mu.Unlock()
-			tick = max(tick, 10*time.Millisecond)
-		}
+		s.mu.Lock()
+		s.tick = opts.Tick
+		tick := s.runTick()
+		s.mu.Unlock()
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -440,8 +565,9 @@ func (s *Scheduler[T]) Scarce(group string) bool {
 	return g != nil && g.backlog > 0
 }
 
-// Lead returns how long before expiry a hot key is refreshed: a refresh
-// that finds its answer younger than TTL-Lead has nothing to do.
+// Lead returns how long before expiry a hot key may be refreshed at the
+// earliest: a refresh that finds its answer younger than TTL-Lead has
+// nothing to do.
 func (s *Scheduler[T]) Lead() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
