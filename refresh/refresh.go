@@ -208,7 +208,7 @@ type Scheduler[T any] struct {
 	ahead []candidate
 }
 
-// candidate is a hot key Next may refresh ahead: its group and expiry.
+// candidate is a hot key with a fresh answer: its group and expiry.
 type candidate struct {
 	key     string
 	group   string
@@ -293,8 +293,8 @@ func (s *Scheduler[T]) classify(it *item[T], now time.Time) (class int, score fl
 		// One ask counts: an answer asked for once a ttl still ages.
 		return classStale, (d + 1) * age.Seconds()
 	}
-	if d >= 2 && age >= s.cfg.TTL-s.cfg.lead() {
-		// Soonest expiry first: the oldest fresh answer.
+	if d >= 2 {
+		// Hot: refreshed ahead, within the lead, when dueAhead says so.
 		return classAhead, age.Seconds()
 	}
 	return classNone, 0
@@ -388,12 +388,14 @@ func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 	return Job[T]{Key: bestKey, Group: it.group, Data: it.data, Reason: reason, handed: now}, true
 }
 
-// dueAhead picks, from the refresh-ahead candidates Next gathered, the
-// soonest-expiring key of a group that may call and must: refreshing its
-// candidates one per pace interval, soonest first, starting a tick from
-// now, would start one of them later than Margin before its expiry.
-// Waiting as long as that is safe keeps a hot key's answer in use for
-// nearly its whole ttl.
+// dueAhead picks, from the hot fresh keys Next gathered, the
+// soonest-expiring key of a group that may call and must be refreshed now:
+// were the group's hot keys refreshed soonest expiry first, one per pace
+// interval, each no earlier than the lead before its expiry, starting a
+// tick from now, one would start later than Margin before its expiry.
+// Waiting while that is safe keeps a hot answer in use for nearly its
+// whole ttl; counting the keys due later keeps a bunch of them (first
+// fetched together) from outrunning the pace.
 func (s *Scheduler[T]) dueAhead(now time.Time, may func(string) bool) (key string, ok bool) {
 	slices.SortFunc(s.ahead, func(a, b candidate) int {
 		if c := strings.Compare(a.group, b.group); c != 0 {
@@ -401,19 +403,23 @@ func (s *Scheduler[T]) dueAhead(now time.Time, may func(string) bool) (key strin
 		}
 		return a.expires.Compare(b.expires)
 	})
-	margin, interval, tick := s.margin(), s.cfg.interval(), s.runTick()
+	lead, margin, interval, tick := s.cfg.lead(), s.margin(), s.cfg.interval(), s.runTick()
 	var best *candidate
 	for i := 0; i < len(s.ahead); {
 		first := &s.ahead[i]
-		n, urgent := 0, false
+		urgent := false
+		t := now.Add(tick)
 		for ; i < len(s.ahead) && s.ahead[i].group == first.group; i++ {
-			start := now.Add(tick + time.Duration(n)*interval)
-			if !start.Add(margin).Before(s.ahead[i].expires) {
-				urgent = true
+			c := &s.ahead[i]
+			if urgent || c.expires.Add(-lead).After(t) {
+				// Decided, or a gap: from here waiting changes nothing.
+				continue
 			}
-			n++
+			urgent = !t.Add(margin).Before(c.expires)
+			t = t.Add(interval)
 		}
-		if urgent && may(first.group) && (best == nil || first.expires.Before(best.expires)) {
+		released := !now.Before(first.expires.Add(-lead))
+		if urgent && released && may(first.group) && (best == nil || first.expires.Before(best.expires)) {
 			best = first
 		}
 	}

@@ -414,3 +414,53 @@ func TestAheadAsLateAsSafe(t *testing.T) {
 		})
 	}
 }
+
+// TestAheadKeepsUpWithPace: hot keys expiring closer together than the
+// pace can refresh them (one per 1.5 s, ten keys expiring 1 s apart) are
+// started from the lead on, counting the keys not yet within it, so each
+// is refreshed at least Margin before it expires.
+func TestAheadKeepsUpWithPace(t *testing.T) {
+	s := New[int](cfg())
+	const latency = 200 * time.Millisecond
+	s.Asked("probe", "acct", 0, time.Time{}, t0)
+	j, _ := s.Next(t0)
+	s.Done(j, Refreshed, t0.Add(latency), t0.Add(latency), 0)
+	margin := s.Margin()
+
+	base := t0.Add(time.Hour) // key i expires at base + i s
+	expires := map[string]time.Time{}
+	for i := range 10 {
+		expires[fmt.Sprint("hot", i)] = base.Add(time.Duration(i) * time.Second)
+	}
+	var first time.Time
+	refreshed := map[string]bool{}
+	for now := base.Add(-30 * time.Second); now.Before(base.Add(10 * time.Second)); now = now.Add(100 * time.Millisecond) {
+		for k, exp := range expires {
+			if !refreshed[k] {
+				s.Asked(k, "acct", 0, exp.Add(-30*time.Second), now)
+			}
+		}
+		s.Asked("probe", "acct", 0, now, now)
+		j, ok := s.Next(now)
+		if !ok {
+			continue
+		}
+		if first.IsZero() {
+			first = now
+		}
+		if left := expires[j.Key].Sub(now); left < margin {
+			t.Fatalf("%s refreshed %v before it expires, want at least the margin %v", j.Key, left, margin)
+		}
+		refreshed[j.Key] = true
+		s.Done(j, Refreshed, now.Add(latency), now.Add(latency), 0)
+	}
+	if len(refreshed) != 10 {
+		t.Fatalf("%d of 10 hot keys refreshed", len(refreshed))
+	}
+	// The last key, 9 s after the first, is started 9 pace intervals
+	// (13.5 s) after it, margin before its expiry; the first a tick
+	// (600 ms) before the chain must begin.
+	if want := base.Add(-(9*1500*time.Millisecond - 9*time.Second + margin + 600*time.Millisecond)); !first.Equal(want) {
+		t.Fatalf("first refresh %v before the first expiry, want %v", base.Sub(first), base.Sub(want))
+	}
+}

@@ -38,6 +38,7 @@ func main() {
 		status   = map[int]int{}
 		ages     []int
 		missWait []time.Duration
+		missAt   []string // "agent@offset" of the first counted misses
 		answered = map[int]bool{}
 		allAt    time.Time
 		errs     int
@@ -90,6 +91,9 @@ func main() {
 					}
 					if xc == "MISS" {
 						missWait = append(missWait, took)
+						if len(missAt) < 10 {
+							missAt = append(missAt, fmt.Sprintf("agent%03d@%.2fs", i%300+1, t0.Sub(start).Seconds()))
+						}
 					}
 				}
 				mu.Unlock()
@@ -119,6 +123,9 @@ func main() {
 	}
 	fmt.Printf("POLL hit ratio %.1f%%; misses a client waited for %d (longest %v); 429s %d\n",
 		hitRatio, len(missWait), longest(missWait), status[429])
+	if len(missAt) > 0 {
+		fmt.Printf("POLL first misses a client waited for: %s\n", strings.Join(missAt, " "))
+	}
 	sort.Ints(ages)
 	fmt.Printf("POLL served Age p50 %ds p99 %ds max %ds\n", pct(ages, 50), pct(ages, 99), pct(ages, 100))
 }
