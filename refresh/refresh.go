@@ -23,9 +23,11 @@ package refresh
 
 import (
 	"context"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -188,16 +190,36 @@ type pace struct {
 	backlog int
 }
 
+// shardCount is how many independently locked parts the tracked keys are
+// split into, so that concurrent asks (every request, hits included)
+// rarely wait on each other.
+const shardCount = 64
+
+// shard is one independently locked part of the tracked keys.
+type shard[T any] struct {
+	// mu guards items and every field of the items in it.
+	mu    sync.Mutex
+	items map[string]*item[T]
+	_     [48]byte // keeps neighbouring shards' locks off one cache line
+}
+
 // Scheduler tracks demand and hands out refreshes. Safe for concurrent use.
 // Create one with New.
+//
+// Asked locks only its key's shard; Next, Done and the rest take mu and
+// then, one at a time, the shards they touch.
 type Scheduler[T any] struct {
-	// mu guards everything below.
+	// conf is the configuration; SetConfig swaps it.
+	conf   atomic.Pointer[Config]
+	shards [shardCount]shard[T]
+	// tracked counts the keys in all shards, for MaxKeys; untracked the
+	// asks for keys not tracked because it was reached.
+	tracked, untracked atomic.Int64
+
+	// mu guards everything below, and the items' inflight and notBefore
+	// against other Next and Done calls.
 	mu     sync.Mutex
-	cfg    Config
-	items  map[string]*item[T]
 	groups map[string]*pace
-	// untracked counts asks for keys not tracked because MaxKeys was reached.
-	untracked int64
 	// latency is the refresh time observed (Next to Done of a job that
 	// made a call): up at once on a slower one, down slowly; zero until
 	// the first.
@@ -217,14 +239,25 @@ type candidate struct {
 
 // New returns a Scheduler for cfg.
 func New[T any](cfg Config) *Scheduler[T] {
-	return &Scheduler[T]{cfg: cfg, items: map[string]*item[T]{}, groups: map[string]*pace{}}
+	s := &Scheduler[T]{groups: map[string]*pace{}}
+	s.conf.Store(&cfg)
+	for i := range s.shards {
+		s.shards[i].items = map[string]*item[T]{}
+	}
+	return s
 }
 
 // SetConfig changes the configuration (a reload); tracked keys are kept.
-func (s *Scheduler[T]) SetConfig(cfg Config) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.cfg = cfg
+func (s *Scheduler[T]) SetConfig(cfg Config) { s.conf.Store(&cfg) }
+
+// cfg returns the configuration in force.
+func (s *Scheduler[T]) cfg() *Config { return s.conf.Load() }
+
+// shardSeed hashes keys to shards; one per process is enough.
+var shardSeed = maphash.MakeSeed()
+
+func (s *Scheduler[T]) shardOf(key string) *shard[T] {
+	return &s.shards[maphash.String(shardSeed, key)%shardCount]
 }
 
 // Asked records one ask for key at now. fetched is when the answer the
@@ -232,18 +265,21 @@ func (s *Scheduler[T]) SetConfig(cfg Config) {
 // for the Job the first time the key is seen. It reports false when the
 // key could not be tracked (MaxKeys reached).
 func (s *Scheduler[T]) Asked(key, group string, data T, fetched, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	it := s.items[key]
+	cfg := s.cfg()
+	sh := s.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	it := sh.items[key]
 	if it == nil {
-		if len(s.items) >= s.cfg.maxKeys() {
-			s.untracked++
+		if s.tracked.Add(1) > int64(cfg.maxKeys()) {
+			s.tracked.Add(-1)
+			s.untracked.Add(1)
 			return false
 		}
 		it = &item[T]{group: group, data: data, periodStart: now}
-		s.items[key] = it
+		sh.items[key] = it
 	}
-	it.roll(now, s.cfg.TTL)
+	it.roll(now, cfg.TTL)
 	it.cur++
 	it.lastAsked = now
 	if fetched.After(it.fetched) {
@@ -253,18 +289,10 @@ func (s *Scheduler[T]) Asked(key, group string, data T, fetched, now time.Time) 
 }
 
 // Len returns how many keys are tracked.
-func (s *Scheduler[T]) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.items)
-}
+func (s *Scheduler[T]) Len() int { return int(s.tracked.Load()) }
 
 // Untracked returns how many asks found MaxKeys reached.
-func (s *Scheduler[T]) Untracked() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.untracked
-}
+func (s *Scheduler[T]) Untracked() int64 { return s.untracked.Load() }
 
 // class orders candidates: lower first.
 const (
@@ -276,17 +304,17 @@ const (
 
 // classify says whether key is a candidate at now, in which class, and its
 // score within the class (higher first).
-func (s *Scheduler[T]) classify(it *item[T], now time.Time) (class int, score float64) {
+func classify[T any](cfg *Config, it *item[T], now time.Time) (class int, score float64) {
 	if it.inflight || now.Before(it.notBefore) {
 		return classNone, 0
 	}
-	d := it.demand(now, s.cfg.TTL)
+	d := it.demand(now, cfg.TTL)
 	if it.fetched.IsZero() {
 		return classMissing, d
 	}
 	age := now.Sub(it.fetched)
-	if age >= s.cfg.TTL {
-		if it.lastAsked.Before(it.fetched.Add(s.cfg.TTL)) {
+	if age >= cfg.TTL {
+		if it.lastAsked.Before(it.fetched.Add(cfg.TTL)) {
 			// Nobody asked since it expired: no call is owed to it.
 			return classNone, 0
 		}
@@ -302,13 +330,14 @@ func (s *Scheduler[T]) classify(it *item[T], now time.Time) (class int, score fl
 
 // refill brings g's tokens up to date at now.
 func (s *Scheduler[T]) refill(g *pace, now time.Time) {
-	burst := s.cfg.burst()
+	cfg := s.cfg()
+	burst := cfg.burst()
 	if g.at.IsZero() {
 		g.tokens, g.at = burst, now
 		return
 	}
-	if el := now.Sub(g.at); el > 0 && s.cfg.Window > 0 {
-		g.tokens = min(burst, g.tokens+float64(s.cfg.rate())*float64(el)/float64(s.cfg.Window))
+	if el := now.Sub(g.at); el > 0 && cfg.Window > 0 {
+		g.tokens = min(burst, g.tokens+float64(cfg.rate())*float64(el)/float64(cfg.Window))
 		g.at = now
 	}
 }
@@ -328,7 +357,8 @@ func (s *Scheduler[T]) group(name string) *pace {
 func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cfg.TTL <= 0 || s.cfg.rate() <= 0 {
+	cfg := s.cfg()
+	if cfg.TTL <= 0 || cfg.rate() <= 0 {
 		return job, false
 	}
 	allowed := map[string]bool{}
@@ -342,50 +372,60 @@ func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 		}
 		return a
 	}
-	idle := s.cfg.idle()
+	idle := cfg.idle()
 	bestClass, bestScore := classNone, 0.0
 	var bestKey string
 	for _, g := range s.groups {
 		g.backlog = 0
 	}
 	s.ahead = s.ahead[:0]
-	for key, it := range s.items {
-		if !it.inflight && now.Sub(it.lastAsked) > idle {
-			delete(s.items, key)
-			continue
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for key, it := range sh.items {
+			if !it.inflight && now.Sub(it.lastAsked) > idle {
+				delete(sh.items, key)
+				s.tracked.Add(-1)
+				continue
+			}
+			class, score := classify(cfg, it, now)
+			if class <= classStale {
+				s.group(it.group).backlog++
+			}
+			if class == classAhead {
+				s.ahead = append(s.ahead, candidate{key: key, group: it.group, expires: it.fetched.Add(cfg.TTL)})
+				continue
+			}
+			if class == classNone || class > bestClass || class == bestClass && score <= bestScore {
+				continue
+			}
+			if !may(it.group) {
+				continue
+			}
+			bestClass, bestScore, bestKey = class, score, key
 		}
-		class, score := s.classify(it, now)
-		if class <= classStale {
-			s.group(it.group).backlog++
-		}
-		if class == classAhead {
-			s.ahead = append(s.ahead, candidate{key: key, group: it.group, expires: it.fetched.Add(s.cfg.TTL)})
-			continue
-		}
-		if class == classNone || class > bestClass || class == bestClass && score <= bestScore {
-			continue
-		}
-		if !may(it.group) {
-			continue
-		}
-		bestClass, bestScore, bestKey = class, score, key
+		sh.mu.Unlock()
 	}
 	if bestClass == classNone {
-		bestKey, ok = s.dueAhead(now, may)
+		bestKey, ok = s.dueAhead(cfg, now, may)
 		if !ok {
 			return job, false
 		}
 		bestClass = classAhead
 	}
-	it := s.items[bestKey]
+	// Only Next deletes, and mu is held: the key is still tracked.
+	sh := s.shardOf(bestKey)
+	sh.mu.Lock()
+	it := sh.items[bestKey]
 	it.inflight = true
-	g := s.groups[it.group]
+	job = Job[T]{Key: bestKey, Group: it.group, Data: it.data, Reason: [...]string{ReasonMissing, ReasonStale, ReasonAhead}[bestClass], handed: now}
+	sh.mu.Unlock()
+	g := s.groups[job.Group]
 	g.tokens--
 	if bestClass <= classStale {
 		g.backlog--
 	}
-	reason := [...]string{ReasonMissing, ReasonStale, ReasonAhead}[bestClass]
-	return Job[T]{Key: bestKey, Group: it.group, Data: it.data, Reason: reason, handed: now}, true
+	return job, true
 }
 
 // dueAhead picks, from the hot fresh keys Next gathered, the
@@ -396,14 +436,14 @@ func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 // Waiting while that is safe keeps a hot answer in use for nearly its
 // whole ttl; counting the keys due later keeps a bunch of them (first
 // fetched together) from outrunning the pace.
-func (s *Scheduler[T]) dueAhead(now time.Time, may func(string) bool) (key string, ok bool) {
+func (s *Scheduler[T]) dueAhead(cfg *Config, now time.Time, may func(string) bool) (key string, ok bool) {
 	slices.SortFunc(s.ahead, func(a, b candidate) int {
 		if c := strings.Compare(a.group, b.group); c != 0 {
 			return c
 		}
 		return a.expires.Compare(b.expires)
 	})
-	lead, margin, interval, tick := s.cfg.lead(), s.margin(), s.cfg.interval(), s.runTick()
+	lead, margin, interval, tick := cfg.lead(), s.margin(), cfg.interval(), s.runTick()
 	var best *candidate
 	for i := 0; i < len(s.ahead); {
 		first := &s.ahead[i]
@@ -434,7 +474,7 @@ func (s *Scheduler[T]) dueAhead(now time.Time, may func(string) bool) (key strin
 // tick, and may wait a tick for a free runner), never more than the lead.
 // Until a refresh has been timed it is the lead.
 func (s *Scheduler[T]) margin() time.Duration {
-	lead := s.cfg.lead()
+	lead := s.cfg().lead()
 	if s.latency == 0 {
 		return lead
 	}
@@ -445,7 +485,7 @@ func (s *Scheduler[T]) runTick() time.Duration {
 	if s.tick > 0 {
 		return s.tick
 	}
-	return s.cfg.tick()
+	return s.cfg().tick()
 }
 
 // Margin returns how long before its expiry a hot key's refresh starts at
@@ -480,7 +520,9 @@ func (s *Scheduler[T]) Done(job Job[T], res Result, fetched, now time.Time, retr
 	if (res == Refreshed || res == Failed) && !job.handed.IsZero() {
 		s.observe(now.Sub(job.handed))
 	}
-	if it := s.items[job.Key]; it != nil {
+	sh := s.shardOf(job.Key)
+	sh.mu.Lock()
+	if it := sh.items[job.Key]; it != nil {
 		it.inflight = false
 		if fetched.After(it.fetched) {
 			it.fetched = fetched
@@ -489,6 +531,7 @@ func (s *Scheduler[T]) Done(job Job[T], res Result, fetched, now time.Time, retr
 			it.notBefore = now.Add(retry)
 		}
 	}
+	sh.mu.Unlock()
 	g := s.group(job.Group)
 	switch res {
 	case NotNeeded, Skipped:
@@ -574,8 +617,4 @@ func (s *Scheduler[T]) Scarce(group string) bool {
 // Lead returns how long before expiry a hot key may be refreshed at the
 // earliest: a refresh that finds its answer younger than TTL-Lead has
 // nothing to do.
-func (s *Scheduler[T]) Lead() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cfg.lead()
-}
+func (s *Scheduler[T]) Lead() time.Duration { return s.cfg().lead() }
