@@ -73,8 +73,11 @@ func TestAdminPurge(t *testing.T) {
 }
 
 func TestAdminBudgetAndProbes(t *testing.T) {
-	h := newHarness(t, setup{})
+	h := newHarness(t, setup{clock: newFakeClock()})
 	h.aht(apikeyAccount, "agent001")
+	if r := h.cdr(apikeyAccount, "2026-11-27", "apiKey", apikeyAccount.APIKey); r.code != http.StatusOK {
+		t.Fatalf("fetchCDRDetails: %d %s", r.code, r.body)
+	}
 	code, body := h.admin("GET", "/admin/budget")
 	var out map[string]proxy.BudgetState
 	if code != 200 || json.Unmarshal([]byte(body), &out) != nil {
@@ -85,6 +88,23 @@ func TestAdminBudgetAndProbes(t *testing.T) {
 	}
 	if b := out["demo"]; b.Remaining != 50 {
 		t.Errorf("demo: %+v, want remaining 50", b)
+	}
+	// Route budgets are the account's too, each with its own count.
+	for _, c := range []struct {
+		account, route string
+		remaining      int64
+	}{
+		{"demo-basic", "cdr_details", 1},
+		{"demo-basic", "cdr_pages", 2},
+		{"demo", "cdr_details", 2},
+	} {
+		rb, ok := out[c.account].Routes[c.route]
+		if !ok || rb.Limit != 2 || rb.Remaining != c.remaining || rb.Mode != proxy.BudgetLocal {
+			t.Errorf("%s %s: %+v (present %v), want limit 2 remaining %d mode %s", c.account, c.route, rb, ok, c.remaining, proxy.BudgetLocal)
+		}
+	}
+	if _, ok := out["demo"].Routes["manual_dial"]; ok {
+		t.Error("manual_dial has no budget, yet /admin/budget shows one")
 	}
 	for _, p := range []string{"/healthz", "/readyz"} {
 		if code, body := h.admin("GET", p); code != http.StatusOK {
