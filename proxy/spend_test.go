@@ -10,6 +10,7 @@ import (
 
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/proxy"
 )
@@ -33,9 +34,9 @@ func (h *harness) routeRemaining(account, route string) int64 {
 // agentDetailsRoute is a table route on the simulator's AgentDetails
 // endpoint with an upstream token and a budget of one call a minute;
 // cached or passed through.
-func agentDetailsRoute(cached bool) proxy.Route {
-	rt := proxy.Route{Name: "agent_details", Path: sim.PathAgentDetails, Methods: []string{http.MethodPost},
-		Auth: proxy.AuthToken, BudgetCalls: 1, BudgetWindow: time.Minute}
+func agentDetailsRoute(cached bool) config.Route {
+	rt := config.Route{Name: "agent_details", Path: sim.PathAgentDetails, Methods: []string{http.MethodPost},
+		Auth: proxy.AuthToken, Budget: 1, Window: time.Minute}
 	if cached {
 		rt.CacheTTL = time.Minute
 	}
@@ -51,7 +52,7 @@ func TestRouteCallsSpendOnlyWhatReachesCloudAgent(t *testing.T) {
 	for _, cached := range []bool{true, false} {
 		name := map[bool]string{true: "cached", false: "passed"}[cached]
 		t.Run(name+"/token refused", func(t *testing.T) {
-			h := newHarness(t, setup{clock: newFakeClock(), routes: []proxy.Route{agentDetailsRoute(cached)}})
+			h := newHarness(t, setup{clock: newFakeClock(), routes: []config.Route{agentDetailsRoute(cached)}})
 			upstream, _ := url.Parse(h.simSrv.URL)
 			h.proxy.Settings().Accounts[tokenAccount.UserName].Upstream = &credential.TokenSource{
 				UserName: tokenAccount.UserName, APIKey: "not-the-key", Endpoint: upstream,
@@ -69,7 +70,7 @@ func TestRouteCallsSpendOnlyWhatReachesCloudAgent(t *testing.T) {
 		})
 		t.Run(name+"/upstream down", func(t *testing.T) {
 			clock := newFakeClock()
-			h := newHarness(t, setup{clock: clock, routes: []proxy.Route{agentDetailsRoute(cached)}})
+			h := newHarness(t, setup{clock: clock, routes: []config.Route{agentDetailsRoute(cached)}})
 			h.aht(apikeyAccount, "agent001") // a connection to the upstream, then none
 			h.simSrv.Close()
 			sent := h.tokens.sent.Load()
