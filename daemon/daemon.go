@@ -15,8 +15,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
