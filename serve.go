@@ -21,6 +21,7 @@ import (
 	"github.com/caproxy/caproxy/cloudagent/sim"
 	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/credential"
+	"github.com/caproxy/caproxy/deadline"
 	"github.com/caproxy/caproxy/limit"
 	"github.com/caproxy/caproxy/proxy"
 	"github.com/caproxy/caproxy/redisconn"
@@ -30,6 +31,10 @@ import (
 
 // builtinSim is the upstream URL that starts the simulator in-process.
 const builtinSim = "builtin:sim"
+
+// deadlineTick is how late, at most, the proxy listener's timeouts fire:
+// 5% of the shortest (ReadHeaderTimeout, 5 s).
+const deadlineTick = 250 * time.Millisecond
 
 // daemon is a running caproxy: what it was built from, and what a reload
 // may change.
@@ -150,10 +155,13 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	}
 	d.apply(cfg)
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	tcpLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
+	// The proxy's timeouts (below) are enforced by one sweeper at
+	// deadlineTick rather than a runtime timer update per request.
+	ln := deadline.NewListener(tcpLn, deadlineTick)
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		ln.Close()
