@@ -10,6 +10,7 @@ import (
 
 	"github.com/caproxy/caproxy/cache"
 	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/limit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -160,31 +161,61 @@ type BudgetState struct {
 	// BudgetShared (Redis), or while Redis is down BudgetDenied (misses
 	// refused) or BudgetLocalShare (this replica's share).
 	Mode string `json:"mode"`
+	// Routes are the account's budgets on the table routes that have one
+	// (cdr_details, say), by route name; the fields above are AHT's.
+	Routes map[string]BudgetState `json:"routes,omitempty"`
 }
 
 func (p *Proxy) serveBudget(w http.ResponseWriter, r *http.Request) {
 	out := map[string]BudgetState{}
 	mode := p.budgetMode()
+	var routes []Route
+	if p.Routes != nil {
+		routes = p.Routes.Routes()
+	}
 	if st := p.settings.Load(); st != nil {
 		for name := range st.Accounts {
-			bs, err := p.Budget.State(r.Context(), name)
+			s, err := budgetState(r, p.Budget, name, mode)
 			if err != nil {
-				if mode == BudgetDenied {
-					// No budget is in force: misses are refused.
-					out[name] = BudgetState{Limit: p.Budget.Limit(), Mode: mode}
-					continue
-				}
 				cloudagent.WriteError(w, http.StatusBadGateway, "budget store unavailable")
 				return
 			}
-			s := BudgetState{Limit: bs.Limit, Remaining: bs.Remaining, Mode: mode}
-			if !bs.NextFree.IsZero() {
-				s.NextFree = &bs.NextFree
+			for _, rt := range routes {
+				if rt.budget == nil {
+					continue
+				}
+				rs, err := budgetState(r, rt.budget, name, mode)
+				if err != nil {
+					cloudagent.WriteError(w, http.StatusBadGateway, "budget store unavailable")
+					return
+				}
+				if s.Routes == nil {
+					s.Routes = map[string]BudgetState{}
+				}
+				s.Routes[rt.Name] = rs
 			}
 			out[name] = s
 		}
 	}
 	writeAdminJSON(w, out)
+}
+
+// budgetState reads account's state of b. While Redis is down under the
+// deny policy no budget is in force (misses are refused), so the state is
+// the limit alone rather than an error.
+func budgetState(r *http.Request, b *limit.Budget, account, mode string) (BudgetState, error) {
+	bs, err := b.State(r.Context(), account)
+	if err != nil {
+		if mode == BudgetDenied {
+			return BudgetState{Limit: b.Limit(), Mode: mode}, nil
+		}
+		return BudgetState{}, err
+	}
+	s := BudgetState{Limit: bs.Limit, Remaining: bs.Remaining, Mode: mode}
+	if !bs.NextFree.IsZero() {
+		s.NextFree = &bs.NextFree
+	}
+	return s, nil
 }
 
 func writeAdminJSON(w http.ResponseWriter, v any) {

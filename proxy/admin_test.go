@@ -14,7 +14,7 @@ import (
 // admin calls the admin handler of h's proxy.
 func (h *harness) admin(method, target string) (int, string) {
 	rec := httptest.NewRecorder()
-	h.proxy.AdminHandler(h.registry).ServeHTTP(rec, httptest.NewRequest(method, target, nil))
+	h.daemon.AdminHandler().ServeHTTP(rec, httptest.NewRequest(method, target, nil))
 	b, _ := io.ReadAll(rec.Body)
 	return rec.Code, string(b)
 }
@@ -73,8 +73,11 @@ func TestAdminPurge(t *testing.T) {
 }
 
 func TestAdminBudgetAndProbes(t *testing.T) {
-	h := newHarness(t, setup{})
+	h := newHarness(t, setup{clock: newFakeClock()})
 	h.aht(apikeyAccount, "agent001")
+	if r := h.cdr(apikeyAccount, "2026-11-27", "apiKey", apikeyAccount.APIKey); r.code != http.StatusOK {
+		t.Fatalf("fetchCDRDetails: %d %s", r.code, r.body)
+	}
 	code, body := h.admin("GET", "/admin/budget")
 	var out map[string]proxy.BudgetState
 	if code != 200 || json.Unmarshal([]byte(body), &out) != nil {
@@ -85,6 +88,23 @@ func TestAdminBudgetAndProbes(t *testing.T) {
 	}
 	if b := out["demo"]; b.Remaining != 50 {
 		t.Errorf("demo: %+v, want remaining 50", b)
+	}
+	// Route budgets are the account's too, each with its own count.
+	for _, c := range []struct {
+		account, route string
+		remaining      int64
+	}{
+		{"demo-basic", "cdr_details", 1},
+		{"demo-basic", "cdr_pages", 2},
+		{"demo", "cdr_details", 2},
+	} {
+		rb, ok := out[c.account].Routes[c.route]
+		if !ok || rb.Limit != 2 || rb.Remaining != c.remaining || rb.Mode != proxy.BudgetLocal {
+			t.Errorf("%s %s: %+v (present %v), want limit 2 remaining %d mode %s", c.account, c.route, rb, ok, c.remaining, proxy.BudgetLocal)
+		}
+	}
+	if _, ok := out["demo"].Routes["manual_dial"]; ok {
+		t.Error("manual_dial has no budget, yet /admin/budget shows one")
 	}
 	for _, p := range []string{"/healthz", "/readyz"} {
 		if code, body := h.admin("GET", p); code != http.StatusOK {
@@ -107,10 +127,9 @@ func TestNotReadyWithoutSettings(t *testing.T) {
 // admin listener but the probes asks for it, and that profiles are
 // bounded in length.
 func TestAdminToken(t *testing.T) {
-	h := newHarness(t, setup{})
 	const token = "0123456789abcdef-admin"
-	h.proxy.AdminToken = token
-	handler := h.proxy.AdminHandler(h.registry)
+	h := newHarness(t, setup{adminToken: token})
+	handler := h.daemon.AdminHandler()
 	call := func(method, target, auth string) int {
 		req := httptest.NewRequest(method, target, nil)
 		if auth != "" {

@@ -3,7 +3,6 @@ package proxy_test
 import (
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/caproxy/caproxy/cloudagent/sim"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // TestBudgetHoldsUnderLoad drives demand far above the budget, with the
@@ -123,7 +121,6 @@ func TestMetricsMove(t *testing.T) {
 
 // metricsText is what a Prometheus scrape of the harness's registry returns.
 func (h *harness) metricsText() string {
-	rec := httptest.NewRecorder()
-	promhttp.HandlerFor(h.registry, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	return rec.Body.String()
+	_, body := h.admin("GET", "/metrics")
+	return body
 }

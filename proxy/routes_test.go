@@ -11,6 +11,7 @@ import (
 
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/limit"
 	"github.com/caproxy/caproxy/proxy"
 )
@@ -244,9 +245,9 @@ func TestManualDialIsNeverCachedOrCoalesced(t *testing.T) {
 // TestConfiguredRouteOverridesDefault: a route of a default's name replaces
 // it; a budget on an uncached route applies to pass-through.
 func TestConfiguredRouteOverridesDefault(t *testing.T) {
-	h := newHarness(t, setup{clock: newFakeClock(), routes: []proxy.Route{{
+	h := newHarness(t, setup{clock: newFakeClock(), routes: []config.Route{{
 		Name: "manual_dial", Path: cloudagent.PathAgentManualDial, Methods: []string{"POST"},
-		Write: true, BudgetCalls: 1,
+		Write: true, Budget: 1,
 	}}})
 	body := `{"userName":"demo-basic","agentID":"agent1","customerNumber":"9999"}`
 	if r := h.do(http.MethodPost, cloudagent.PathAgentManualDial, body, "apiKey", apikeyAccount.APIKey); r.code != http.StatusOK {
@@ -317,8 +318,7 @@ func TestPassThroughIsBounded(t *testing.T) {
 // TestRefuseUnknownPaths: with the policy set, a path outside the table is
 // answered 404 and never forwarded with the account's credentials.
 func TestRefuseUnknownPaths(t *testing.T) {
-	h := newHarness(t, setup{})
-	h.proxy.RefuseUnknownPaths = true // before the first request
+	h := newHarness(t, setup{refuseUnknown: true})
 	r := h.do(http.MethodPost, sim.PathAgentDetails, `{"userName":"demo-basic"}`, "apiKey", apikeyAccount.APIKey)
 	if r.code != http.StatusNotFound || r.message() != proxy.MsgUnknownPath {
 		t.Fatalf("%d %s", r.code, r.body)
