@@ -16,6 +16,8 @@
 package deadline
 
 import (
+	"errors"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -229,6 +231,25 @@ func (c *conn) expire(now int64) {
 	if c.write.expired(now) {
 		c.Conn.SetWriteDeadline(past)
 	}
+}
+
+// CloseWrite shuts down the writing side, as net.TCPConn does: net/http
+// half-closes before it hangs up on a request it refused (431, 400), so the
+// client reads the answer instead of a reset.
+func (c *conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errors.ErrUnsupported
+}
+
+// ReadFrom lets the connection's own ReadFrom (sendfile, splice) serve
+// io.Copy to it, as net/http does for a response copied from a file.
+func (c *conn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
 }
 
 // Close closes the connection and stops sweeping it.

@@ -193,6 +193,45 @@ func TestKeepAliveServesManyRequests(t *testing.T) {
 	}
 }
 
+// net/http half-closes a connection (CloseWrite, found by type assertion)
+// before hanging up on a request it refused (431, 400), so the client reads
+// the answer rather than a reset: the wrapped connection must half-close.
+// (e2e's TestReportingAppDropIn sees the reset without it.)
+func TestCloseWriteHalfCloses(t *testing.T) {
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := NewListener(tcp, 10*time.Millisecond)
+	defer ln.Close()
+	c := dial(t, tcp.Addr().String())
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	cw, ok := sc.(interface{ CloseWrite() error })
+	if !ok {
+		t.Fatal("accepted connection has no CloseWrite")
+	}
+	io.WriteString(sc, "answer")
+	if err := cw.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(safety))
+	got, err := io.ReadAll(c) // ends at the server's FIN
+	if err != nil || string(got) != "answer" {
+		t.Fatalf("client read %q, %v; want the answer, then EOF", got, err)
+	}
+	// The other direction stays open.
+	io.WriteString(c, "more")
+	b := make([]byte, 4)
+	sc.SetReadDeadline(time.Now().Add(safety))
+	if _, err := io.ReadFull(sc, b); err != nil || string(b) != "more" {
+		t.Fatalf("server read %q, %v after its CloseWrite", b, err)
+	}
+}
+
 // direction's bookkeeping: what reaches the real connection, and when.
 func TestDirection(t *testing.T) {
 	const tick = int64(1000) // the sweeper's last tick, unix ns
