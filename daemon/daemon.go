@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -332,9 +333,12 @@ func (d *Daemon) newAccount(a config.Account) *proxy.Account {
 
 // Routes is caproxy's route table as cfg configures it: the built-in
 // routes, with config.yaml's routes added or replacing those of the same
-// name.
+// name or path (so a configuration written before a built-in route existed
+// keeps working).
 func Routes(cfg *config.Config) []proxy.Route {
-	out := proxy.DefaultRoutes()
+	out := slices.DeleteFunc(proxy.DefaultRoutes(), func(d proxy.Route) bool {
+		return slices.ContainsFunc(cfg.Routes, func(r config.Route) bool { return r.Path == d.Path && r.Name != d.Name })
+	})
 	for _, r := range cfg.Routes {
 		out = append(out, proxy.Route{
 			Name: r.Name, Path: r.Path, Methods: r.Methods, Auth: r.Auth,

@@ -495,7 +495,7 @@ func (p *Proxy) call(ctx context.Context, acct *Account, key string, req cloudag
 		}
 		msg, isErr := cloudagent.ErrorMessage(res.body)
 		switch {
-		case isErr && msg == cloudagent.MsgLimitExceeded:
+		case isErr && cloudagent.IsLimitExceeded(msg):
 			// Someone else spends this account's budget: stop calling
 			// for a whole window rather than retry into the limit.
 			p.Logger.Warn("upstream says max limit exceeded; budget marked spent for a window", "account", acct.UserName)

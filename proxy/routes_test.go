@@ -319,7 +319,7 @@ func TestPassThroughIsBounded(t *testing.T) {
 // answered 404 and never forwarded with the account's credentials.
 func TestRefuseUnknownPaths(t *testing.T) {
 	h := newHarness(t, setup{refuseUnknown: true})
-	r := h.do(http.MethodPost, sim.PathAgentDetails, `{"userName":"demo-basic"}`, "apiKey", apikeyAccount.APIKey)
+	r := h.do(http.MethodPost, "/ca_apis/AgentStatus", `{"userName":"demo-basic"}`, "apiKey", apikeyAccount.APIKey)
 	if r.code != http.StatusNotFound || r.message() != proxy.MsgUnknownPath {
 		t.Fatalf("%d %s", r.code, r.body)
 	}
@@ -344,5 +344,55 @@ func TestOtherReportingPathsUseTheAPIKey(t *testing.T) {
 	}
 	if st := h.sim.Stats(); st.TokenGenerations != 0 || len(h.tokens.seen()) != 0 {
 		t.Fatalf("a bearer token was made or sent for the reporting API: %+v", st)
+	}
+}
+
+// TestOtherAPIsStayUnderTheirDocumentedLimits: apps sharing an account
+// hammer AgentDetails (10 a minute) and the summary report (5 a minute)
+// through caproxy; CloudAgent never refuses a call for its limit, and the
+// apps get caproxy's 429 in each API's own shape instead.
+func TestOtherAPIsStayUnderTheirDocumentedLimits(t *testing.T) {
+	h := newHarness(t, setup{clock: newFakeClock()})
+	day := h.clock.Now().Format("2006-01-02")
+	summary := `{"fromDate":"` + day + ` 00:00:00","toDate":"` + day + ` 10:00:00","userName":"demo-basic"}`
+	type result struct {
+		path string
+		r    reply
+	}
+	results := make(chan result, 60)
+	var wg sync.WaitGroup
+	for i := range 60 {
+		wg.Go(func() {
+			if i%2 == 0 {
+				results <- result{sim.PathAgentDetails, h.do(http.MethodPost, sim.PathAgentDetails, `{"userName":"demo-basic"}`, "apiKey", apikeyAccount.APIKey)}
+			} else {
+				results <- result{cloudagent.PathSummaryReport, h.do(http.MethodPost, cloudagent.PathSummaryReport, summary, "apiKey", apikeyAccount.APIKey)}
+			}
+		})
+	}
+	wg.Wait()
+	close(results)
+	ok := map[string]int{}
+	for res := range results {
+		switch {
+		case res.r.code == http.StatusOK:
+			ok[res.path]++
+		case res.r.code == http.StatusTooManyRequests && res.r.header.Get("Retry-After") != "":
+			want := cloudagent.StatusError
+			if res.path == cloudagent.PathSummaryReport {
+				want = cloudagent.StatusFalse
+			}
+			if res.r.status() != want || res.r.message() != cloudagent.MsgLimitExceeded {
+				t.Errorf("%s refusal %s, want status %q and %q", res.path, res.r.body, want, cloudagent.MsgLimitExceeded)
+			}
+		default:
+			t.Errorf("%s: %d %v %s", res.path, res.r.code, res.r.header, res.r.body)
+		}
+	}
+	if ok[sim.PathAgentDetails] != cloudagent.AgentDetailsLimit || ok[cloudagent.PathSummaryReport] != cloudagent.SummaryReportLimit {
+		t.Errorf("answered %v, want %d AgentDetails and %d summaries", ok, cloudagent.AgentDetailsLimit, cloudagent.SummaryReportLimit)
+	}
+	if v := h.sim.Stats().LimitViolations; v != 0 {
+		t.Errorf("CloudAgent refused %d calls for its limit", v)
 	}
 }

@@ -313,7 +313,7 @@ func (p *Proxy) fetchRoute(ctx context.Context, st *Settings, c *routeCall, bypa
 	}
 	msg, isErr := cloudagent.ErrorMessage(res.body)
 	switch {
-	case res.status == http.StatusTooManyRequests || (isErr && msg == cloudagent.MsgLimitExceeded):
+	case res.status == http.StatusTooManyRequests || (isErr && cloudagent.IsLimitExceeded(msg)):
 		// Someone else spends this account's calls on the route: stop for
 		// a whole window rather than call into the limit.
 		p.Logger.Warn("upstream refused for its limit; route budget marked spent for a window", "route", c.rt.Name, "account", c.acct.UserName)
