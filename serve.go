@@ -12,8 +12,13 @@ import (
 
 	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/daemon"
+	"github.com/caproxy/caproxy/deadline"
 	"github.com/caproxy/caproxy/proxy"
 )
+
+// deadlineTick is how late, at most, the proxy listener's timeouts fire:
+// 5% of the shortest (ReadHeaderTimeout, 5 s).
+const deadlineTick = 250 * time.Millisecond
 
 // serve runs caproxy with cfg until ctx ends, reloading path on hup.
 func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.Signal, stderr io.Writer) error {
@@ -26,10 +31,13 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	defer d.Close()
 	logger := d.Logger()
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+	tcpLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return err
 	}
+	// The proxy's timeouts (below) are enforced by one sweeper at
+	// deadlineTick rather than a runtime timer update per request.
+	ln := deadline.NewListener(tcpLn, deadlineTick)
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		ln.Close()
