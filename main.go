@@ -24,8 +24,7 @@ import (
 
 	"github.com/caproxy/caproxy/cloudagent/sim"
 	"github.com/caproxy/caproxy/config"
-	"github.com/caproxy/caproxy/limit"
-	"github.com/caproxy/caproxy/proxy"
+	"github.com/caproxy/caproxy/daemon"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -63,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	// The route table's own checks (names, canonical paths, what may be
 	// cached) run here too, so -check finds what serve would refuse.
-	if _, err := proxy.NewRouteTable(append(proxy.DefaultRoutes(), routesOf(cfg.Routes)...), limit.NewMemoryStore()); err != nil {
+	if err := daemon.CheckRoutes(cfg); err != nil {
 		fmt.Fprintln(stderr, "caproxy: bad config: routes:", oneLine(err))
 		return 1
 	}

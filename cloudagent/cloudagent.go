@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
 // Paths served by CloudAgent that caproxy treats specially. Those beyond
@@ -37,6 +38,23 @@ const (
 	PathFetchCdrByPagination = "/ca_reports/fetchCdrByPagination"
 	// PathAgentManualDial places a call: a write, never cached or retried.
 	PathAgentManualDial = "/ca_apis/AgentManualDial"
+	// PathAgentDetails returns an agent's details: POST, a JSON body with
+	// userName and agentId, AgentDetailsLimit calls per account per
+	// minute (docs.ozonetel.com/reference/post_ca-apis-agentdetails).
+	PathAgentDetails = "/ca_apis/AgentDetails"
+	// PathSummaryReport is the reporting API's agent state summary: GET or
+	// POST with a JSON body (fromDate, toDate, userName), the apiKey header
+	// as on every reporting path, SummaryReportLimit calls per account per
+	// minute (docs.ozonetel.com/reference/post_ca-reports-summaryreport-1;
+	// public code calls it with POST and the apiKey header).
+	PathSummaryReport = "/ca_reports/summaryReport"
+)
+
+// Documented limits of CloudAgent's other APIs, per account per minute
+// (the pages named beside PathAgentDetails and PathSummaryReport).
+const (
+	AgentDetailsLimit  = 10
+	SummaryReportLimit = 5
 )
 
 // TokenPaths are every path CloudAgent serves generateToken at, in
@@ -92,6 +110,11 @@ const (
 	MsgInvalidCampaign    = "campaignName is Invalid"
 	MsgLimitExceeded      = "max limit exceeded"
 )
+
+// IsLimitExceeded reports whether msg is CloudAgent's refusal for its rate
+// limit. Its documentation words it "max limit exceeded" (AHT) and "Max
+// limit exceeded" (AgentDetails), so case is not significant.
+func IsLimitExceeded(msg string) bool { return strings.EqualFold(msg, MsgLimitExceeded) }
 
 // Messages of the token API and of token checks on other APIs.
 const (

@@ -35,7 +35,8 @@ func (p *Proxy) Ready() bool {
 }
 
 // AdminHandler serves the admin listener: /healthz, /readyz, /metrics (from
-// g), POST /admin/cache/purge, GET /admin/budget and /debug/pprof/.
+// g), POST /admin/cache/purge, GET /admin/budget and /debug/pprof/
+// (profiles and an execution trace).
 func (p *Proxy) AdminHandler(g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -57,6 +58,7 @@ func (p *Proxy) AdminHandler(g prometheus.Gatherer) http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /debug/pprof/", boundSeconds(pprof.Index))
 	mux.HandleFunc("GET /debug/pprof/profile", boundSeconds(pprof.Profile))
+	mux.HandleFunc("GET /debug/pprof/trace", boundSeconds(pprof.Trace))
 	mux.HandleFunc("POST /admin/cache/purge", p.servePurge)
 	mux.HandleFunc("GET /admin/budget", p.serveBudget)
 	if p.AdminToken == "" {

@@ -14,7 +14,7 @@ import (
 // admin calls the admin handler of h's proxy.
 func (h *harness) admin(method, target string) (int, string) {
 	rec := httptest.NewRecorder()
-	h.proxy.AdminHandler(h.registry).ServeHTTP(rec, httptest.NewRequest(method, target, nil))
+	h.daemon.AdminHandler().ServeHTTP(rec, httptest.NewRequest(method, target, nil))
 	b, _ := io.ReadAll(rec.Body)
 	return rec.Code, string(b)
 }
@@ -127,10 +127,9 @@ func TestNotReadyWithoutSettings(t *testing.T) {
 // admin listener but the probes asks for it, and that profiles are
 // bounded in length.
 func TestAdminToken(t *testing.T) {
-	h := newHarness(t, setup{})
 	const token = "0123456789abcdef-admin"
-	h.proxy.AdminToken = token
-	handler := h.proxy.AdminHandler(h.registry)
+	h := newHarness(t, setup{adminToken: token})
+	handler := h.daemon.AdminHandler()
 	call := func(method, target, auth string) int {
 		req := httptest.NewRequest(method, target, nil)
 		if auth != "" {

@@ -414,7 +414,7 @@ func (p *Proxy) fetchOpts(ctx context.Context, st *Settings, acct *Account, key 
 
 	// While the upstream cannot be reached, do not knock: each try would
 	// fail the same way.
-	if p.now().UnixNano() < p.downUntil.Load() {
+	if p.upstreamDown() {
 		return p.fallback(key, http.StatusBadGateway, "upstream unreachable")
 	}
 	// Credentials first: a call that cannot get a token never goes out, so
@@ -477,18 +477,8 @@ func (p *Proxy) call(ctx context.Context, acct *Account, key string, req cloudag
 	body := canonicalBody(req)
 	for attempt := 0; ; attempt++ {
 		res, err := p.callAHT(ctx, creds, body)
-		if err != nil && neverSent(err) {
-			// CloudAgent never saw this call: give its slot back, and
-			// leave the upstream alone for a moment.
-			if err := p.Budget.Release(ctx, acct.UserName, taken); err != nil {
-				p.Logger.Warn("could not give back an unspent budget slot", "account", acct.UserName, "err", err)
-			}
-			if !isTimeout(err) {
-				// Refused, unreachable: not our own slowness.
-				p.downUntil.Store(p.now().Add(upstreamDownBackoff).UnixNano())
-			}
-		}
 		if err != nil {
+			p.giveBack(ctx, p.Budget, acct.UserName, taken, err)
 			code := http.StatusBadGateway
 			msg := "upstream unreachable"
 			if errors.Is(err, context.DeadlineExceeded) {
@@ -505,7 +495,7 @@ func (p *Proxy) call(ctx context.Context, acct *Account, key string, req cloudag
 		}
 		msg, isErr := cloudagent.ErrorMessage(res.body)
 		switch {
-		case isErr && msg == cloudagent.MsgLimitExceeded:
+		case isErr && cloudagent.IsLimitExceeded(msg):
 			// Someone else spends this account's budget: stop calling
 			// for a whole window rather than retry into the limit.
 			p.Logger.Warn("upstream says max limit exceeded; budget marked spent for a window", "account", acct.UserName)
@@ -617,13 +607,35 @@ func (p *Proxy) callAHT(ctx context.Context, creds http.Header, body []byte) (*u
 		out.Header[k] = v
 	}
 	out.Header.Set("Content-Type", "application/json")
-	res, _, err := p.do(out, "")
-	return res, err
+	return p.do(out)
 }
 
-// upstreamDownBackoff is how long AHT misses leave the upstream alone after
-// it refused a connection (they serve stale answers or 502 meanwhile).
+// upstreamDownBackoff is how long misses leave the upstream alone after it
+// refused a connection (they serve stale answers or 502 meanwhile).
 const upstreamDownBackoff = time.Second
+
+// upstreamDown reports whether the upstream refused a connection less than
+// upstreamDownBackoff ago: each try would fail the same way.
+func (p *Proxy) upstreamDown() bool { return p.now().UnixNano() < p.downUntil.Load() }
+
+// giveBack handles a call that failed with err after it took a slot of b
+// (nil: the route has no budget) for account at taken. A call that never
+// reached CloudAgent gives its slot back; unless it was caproxy's own
+// timeout, the upstream is then left alone for upstreamDownBackoff.
+func (p *Proxy) giveBack(ctx context.Context, b *limit.Budget, account string, taken time.Time, err error) {
+	if !neverSent(err) {
+		return
+	}
+	if b != nil {
+		if err := b.Release(ctx, account, taken); err != nil {
+			p.Logger.Warn("could not give back an unspent budget slot", "account", account, "err", err)
+		}
+	}
+	if !isTimeout(err) {
+		// Refused, unreachable: not our own slowness.
+		p.downUntil.Store(p.now().Add(upstreamDownBackoff).UnixNano())
+	}
+}
 
 // neverSent reports whether err means the request never reached the
 // upstream: the connection could not be made.

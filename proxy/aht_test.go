@@ -209,8 +209,9 @@ func TestBudgetRefusalHeaders(t *testing.T) {
 	if r.code != http.StatusTooManyRequests || r.message() != cloudagent.MsgLimitExceeded || r.status() != "error" {
 		t.Fatalf("over budget: %d %s", r.code, r.body)
 	}
-	// The first slot frees 60 s after the first call, 30 s from now.
-	for name, want := range map[string]string{"Retry-After": "30", "RateLimit-Limit": "3", "RateLimit-Remaining": "0", "RateLimit-Reset": "30"} {
+	// The first slot frees one send window (a minute and its 1 s margin,
+	// limit.SendWindow) after the first call, 31 s from now.
+	for name, want := range map[string]string{"Retry-After": "31", "RateLimit-Limit": "3", "RateLimit-Remaining": "0", "RateLimit-Reset": "31"} {
 		if got := r.header.Get(name); got != want {
 			t.Errorf("%s: %q, want %q", name, got, want)
 		}
@@ -224,7 +225,7 @@ func TestBudgetRefusalHeaders(t *testing.T) {
 	if r := h.aht(apikeyAccount, "agent003"); r.header.Get("X-Cache") != "STALE" {
 		t.Errorf("over budget with stale entry: %d %s %s", r.code, r.header.Get("X-Cache"), r.body)
 	}
-	clock.Advance(6 * time.Second)
+	clock.Advance(6 * time.Second) // 61 s after the first call
 	if r := h.aht(apikeyAccount, "agent009"); r.code != 200 || r.header.Get("X-Cache") != "MISS" {
 		t.Errorf("after a slot freed: %d %s", r.code, r.body)
 	}
@@ -242,8 +243,9 @@ func TestMaxWaitWaitsForASlot(t *testing.T) {
 		}
 		clock.Advance(20 * time.Second)
 	}
-	// 40 s in: the budget is spent and the first slot frees at 60 s, within
-	// max_wait, so the third miss waits for it rather than failing.
+	// 40 s in: the budget is spent and the first slot frees at 61 s (the
+	// send window of a minute), within max_wait, so the third miss waits
+	// for it rather than failing.
 	waiters := clock.Waiters()
 	done := make(chan reply, 1)
 	go func() { done <- h.aht(apikeyAccount, "agent003") }()
@@ -255,7 +257,7 @@ func TestMaxWaitWaitsForASlot(t *testing.T) {
 			runtime.Gosched()
 		}
 	}
-	clock.Advance(20 * time.Second)
+	clock.Advance(limit.SendWindow(time.Minute) - 40*time.Second)
 	if r := <-done; r.code != 200 || r.header.Get("X-Cache") != "MISS" {
 		t.Fatalf("after the wait: %d %s", r.code, r.body)
 	}

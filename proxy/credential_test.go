@@ -254,6 +254,8 @@ func TestPassThroughCannotLockTheAccountOut(t *testing.T) {
 		t.Fatalf("first miss: %d %s", r.code, r.body)
 	}
 	for i := range 12 {
+		// Spread over more than a minute: AgentDetails allows 10 a minute.
+		clock.Advance(7 * time.Second)
 		r := h.do("POST", sim.PathAgentDetails+"?userName=demo", `{"userName":"demo2"}`, "apiKey", tokenAccount.APIKey)
 		if r.message() != cloudagent.MsgTokenInvalid {
 			t.Fatalf("request %d: %d %s; want CloudAgent's %q passed through", i, r.code, r.body, cloudagent.MsgTokenInvalid)

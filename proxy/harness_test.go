@@ -1,29 +1,24 @@
 package proxy_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/caproxy/caproxy/cache"
-	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/cloudagent/sim"
-	"github.com/caproxy/caproxy/credential"
+	"github.com/caproxy/caproxy/config"
+	"github.com/caproxy/caproxy/daemon"
 	"github.com/caproxy/caproxy/internal/fakeclock"
 	"github.com/caproxy/caproxy/internal/syncbuf"
 	"github.com/caproxy/caproxy/limit"
 	"github.com/caproxy/caproxy/proxy"
-	"github.com/caproxy/caproxy/refresh"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 )
 
 // Accounts of the simulator's built-in set, in both auth modes.
@@ -74,25 +69,61 @@ func (r *tokenRecorder) seen() []string {
 	return out
 }
 
-// setup describes one test's proxy and simulator.
+// setup describes one test's proxy and simulator. The proxy is built by
+// daemon.New from the config.Config these fields make, as the binary
+// builds it; fields the config cannot express are daemon.Options.
 type setup struct {
-	sim        sim.Options      // Accounts default to tokenAccount and apikeyAccount
-	clock      *fakeclock.Clock // nil: real time
-	ttl        time.Duration
-	staleTTL   time.Duration
-	negTTL     time.Duration
-	perWindow  int64         // 0: 50
-	window     time.Duration // 0: 60s
-	maxWait    time.Duration
-	timeout    time.Duration // 0: 5s
-	clientAuth string        // "off" turns it off
-	clientRate int64
-	store      limit.Store   // nil: a new MemoryStore on the clock
-	upstream   *harness      // nil: a simulator of the harness's own; else share this one's
-	redis      *redis.Client // not nil: the shared cache level lives there
-	refresh    bool          // cache.refresh_ahead
-	reserve    int64         // limit.reserve
-	routes     []proxy.Route // added to (or replacing) proxy.DefaultRoutes()
+	sim           sim.Options      // Accounts default to tokenAccount and apikeyAccount
+	clock         *fakeclock.Clock // nil: real time
+	ttl           time.Duration
+	staleTTL      time.Duration
+	negTTL        time.Duration
+	perWindow     int64         // limit.upstream_per_minute; 0: 50
+	window        time.Duration // limit.window; 0: 60s
+	maxWait       time.Duration
+	timeout       time.Duration // 0: 5s
+	clientAuth    string        // "off" turns it off
+	clientRate    int64
+	store         limit.Store    // nil: the store the config selects (memory, or Redis with redis set)
+	upstream      *harness       // nil: a simulator of the harness's own; else share this one's
+	redis         string         // redis.url: not empty shares budgets, tokens and cache there
+	refresh       bool           // cache.refresh_ahead
+	reserve       int64          // limit.reserve
+	routes        []config.Route // config.yaml's routes
+	adminToken    string         // admin_token
+	refuseUnknown bool           // unknown_paths: refuse
+}
+
+// config is the config.yaml s stands for, in front of upstream.
+func (s setup) config(upstream string) *config.Config {
+	cfg := &config.Config{
+		Listen:      "127.0.0.1:0",
+		AdminListen: "127.0.0.1:0",
+		AdminToken:  config.Secret(s.adminToken),
+		Upstream:    config.Upstream{URL: upstream, Timeout: s.timeout},
+		Cache: config.Cache{TTL: s.ttl, StaleTTL: s.staleTTL, NegativeTTL: s.negTTL, MaxEntries: 1000,
+			RefreshAhead: s.refresh},
+		Limit: config.Limit{
+			UpstreamPerMinute: int(s.perWindow), MaxWait: s.maxWait, Window: s.window,
+			ClientPerMinute: int(s.clientRate), Reserve: int(s.reserve), TokenGenerationsPerHour: 10,
+			AboveCloudAgentLimits: s.perWindow > config.CloudAgentAHTPerMinute,
+		},
+		ClientAuth:   config.ClientAuthRequired,
+		Redis:        config.Redis{URL: s.redis, Timeout: time.Second, OnFailure: config.RedisDeny},
+		Log:          config.Log{Format: "text", Level: "debug", Access: true},
+		Routes:       s.routes,
+		UnknownPaths: config.UnknownPass,
+	}
+	if s.clientAuth == config.ClientAuthOff {
+		cfg.ClientAuth = config.ClientAuthOff
+	}
+	if s.refuseUnknown {
+		cfg.UnknownPaths = config.UnknownRefuse
+	}
+	for _, a := range s.sim.Accounts {
+		cfg.Accounts = append(cfg.Accounts, config.Account{UserName: a.UserName, APIKey: a.APIKey, Auth: a.Auth})
+	}
+	return cfg
 }
 
 // harness is a proxy in front of a simulator, both over loopback.
@@ -100,9 +131,9 @@ type harness struct {
 	t        *testing.T
 	sim      *sim.Server
 	simSrv   *httptest.Server
+	daemon   *daemon.Daemon
 	proxy    *proxy.Proxy
 	url      string
-	registry *prometheus.Registry
 	logs     *syncbuf.Buffer
 	tokens   *tokenRecorder
 	clock    *fakeclock.Clock
@@ -132,20 +163,12 @@ func newHarness(t *testing.T, s setup) *harness {
 	if s.timeout == 0 {
 		s.timeout = 5 * time.Second
 	}
-	var now func() time.Time
-	var budgetOpts []limit.Option
-	mem := limit.NewMemoryStore()
-	if s.clock != nil {
-		now = s.clock.Now
-		s.sim.Now, s.sim.After = now, s.clock.After
-		mem.Now = now
-		budgetOpts = append(budgetOpts, limit.WithClock(s.clock))
-	}
-	store := s.store
-	if store == nil {
-		store = mem
-	}
 	h := &harness{t: t, logs: &syncbuf.Buffer{}, clock: s.clock, accounts: s.sim.Accounts}
+	opts := daemon.Options{Log: h.logs, Store: s.store}
+	if s.clock != nil {
+		s.sim.Now, s.sim.After = s.clock.Now, s.clock.After
+		opts.Clock = s.clock
+	}
 	if s.upstream != nil {
 		h.sim, h.simSrv = s.upstream.sim, s.upstream.simSrv
 	} else {
@@ -153,61 +176,18 @@ func newHarness(t *testing.T, s setup) *harness {
 		h.simSrv = httptest.NewServer(h.sim)
 		t.Cleanup(h.simSrv.Close)
 	}
-	upstream, _ := url.Parse(h.simSrv.URL)
-
-	h.tokens = &tokenRecorder{next: http.DefaultTransport, tokens: map[string]bool{}}
-	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	guard := limit.NewBudget(store, 10, time.Hour, append(budgetOpts, limit.WithPrefix("tokengen:"))...)
-	st := &proxy.Settings{Accounts: map[string]*proxy.Account{}, ClientAuth: s.clientAuth != "off", MaxWait: s.maxWait,
-		RefreshAhead: s.refresh, Reserve: s.reserve}
-	if s.clientRate > 0 {
-		st.ClientLimit = limit.NewClientLimit(s.clientRate)
+	opts.WrapTransport = func(next http.RoundTripper) http.RoundTripper {
+		h.tokens = &tokenRecorder{next: next, tokens: map[string]bool{}}
+		return h.tokens
 	}
-	for _, a := range s.sim.Accounts {
-		acct := &proxy.Account{UserName: a.UserName, APIKey: a.APIKey}
-		if a.Auth == "apikey" {
-			acct.Upstream = credential.APIKey(a.APIKey)
-		} else {
-			acct.Upstream = &credential.TokenSource{
-				UserName: a.UserName, APIKey: a.APIKey, Endpoint: upstream,
-				Client: &http.Client{Transport: h.tokens}, Guard: guard, Now: now, Logger: logger,
-			}
-		}
-		st.Accounts[a.UserName] = acct
-	}
-	h.proxy = &proxy.Proxy{
-		Upstream:  upstream,
-		Transport: h.tokens,
-		Timeout:   s.timeout,
-		Cache: cache.New(cache.Options{
-			MaxEntries: 1000, TTL: s.ttl, StaleTTL: s.staleTTL, NegativeTTL: s.negTTL, Now: now,
-		}),
-		Budget:    limit.NewBudget(store, s.perWindow, s.window, budgetOpts...),
-		Logger:    logger,
-		AccessLog: proxy.NewAccessLog(h.logs, false),
-	}
-	if s.refresh {
-		h.proxy.Refresher = refresh.New[cloudagent.AHTRequest](refresh.Config{
-			TTL: s.ttl, Window: s.window, PerWindow: int(s.perWindow), Reserve: int(s.reserve)})
-	}
-	routes, err := proxy.NewRouteTable(append(proxy.DefaultRoutes(), s.routes...), store, budgetOpts...)
+	d, err := daemon.New(context.Background(), s.config(h.simSrv.URL), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.proxy.Routes = routes
-	if s.redis != nil {
-		h.proxy.Shared = cache.NewRedisShared(s.redis, "caproxy-test:cache:", cache.WithSharedClock(h.proxy.Cache.Now))
-	}
-	h.registry = prometheus.NewRegistry()
-	h.proxy.Metrics = proxy.NewMetrics(h.registry, h.proxy)
-	h.proxy.SetSettings(st)
-	srv := httptest.NewServer(h.proxy)
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() {
-		if h.proxy.AccessLog != nil {
-			h.proxy.AccessLog.Close()
-		}
-	})
+	h.daemon, h.proxy = d, d.Proxy()
+	t.Cleanup(d.Close)
+	srv := httptest.NewServer(d.Handler())
+	t.Cleanup(srv.Close) // before d.Close: no request outlives the daemon
 	h.url = srv.URL
 	// Registered last so it runs first: every log line of the test is in.
 	t.Cleanup(h.checkNoSecretsLogged)

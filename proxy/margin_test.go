@@ -34,7 +34,7 @@ func TestSendWindowMarginAbsorbsOneWayDelay(t *testing.T) {
 				clock:     clock,
 				sim:       sim.Options{Delay: tc.delay}, // CloudAgent's 50 a minute
 				perWindow: 50,
-				window:    limit.SendWindow(time.Minute),
+				window:    time.Minute, // the daemon gives the budget limit.SendWindow of it
 			})
 
 			var wg sync.WaitGroup

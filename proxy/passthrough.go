@@ -4,15 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"time"
 
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/credential"
+	"github.com/caproxy/caproxy/limit"
 )
 
 // upstreamCreds is what servePassThrough resolved for the reverse proxy's
@@ -23,6 +23,8 @@ type upstreamCreds struct {
 	header http.Header         // the account's upstream credentials
 	handle string
 	rec    *record
+	rt     *Route    // nil for a path outside the table
+	taken  time.Time // when rt's budget slot was taken; zero if none
 	// namesAgree reports that every place the request names an account
 	// (query, body, bearer token) was read and names acct. Only then is an
 	// upstream "Invalid Token" evidence against the token rather than
@@ -100,28 +102,32 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 		rec.outcome = OutcomeLimited
 		return
 	}
+	// Credentials before the route's slot, as for AHT: a request that
+	// cannot get a token never goes out, so it spends nothing.
+	up := rt.upstreamFor(acct)
+	creds := &upstreamCreds{acct: acct, up: up, header: http.Header{}, rec: rec, rt: rt, namesAgree: namesAgree}
+	handle, err := up.Apply(r.Context(), creds.header)
+	if err != nil {
+		a := p.credentialsFailed("", acct, err)
+		rec.outcome = a.outcome
+		writeAnswerError(w, a, writeErr)
+		return
+	}
+	creds.handle = handle
 	if rt != nil {
 		if a := p.takeRouteBudget(r.Context(), st, rt, acct, ""); a != nil {
 			rec.outcome = a.outcome
 			if a.outcome == OutcomeLimited {
 				writeRouteLimited(w, rt, a.budget, p.now())
 			} else {
-				w.Header().Set("Retry-After", strconv.Itoa(a.retryAfter))
-				writeErr(w, a.code, a.msg)
+				writeAnswerError(w, a, writeErr)
 			}
 			return
 		}
+		if rt.budget != nil {
+			creds.taken = rt.budget.Now()
+		}
 	}
-	up := rt.upstreamFor(acct)
-	creds := &upstreamCreds{acct: acct, up: up, header: http.Header{}, rec: rec, namesAgree: namesAgree}
-	handle, err := up.Apply(r.Context(), creds.header)
-	if err != nil {
-		rec.outcome = OutcomeUpstreamError
-		p.Logger.Warn("no upstream credentials", "account", acct.UserName, "err", err)
-		writeErr(w, http.StatusServiceUnavailable, "upstream credentials unavailable")
-		return
-	}
-	creds.handle = handle
 	rec.outcome = "passed"
 	// One bound on the whole exchange, the answer's body included, so an
 	// upstream that stalls mid-answer cannot hold the request forever.
@@ -164,17 +170,24 @@ func (p *Proxy) newReverseProxy(rt http.RoundTripper) *httputil.ReverseProxy {
 		ModifyResponse: p.checkPassedResponse,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			code, msg := http.StatusBadGateway, "upstream unreachable"
-			var ne net.Error
-			if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+			if isTimeout(err) {
 				code, msg = http.StatusGatewayTimeout, "upstream timed out"
 			}
-			if c, ok := r.Context().Value(credsKey{}).(*upstreamCreds); ok {
+			c, _ := r.Context().Value(credsKey{}).(*upstreamCreds)
+			var rt *Route
+			if c != nil {
 				c.rec.outcome = OutcomeUpstreamError
+				rt = c.rt
+				var b *limit.Budget
+				if rt != nil && !c.taken.IsZero() {
+					b = rt.budget
+				}
+				p.giveBack(context.WithoutCancel(r.Context()), b, c.acct.UserName, c.taken, err)
 			}
 			if r.Context().Err() == nil {
 				p.Logger.Warn("pass-through failed", "path", r.URL.Path, "err", err)
 			}
-			cloudagent.WriteError(w, code, msg)
+			rt.writeError(w, code, msg)
 		},
 	}
 }

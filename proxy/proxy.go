@@ -121,7 +121,7 @@ type Proxy struct {
 	settings    atomic.Pointer[Settings]
 	group       cache.Group // coalesces misses
 	bypassGroup cache.Group // coalesces no-cache requests
-	// downUntil (unix ns on the proxy's clock) is when AHT misses may try
+	// downUntil (unix ns on the proxy's clock) is when misses may try
 	// the upstream again after it could not be reached.
 	downUntil atomic.Int64
 	// bypassMu guards bypassAt: when each key last had a no-cache fetch.

@@ -7,10 +7,7 @@ import (
 	"time"
 
 	"github.com/caproxy/caproxy/internal/redistest"
-	"github.com/caproxy/caproxy/limit"
-	"github.com/caproxy/caproxy/proxy"
 	"github.com/caproxy/caproxy/refresh"
-	"github.com/redis/go-redis/v9"
 )
 
 // TestRefreshAheadKeepsHotKeyHit: a key asked for often is refreshed
@@ -159,19 +156,14 @@ func grep(text, s string) string {
 // cache) both want to refresh a hot key; the lease lets one call the
 // upstream, and the other serves its answer from the shared cache.
 func TestRefreshOneReplicaThroughRedis(t *testing.T) {
-	rdb := redis.NewClient(&redis.Options{Addr: redistest.Start(t)})
-	t.Cleanup(func() { rdb.Close() })
 	clock := newFakeClock()
-	base := setup{clock: clock, ttl: 30 * time.Second, refresh: true, reserve: 2, redis: rdb}
-	a := base
-	a.store = limit.NewRedisStore(rdb, "caproxy-test:")
-	first := newHarness(t, a)
+	// Budget, cache and refresh lease in Redis, as the daemon wires them
+	// from redis.url.
+	base := setup{clock: clock, ttl: 30 * time.Second, refresh: true, reserve: 2, redis: "redis://" + redistest.Start(t)}
+	first := newHarness(t, base)
 	b := base
-	b.store = limit.NewRedisStore(rdb, "caproxy-test:")
 	b.upstream = first
 	second := newHarness(t, b)
-	lease := proxy.RedisRefreshLease(rdb, "caproxy-test:refresh:", 5*time.Second)
-	first.proxy.RefreshLease, second.proxy.RefreshLease = lease, lease
 	ctx := context.Background()
 
 	for _, h := range []*harness{first, second, first, second, first, second} {

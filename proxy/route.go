@@ -108,9 +108,20 @@ func DefaultRoutes() []Route {
 		ErrorStatus: cloudagent.StatusFalse, LimitMessage: cloudagent.MsgLimitExceeded,
 		BodyMessage: cloudagent.MsgInvalidJSONPassValid,
 	}, {
+		// Passed through (an intraday summary changes), under CloudAgent's
+		// documented 5 calls a minute, so apps sharing an account cannot
+		// push it over.
+		Name: "summary_report", Path: cloudagent.PathSummaryReport, Auth: AuthAPIKey,
+		BudgetCalls: cloudagent.SummaryReportLimit, BudgetWindow: time.Minute,
+		ErrorStatus: cloudagent.StatusFalse, LimitMessage: cloudagent.MsgLimitExceeded,
+	}, {
 		// The rest of the reporting API: apiKey only, passed through.
 		Name: "reports", Path: cloudagent.ReportsPrefix + "*", Auth: AuthAPIKey,
 		ErrorStatus: cloudagent.StatusFalse,
+	}, {
+		// Passed through under CloudAgent's documented 10 calls a minute.
+		Name: "agent_details", Path: cloudagent.PathAgentDetails, Auth: AuthAccount,
+		BudgetCalls: cloudagent.AgentDetailsLimit, BudgetWindow: time.Minute,
 	}, {
 		// Places a call: a write.
 		Name: "manual_dial", Path: cloudagent.PathAgentManualDial,

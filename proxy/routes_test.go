@@ -11,6 +11,7 @@ import (
 
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/limit"
 	"github.com/caproxy/caproxy/proxy"
 )
@@ -244,9 +245,9 @@ func TestManualDialIsNeverCachedOrCoalesced(t *testing.T) {
 // TestConfiguredRouteOverridesDefault: a route of a default's name replaces
 // it; a budget on an uncached route applies to pass-through.
 func TestConfiguredRouteOverridesDefault(t *testing.T) {
-	h := newHarness(t, setup{clock: newFakeClock(), routes: []proxy.Route{{
+	h := newHarness(t, setup{clock: newFakeClock(), routes: []config.Route{{
 		Name: "manual_dial", Path: cloudagent.PathAgentManualDial, Methods: []string{"POST"},
-		Write: true, BudgetCalls: 1,
+		Write: true, Budget: 1,
 	}}})
 	body := `{"userName":"demo-basic","agentID":"agent1","customerNumber":"9999"}`
 	if r := h.do(http.MethodPost, cloudagent.PathAgentManualDial, body, "apiKey", apikeyAccount.APIKey); r.code != http.StatusOK {
@@ -317,9 +318,8 @@ func TestPassThroughIsBounded(t *testing.T) {
 // TestRefuseUnknownPaths: with the policy set, a path outside the table is
 // answered 404 and never forwarded with the account's credentials.
 func TestRefuseUnknownPaths(t *testing.T) {
-	h := newHarness(t, setup{})
-	h.proxy.RefuseUnknownPaths = true // before the first request
-	r := h.do(http.MethodPost, sim.PathAgentDetails, `{"userName":"demo-basic"}`, "apiKey", apikeyAccount.APIKey)
+	h := newHarness(t, setup{refuseUnknown: true})
+	r := h.do(http.MethodPost, "/ca_apis/AgentStatus", `{"userName":"demo-basic"}`, "apiKey", apikeyAccount.APIKey)
 	if r.code != http.StatusNotFound || r.message() != proxy.MsgUnknownPath {
 		t.Fatalf("%d %s", r.code, r.body)
 	}
@@ -344,5 +344,55 @@ func TestOtherReportingPathsUseTheAPIKey(t *testing.T) {
 	}
 	if st := h.sim.Stats(); st.TokenGenerations != 0 || len(h.tokens.seen()) != 0 {
 		t.Fatalf("a bearer token was made or sent for the reporting API: %+v", st)
+	}
+}
+
+// TestOtherAPIsStayUnderTheirDocumentedLimits: apps sharing an account
+// hammer AgentDetails (10 a minute) and the summary report (5 a minute)
+// through caproxy; CloudAgent never refuses a call for its limit, and the
+// apps get caproxy's 429 in each API's own shape instead.
+func TestOtherAPIsStayUnderTheirDocumentedLimits(t *testing.T) {
+	h := newHarness(t, setup{clock: newFakeClock()})
+	day := h.clock.Now().Format("2006-01-02")
+	summary := `{"fromDate":"` + day + ` 00:00:00","toDate":"` + day + ` 10:00:00","userName":"demo-basic"}`
+	type result struct {
+		path string
+		r    reply
+	}
+	results := make(chan result, 60)
+	var wg sync.WaitGroup
+	for i := range 60 {
+		wg.Go(func() {
+			if i%2 == 0 {
+				results <- result{sim.PathAgentDetails, h.do(http.MethodPost, sim.PathAgentDetails, `{"userName":"demo-basic"}`, "apiKey", apikeyAccount.APIKey)}
+			} else {
+				results <- result{cloudagent.PathSummaryReport, h.do(http.MethodPost, cloudagent.PathSummaryReport, summary, "apiKey", apikeyAccount.APIKey)}
+			}
+		})
+	}
+	wg.Wait()
+	close(results)
+	ok := map[string]int{}
+	for res := range results {
+		switch {
+		case res.r.code == http.StatusOK:
+			ok[res.path]++
+		case res.r.code == http.StatusTooManyRequests && res.r.header.Get("Retry-After") != "":
+			want := cloudagent.StatusError
+			if res.path == cloudagent.PathSummaryReport {
+				want = cloudagent.StatusFalse
+			}
+			if res.r.status() != want || res.r.message() != cloudagent.MsgLimitExceeded {
+				t.Errorf("%s refusal %s, want status %q and %q", res.path, res.r.body, want, cloudagent.MsgLimitExceeded)
+			}
+		default:
+			t.Errorf("%s: %d %v %s", res.path, res.r.code, res.r.header, res.r.body)
+		}
+	}
+	if ok[sim.PathAgentDetails] != cloudagent.AgentDetailsLimit || ok[cloudagent.PathSummaryReport] != cloudagent.SummaryReportLimit {
+		t.Errorf("answered %v, want %d AgentDetails and %d summaries", ok, cloudagent.AgentDetailsLimit, cloudagent.SummaryReportLimit)
+	}
+	if v := h.sim.Stats().LimitViolations; v != 0 {
+		t.Errorf("CloudAgent refused %d calls for its limit", v)
 	}
 }

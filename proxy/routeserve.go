@@ -258,8 +258,11 @@ type routeCall struct {
 }
 
 // fetchRoute is fetch for a table route: a fresh answer under the route's
-// budget, else stale, a bounded wait, or a refusal. It is never retried: a
-// token refusal drops the token for the next call and is answered as is.
+// budget, else stale, a bounded wait, or a refusal. As for AHT, the
+// credentials come before the slot (a call that cannot get a token never
+// goes out, so spends nothing) and a call that never reached CloudAgent
+// gives its slot back. It is never retried: a token refusal drops the
+// token for the next call and is answered as is.
 func (p *Proxy) fetchRoute(ctx context.Context, st *Settings, c *routeCall, bypass bool) *answer {
 	ctx = context.WithoutCancel(ctx)
 	if p.Timeout > 0 {
@@ -275,13 +278,26 @@ func (p *Proxy) fetchRoute(ctx context.Context, st *Settings, c *routeCall, bypa
 			return &answer{outcome: OutcomeHit, entry: e}
 		}
 	}
+	if p.upstreamDown() {
+		return p.fallback(c.key, http.StatusBadGateway, "upstream unreachable")
+	}
+	creds := http.Header{}
+	handle, err := c.rt.upstreamFor(c.acct).Apply(ctx, creds)
+	if err != nil {
+		return p.credentialsFailed(c.key, c.acct, err)
+	}
 	if a := p.takeRouteBudget(ctx, st, c.rt, c.acct, c.key); a != nil {
 		return a
 	}
+	taken := p.now()
+	if c.rt.budget != nil {
+		taken = c.rt.budget.Now()
+	}
 	ctx, cancel := p.upstreamContext(ctx)
 	defer cancel()
-	res, handle, err := p.callRoute(ctx, c)
+	res, err := p.callRoute(ctx, c, creds)
 	if err != nil {
+		p.giveBack(ctx, c.rt.budget, c.acct.UserName, taken, err)
 		code, msg := http.StatusBadGateway, "upstream unreachable"
 		if errors.Is(err, context.DeadlineExceeded) {
 			code, msg = http.StatusGatewayTimeout, "upstream timed out"
@@ -297,7 +313,7 @@ func (p *Proxy) fetchRoute(ctx context.Context, st *Settings, c *routeCall, bypa
 	}
 	msg, isErr := cloudagent.ErrorMessage(res.body)
 	switch {
-	case res.status == http.StatusTooManyRequests || (isErr && msg == cloudagent.MsgLimitExceeded):
+	case res.status == http.StatusTooManyRequests || (isErr && cloudagent.IsLimitExceeded(msg)):
 		// Someone else spends this account's calls on the route: stop for
 		// a whole window rather than call into the limit.
 		p.Logger.Warn("upstream refused for its limit; route budget marked spent for a window", "route", c.rt.Name, "account", c.acct.UserName)
@@ -369,8 +385,9 @@ func (p *Proxy) takeRouteBudget(ctx context.Context, st *Settings, rt *Route, ac
 	return nil
 }
 
-// callRoute makes one upstream call of a cached route.
-func (p *Proxy) callRoute(ctx context.Context, c *routeCall) (*upstreamResult, string, error) {
+// callRoute makes one upstream call of a cached route with the
+// credentials in creds.
+func (p *Proxy) callRoute(ctx context.Context, c *routeCall, creds http.Header) (*upstreamResult, error) {
 	u := *p.Upstream
 	path, query, _ := strings.Cut(c.target, "?")
 	u.RawPath = strings.TrimSuffix(u.EscapedPath(), "/") + path
@@ -382,31 +399,30 @@ func (p *Proxy) callRoute(ctx context.Context, c *routeCall) (*upstreamResult, s
 	}
 	out, err := http.NewRequestWithContext(ctx, c.method, u.String(), body)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if c.body != nil {
 		out.Header.Set("Content-Type", "application/json")
 	}
-	handle, err := c.rt.upstreamFor(c.acct).Apply(ctx, out.Header)
-	if err != nil {
-		return nil, "", err
+	for k, v := range creds {
+		out.Header[k] = v
 	}
-	return p.do(out, handle)
+	return p.do(out)
 }
 
 // do sends out and reads a bounded answer.
-func (p *Proxy) do(out *http.Request, handle string) (*upstreamResult, string, error) {
+func (p *Proxy) do(out *http.Request) (*upstreamResult, error) {
 	start := time.Now()
 	resp, err := p.client.Do(out)
 	if err != nil {
-		return nil, handle, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return nil, handle, err
+		return nil, err
 	}
-	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: b, took: time.Since(start)}, handle, nil
+	return &upstreamResult{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type"), body: b, took: time.Since(start)}, nil
 }
 
 // writeRouteLimited answers a refusal for rt's budget: 429, when to retry,

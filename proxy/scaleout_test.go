@@ -91,10 +91,9 @@ func TestClientLimitPerClient(t *testing.T) {
 // TestReplicasShareTheCache: what one replica fetched, another serves as a
 // hit without an upstream call, and a purge on one reaches the other.
 func TestReplicasShareTheCache(t *testing.T) {
-	rdb := redis.NewClient(&redis.Options{Addr: redistest.Start(t)})
-	t.Cleanup(func() { rdb.Close() })
-	first := newHarness(t, setup{redis: rdb})
-	second := newHarness(t, setup{redis: rdb, upstream: first})
+	addr := "redis://" + redistest.Start(t)
+	first := newHarness(t, setup{redis: addr})
+	second := newHarness(t, setup{redis: addr, upstream: first})
 
 	a := first.aht(apikeyAccount, "agent001")
 	b := second.aht(apikeyAccount, "agent001")

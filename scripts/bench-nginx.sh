@@ -211,11 +211,39 @@ for t in caproxy caproxy+log nginx nginx+log; do
 done
 echo "warm: every cache answers 200 HIT: $(cat "$tmp/answer.json")"
 
+# The server processes of each target, whose CPU time is measured (nginx:
+# its master; its workers are found as the master's children).
+declare -A pid=(
+	[bare]=$bare_pid
+	[caproxy]=$caproxy_pid
+	[caproxy+log]=$caproxy_log_pid
+	[nginx]=$nginx_pid
+	[nginx+log]=$nginx_pid
+)
+clk_tck=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# cpu_ticks PID prints the user+system CPU time, in clock ticks, of PID and
+# its child processes (nginx's workers), from /proc.
+cpu_ticks() {
+	local p sum=0 stat
+	for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
+		stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+		stat=${stat##*) } # after the command name, which may hold spaces
+		read -r -a f <<<"$stat"
+		sum=$((sum + f[11] + f[12])) # utime, stime (fields 14 and 15)
+	done
+	echo "$sum"
+}
+
 # bench NAME runs one wrk load and appends "NAME run key=value..." to
-# $tmp/results.
+# $tmp/results, with the server's CPU time per request (cpu_us: the same
+# machine share for every target, so less sensitive to other load than
+# requests/s).
 bench() {
 	local name=$1 out="$tmp/wrk-$1-$run.txt" required=1
 	[[ $name == bare ]] && required=0
+	local before
+	before=$(cpu_ticks "${pid[$name]}")
 	if ! HIT_REQUIRED=$required run_bg $((secs + 30)) "$out" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" \
 		--timeout 5s -s scripts/hit.lua "${url[$name]}"; then
 		cat "$out" >&2
@@ -226,6 +254,11 @@ bench() {
 		cat "$out" >&2
 		die "wrk against $name printed no RESULT line"
 	}
+	local ticks requests cpu
+	ticks=$(($(cpu_ticks "${pid[$name]}") - before))
+	requests=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$line")
+	cpu=$(awk -v t="$ticks" -v hz="$clk_tck" -v n="$requests" 'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }')
+	line="$line cpu_us=$cpu"
 	echo "$name $run ${line#RESULT }" >>"$tmp/results"
 	printf '  run %d %-12s %s\n' "$run" "$name" "${line#RESULT }"
 }
@@ -259,23 +292,25 @@ function ratio(x, y, key,   r, a) {
 	return median(a, rounds)
 }
 {
-	v[$1, $2, "rps"] = val("rps"); v[$1, $2, "p50"] = val("p50_ms"); v[$1, $2, "p99"] = val("p99_ms")
+	v[$1, $2, "rps"] = val("rps"); v[$1, $2, "p50"] = val("p50_ms"); v[$1, $2, "p99"] = val("p99_ms"); v[$1, $2, "cpu"] = val("cpu_us")
 	v[$1, $2, "bad"] = val("non200") + val("nothit") + val("socket_errors")
 	if (!($1 in seen)) { seen[$1] = 1; order[++nt] = $1 }
 }
 END {
 	printf "wrk -t%s -c%s -d%s, %d rounds, medians\n\n", threads, conns, dur, rounds
-	printf "| target      | requests/s | p50 (ms) | p99 (ms) | bad answers |\n"
-	printf "|-------------|------------|----------|----------|-------------|\n"
+	printf "| target      | requests/s | p50 (ms) | p99 (ms) | server CPU µs/request | bad answers |\n"
+	printf "|-------------|------------|----------|----------|-----------------------|-------------|\n"
 	for (i = 1; i <= nt; i++) {
 		t = order[i]; bad = 0
 		for (r = 1; r <= rounds; r++) bad += v[t, r, "bad"]
-		printf "| %-11s | %10.0f | %8.2f | %8.2f | %11d |\n", t, med(t, "rps"), med(t, "p50"), med(t, "p99"), bad
+		printf "| %-11s | %10.0f | %8.2f | %8.2f | %21.1f | %11d |\n", t, med(t, "rps"), med(t, "p50"), med(t, "p99"), med(t, "cpu"), bad
 	}
 	printf "\nratios (median of per-round ratios)\n"
 	printf "  caproxy/nginx     requests/s  no log %.2f   log %.2f\n", ratio("caproxy", "nginx", "rps"), ratio("caproxy+log", "nginx+log", "rps")
 	printf "  caproxy/nginx     p99         no log %.2f   log %.2f   (<= 1 is better)\n", ratio("caproxy", "nginx", "p99"), ratio("caproxy+log", "nginx+log", "p99")
 	printf "  caproxy/bare      requests/s  no log %.2f   log %.2f\n", ratio("caproxy", "bare", "rps"), ratio("caproxy+log", "bare", "rps")
+	printf "  caproxy/nginx     CPU/request no log %.2f   log %.2f   (<= 1 is better)\n", ratio("caproxy", "nginx", "cpu"), ratio("caproxy+log", "nginx+log", "cpu")
+	printf "  caproxy/bare      CPU/request no log %.2f   log %.2f\n", ratio("caproxy", "bare", "cpu"), ratio("caproxy+log", "bare", "cpu")
 }' "$tmp/results"
 
 # A fast wrong answer is no result.

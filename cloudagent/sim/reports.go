@@ -44,20 +44,9 @@ func (s *Server) serveReport(w http.ResponseWriter, r *http.Request, paged bool)
 		w.Header().Set("Allow", http.MethodGet)
 		return reportError(http.StatusMethodNotAllowed, MsgMethodNotAllowed)
 	}
-	if r.Header.Get(cloudagent.HeaderAuthorization) != "" {
-		s.stats.reportAuthFailed.Add(1)
-		return reportError(http.StatusUnauthorized, cloudagent.MsgMissingUserNameOrAPIKey)
-	}
-	body, err := readBody(r)
-	var req cloudagent.CDRRequest
-	if err != nil || len(bytes.TrimSpace(body)) == 0 || json.Unmarshal(body, &req) != nil {
-		return reportError(http.StatusBadRequest, cloudagent.MsgInvalidJSONPassValid)
-	}
-	apiKey := r.Header.Get(cloudagent.HeaderAPIKey)
-	acct := s.accounts[req.UserName]
-	if acct == nil || apiKey == "" || !equalSecret(apiKey, acct.APIKey) {
-		s.stats.reportAuthFailed.Add(1)
-		return reportError(http.StatusUnauthorized, cloudagent.MsgMissingUserNameOrAPIKey)
+	acct, req, refusal := s.reportCaller(r)
+	if acct == nil {
+		return refusal
 	}
 	now := s.now()
 	acct.mu.Lock()
@@ -106,6 +95,83 @@ func (s *Server) serveReport(w http.ResponseWriter, r *http.Request, paged bool)
 		}{cloudagent.StatusSuccess, q.Get("page"), recs}))
 	}
 	return ok(mustMarshal(successBody[[]cdrRecord]{cloudagent.StatusSuccess, recs}))
+}
+
+// reportCaller reads a reporting-API call's JSON body and authenticates it
+// as production does: the apiKey header only (a bearer token, even a valid
+// one, is refused). It returns the account and the body, or the refusal.
+func (s *Server) reportCaller(r *http.Request) (*account, cloudagent.CDRRequest, answer) {
+	var req cloudagent.CDRRequest
+	if r.Header.Get(cloudagent.HeaderAuthorization) != "" {
+		s.stats.reportAuthFailed.Add(1)
+		return nil, req, reportError(http.StatusUnauthorized, cloudagent.MsgMissingUserNameOrAPIKey)
+	}
+	body, err := readBody(r)
+	if err != nil || len(bytes.TrimSpace(body)) == 0 || json.Unmarshal(body, &req) != nil {
+		return nil, req, reportError(http.StatusBadRequest, cloudagent.MsgInvalidJSONPassValid)
+	}
+	apiKey := r.Header.Get(cloudagent.HeaderAPIKey)
+	acct := s.accounts[req.UserName]
+	if acct == nil || apiKey == "" || !equalSecret(apiKey, acct.APIKey) {
+		s.stats.reportAuthFailed.Add(1)
+		return nil, req, reportError(http.StatusUnauthorized, cloudagent.MsgMissingUserNameOrAPIKey)
+	}
+	return acct, req, answer{}
+}
+
+// Messages of the summary report, as its documentation words them (with
+// {"status":"error",…}).
+const (
+	MsgSummaryBadDate  = "From and To Date should be in yyyy-mm-dd HH:mm:ss Format"
+	MsgSummaryFromTo   = "From Date Should not be Greater than To Date"
+	MsgSummaryTooLong  = "Difference Between From and To Date should not be Greater than 30 Days"
+	summaryMaxRangeDay = 30
+)
+
+// summaryRow is one agent's line of a summaryReport answer.
+type summaryRow struct {
+	AgentName          string `json:"AgentName"`
+	CallDate           string `json:"CallDate"`
+	TotalLoginDuration string `json:"TotalLoginDuration"`
+}
+
+// serveSummaryReport answers cloudagent.PathSummaryReport: GET or POST, a
+// JSON body, the reporting API's apiKey-only authentication, and
+// cloudagent.SummaryReportLimit calls per account in any trailing Window.
+func (s *Server) serveSummaryReport(w http.ResponseWriter, r *http.Request) answer {
+	s.stats.reportCalls.Add(1)
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, POST")
+		return reportError(http.StatusMethodNotAllowed, MsgMethodNotAllowed)
+	}
+	acct, req, refusal := s.reportCaller(r)
+	if acct == nil {
+		return refusal
+	}
+	now := s.now()
+	acct.mu.Lock()
+	admitted, _ := acct.summary.admit(now.UnixNano(), s.window, cloudagent.SummaryReportLimit)
+	acct.mu.Unlock()
+	if !admitted {
+		s.stats.reportLimited.Add(1)
+		s.stats.limitViolations.Add(1)
+		acct.stats.reportLimited.Add(1)
+		return reportError(http.StatusTooManyRequests, MsgReportsLimited)
+	}
+	s.stats.reportAdmitted.Add(1)
+	acct.stats.reportAdmitted.Add(1)
+	from, err1 := time.ParseInLocation(cloudagent.CDRTimeLayout, req.FromDate, now.Location())
+	to, err2 := time.ParseInLocation(cloudagent.CDRTimeLayout, req.ToDate, now.Location())
+	switch {
+	case err1 != nil || err2 != nil:
+		return caError(MsgSummaryBadDate)
+	case from.After(to):
+		return caError(MsgSummaryFromTo)
+	case to.Sub(from) > summaryMaxRangeDay*24*time.Hour:
+		return caError(MsgSummaryTooLong)
+	}
+	rows := []summaryRow{{AgentName: "Agent 001", CallDate: from.Format("2006-01-02"), TotalLoginDuration: "01:00:00"}}
+	return ok(mustMarshal(successBody[[]summaryRow]{cloudagent.StatusSuccess, rows}))
 }
 
 // ManualDialRequest is the body of POST cloudagent.PathAgentManualDial as

@@ -139,3 +139,41 @@ func TestAgentManualDialIsCountedWrite(t *testing.T) {
 		t.Fatalf("stats = %+v", st)
 	}
 }
+
+// TestSummaryReportContract: GET or POST with a JSON body, the apiKey
+// header only, the documented date checks, and 5 calls a minute.
+func TestSummaryReportContract(t *testing.T) {
+	h := newHarness(t, Options{})
+	day := epoch.Format("2006-01-02")
+	body := cdrBody("demo", day)
+	tok := h.token("demo", "demo-key")
+	code, _, b := h.do(http.MethodPost, cloudagent.PathSummaryReport, bearer(tok), body)
+	if code != http.StatusUnauthorized {
+		t.Fatalf("bearer: HTTP %d %s", code, b)
+	}
+	wantTokenError(t, b, cloudagent.MsgMissingUserNameOrAPIKey)
+	if code, _, b := h.do(http.MethodPut, cloudagent.PathSummaryReport, demoKey, body); code != http.StatusMethodNotAllowed {
+		t.Fatalf("PUT: HTTP %d %s", code, b)
+	}
+	for _, c := range []struct{ body, msg string }{
+		{`{"fromDate":"` + day + `","toDate":"` + day + ` 10:00:00","userName":"demo"}`, MsgSummaryBadDate},
+		{`{"fromDate":"` + day + ` 11:00:00","toDate":"` + day + ` 10:00:00","userName":"demo"}`, MsgSummaryFromTo},
+		{`{"fromDate":"2025-01-01 00:00:00","toDate":"` + day + ` 10:00:00","userName":"demo"}`, MsgSummaryTooLong},
+	} {
+		_, _, b := h.do(http.MethodPost, cloudagent.PathSummaryReport, demoKey, c.body)
+		wantError(t, b, c.msg)
+	}
+	// Three calls above spent three of the five; GET and POST both count.
+	for i, m := range []string{http.MethodGet, http.MethodPost} {
+		if code, _, b := h.do(m, cloudagent.PathSummaryReport, demoKey, body); code != http.StatusOK || !strings.Contains(string(b), `"success"`) {
+			t.Fatalf("call %d (%s): HTTP %d %s", i+4, m, code, b)
+		}
+	}
+	code, _, b = h.do(http.MethodPost, cloudagent.PathSummaryReport, demoKey, body)
+	if code != http.StatusTooManyRequests {
+		t.Fatalf("6th call in a minute: HTTP %d %s", code, b)
+	}
+	if v := h.sim.Stats().LimitViolations; v != 1 {
+		t.Fatalf("LimitViolations = %d, want 1", v)
+	}
+}

@@ -39,9 +39,10 @@ import (
 // Paths the simulator serves besides cloudagent.PathAHT and
 // cloudagent.PathGenerateToken.
 const (
-	// PathAgentDetails is a CloudAgent endpoint other than AHT, there so tests
-	// can check that the proxy passes such calls through with credentials.
-	PathAgentDetails = "/ca_apis/AgentDetails"
+	// PathAgentDetails is cloudagent.PathAgentDetails, a CloudAgent
+	// endpoint other than AHT, so tests can check that the proxy passes
+	// such calls through with credentials.
+	PathAgentDetails = cloudagent.PathAgentDetails
 	PathStats        = "/sim/stats" // GET: Stats as JSON
 	PathReset        = "/sim/reset" // POST: ResetStats
 )
@@ -58,7 +59,7 @@ const (
 
 // AgentDetailsLimit is how many AgentDetails calls an account may make in any
 // trailing Window (CloudAgent documents 10 per minute).
-const AgentDetailsLimit = 10
+const AgentDetailsLimit = cloudagent.AgentDetailsLimit
 
 // maxBodyBytes bounds request bodies; CloudAgent bodies are tiny.
 const maxBodyBytes = 1 << 20
@@ -141,6 +142,7 @@ type account struct {
 	gens       slidingLog // successful token generations
 	cdr        slidingLog // admitted fetchCDRDetails calls
 	cdrPaged   slidingLog // admitted fetchCdrByPagination calls
+	summary    slidingLog // admitted summaryReport calls
 	token      string     // current token; "" before the first generation
 	tokenIssue time.Time  // when token was generated
 	retired    map[string]struct{}
@@ -299,6 +301,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a = s.serveReport(w, r, false)
 	case cloudagent.PathFetchCdrByPagination:
 		a = s.serveReport(w, r, true)
+	case cloudagent.PathSummaryReport:
+		a = s.serveSummaryReport(w, r)
 	case cloudagent.PathAgentManualDial:
 		if !allow(w, r, http.MethodPost, &a) {
 			break

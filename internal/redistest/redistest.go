@@ -176,13 +176,17 @@ func (s *Server) signal(sig syscall.Signal) {
 }
 
 // StartSentinel starts a Redis Sentinel on a free loopback port that
-// monitors master under the name masterName, and returns it.
-func StartSentinel(t testing.TB, masterName string, master *Server) *Server {
+// monitors master under the name masterName, and returns it. extra are
+// more lines of its configuration ("sentinel down-after-milliseconds …").
+func StartSentinel(t testing.TB, masterName string, master *Server, extra ...string) *Server {
 	t.Helper()
 	return startOnFreePort(t, "redis sentinel", func(bin, addr string) *Server {
 		dir := t.TempDir()
 		conf := filepath.Join(dir, "sentinel.conf")
 		text := fmt.Sprintf("sentinel monitor %s 127.0.0.1 %s 1\n", masterName, portOf(master.Addr))
+		for _, line := range extra {
+			text += line + "\n"
+		}
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
