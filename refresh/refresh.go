@@ -215,6 +215,10 @@ type Scheduler[T any] struct {
 	// tracked counts the keys in all shards, for MaxKeys; untracked the
 	// asks for keys not tracked because it was reached.
 	tracked, untracked atomic.Int64
+	// scarce holds the groups the last Next left missing or stale keys
+	// waiting for, so Scarce (asked by every stale request) need not wait
+	// for mu while Next scans.
+	scarce atomic.Pointer[map[string]bool]
 
 	// mu guards everything below, and the items' inflight and notBefore
 	// against other Next and Done calls.
@@ -378,6 +382,7 @@ func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 	for _, g := range s.groups {
 		g.backlog = 0
 	}
+	defer s.publishScarce()
 	s.ahead = s.ahead[:0]
 	for i := range s.shards {
 		sh := &s.shards[i]
@@ -608,10 +613,32 @@ func (s *Scheduler[T]) Run(ctx context.Context, clock Clock, opts RunOptions,
 // key fresh, so a client of a stale key should be served the stale answer
 // at once and leave the order of calls to the Scheduler.
 func (s *Scheduler[T]) Scarce(group string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	g := s.groups[group]
-	return g != nil && g.backlog > 0
+	m := s.scarce.Load()
+	return m != nil && (*m)[group]
+}
+
+// publishScarce stores the groups with a backlog for Scarce, when they
+// changed. Called with mu held.
+func (s *Scheduler[T]) publishScarce() {
+	old := s.scarce.Load()
+	n := 0
+	same := true
+	for name, g := range s.groups {
+		if g.backlog > 0 {
+			n++
+			same = same && old != nil && (*old)[name]
+		}
+	}
+	if same && (old == nil && n == 0 || old != nil && len(*old) == n) {
+		return
+	}
+	m := make(map[string]bool, n)
+	for name, g := range s.groups {
+		if g.backlog > 0 {
+			m[name] = true
+		}
+	}
+	s.scarce.Store(&m)
 }
 
 // Lead returns how long before expiry a hot key may be refreshed at the

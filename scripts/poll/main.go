@@ -116,6 +116,9 @@ func main() {
 		}()
 	}
 	wg.Wait()
+	for i := range late {
+		late[i].report(start, *window)
+	}
 
 	total := 0
 	for _, n := range status {
@@ -143,9 +146,6 @@ func main() {
 	}
 	sort.Ints(ages)
 	fmt.Printf("POLL served Age p50 %ds p99 %ds max %ds\n", pct(ages, 50), pct(ages, 99), pct(ages, 100))
-	for i := range late {
-		late[i].report(start, *window)
-	}
 }
 
 // lateKey polls one key first asked mid-run and records how long it
