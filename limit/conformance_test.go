@@ -279,9 +279,14 @@ var conformance = []struct {
 		}
 		k.sleep(100 * time.Millisecond)
 		for range 10 {
-			if c := must(t)(k.store.Get(ctx, "a", rate)); !c.Reached {
+			// Only judge while the admitted calls are surely inside the
+			// window: a loaded machine may stall past it.
+			if c := must(t)(k.store.Get(ctx, "a", rate)); !c.Reached && k.now().Before(next.Add(-k.slack)) {
 				t.Fatalf("Get on a full key admitted")
 			}
+		}
+		if !k.now().Before(next.Add(-k.slack)) {
+			t.Skip("the machine stalled past the window; nothing left to judge")
 		}
 		later, err := k.store.NextFree(ctx, "a", rate)
 		if err != nil {

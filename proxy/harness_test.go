@@ -108,7 +108,9 @@ func (s setup) config(upstream string) *config.Config {
 			ClientPerMinute: int(s.clientRate), Reserve: int(s.reserve), TokenGenerationsPerHour: 10,
 			AboveCloudAgentLimits: s.perWindow > config.CloudAgentAHTPerMinute,
 		},
-		ClientAuth:   config.ClientAuthRequired,
+		ClientAuth: config.ClientAuthRequired,
+		// A generous Redis timeout (production's default is 50 ms): under
+		// -race on a loaded machine a healthy Redis may take longer.
 		Redis:        config.Redis{URL: s.redis, Timeout: time.Second, OnFailure: config.RedisDeny},
 		Log:          config.Log{Format: "text", Level: "debug", Access: true},
 		Routes:       s.routes,

@@ -9,7 +9,10 @@
 //  2. then stale keys (older than ttl), by demand × age: oldest popular first;
 //  3. then hot keys (asked at least twice per ttl) shortly before they
 //     expire, soonest first (refresh-ahead), so their clients keep getting
-//     hits.
+//     hits. A hot key is refreshed as late as is safe: once waiting one
+//     more tick could let it, or a key due after it at the group's pace,
+//     expire before its refresh is back (see Scheduler.Margin), so a key
+//     asked all the time costs about one call per ttl.
 //
 // Calls are paced per group (an account: one upstream budget) at the rate
 // the budget allows once its reserve is set aside, so refreshes spread
@@ -20,7 +23,11 @@ package refresh
 
 import (
 	"context"
+	"hash/maphash"
+	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,8 +51,9 @@ type Config struct {
 	PerWindow int
 	// Reserve is how many of PerWindow refreshes leave to client misses.
 	Reserve int
-	// Lead is how long before expiry a hot key is refreshed; zero means
-	// TTL/4.
+	// Lead is how long before expiry a hot key may be refreshed at the
+	// earliest; zero means TTL/4. Within it the Scheduler refreshes as
+	// late as is safe (Scheduler.Margin).
 	Lead time.Duration
 	// MaxKeys bounds how many keys are tracked; zero means 10000. A key
 	// beyond it is not tracked (its clients miss as without refreshes)
@@ -80,6 +88,24 @@ func (c Config) idle() time.Duration {
 // rate is how many refreshes per window a group may make.
 func (c Config) rate() int { return max(c.PerWindow-c.Reserve, 0) }
 
+// interval is how long the pace takes to allow one more refresh.
+func (c Config) interval() time.Duration {
+	if r := c.rate(); r > 0 {
+		return c.Window / time.Duration(r)
+	}
+	return c.Window
+}
+
+// tick is how long Run waits when nothing is due, unless RunOptions.Tick
+// says otherwise: half the budget's spacing, at least 10ms.
+func (c Config) tick() time.Duration {
+	var t time.Duration
+	if c.PerWindow > 0 {
+		t = c.Window / time.Duration(c.PerWindow) / 2
+	}
+	return max(t, 10*time.Millisecond)
+}
+
 // burst is how many refreshes a group may make back to back after a quiet
 // spell: a tenth of its rate, at least one.
 func (c Config) burst() float64 { return float64(max(c.rate()/10, 1)) }
@@ -91,6 +117,8 @@ type Job[T any] struct {
 	Group  string
 	Data   T
 	Reason string
+	// handed is when Next handed it out, so Done can time the refresh.
+	handed time.Time
 }
 
 // Result is what came of a Job, told to Done.
@@ -162,28 +190,74 @@ type pace struct {
 	backlog int
 }
 
+// shardCount is how many independently locked parts the tracked keys are
+// split into, so that concurrent asks (every request, hits included)
+// rarely wait on each other.
+const shardCount = 64
+
+// shard is one independently locked part of the tracked keys.
+type shard[T any] struct {
+	// mu guards items and every field of the items in it.
+	mu    sync.Mutex
+	items map[string]*item[T]
+	_     [48]byte // keeps neighbouring shards' locks off one cache line
+}
+
 // Scheduler tracks demand and hands out refreshes. Safe for concurrent use.
 // Create one with New.
+//
+// Asked locks only its key's shard; Next, Done and the rest take mu and
+// then, one at a time, the shards they touch.
 type Scheduler[T any] struct {
-	// mu guards everything below.
+	// conf is the configuration; SetConfig swaps it.
+	conf   atomic.Pointer[Config]
+	shards [shardCount]shard[T]
+	// tracked counts the keys in all shards, for MaxKeys; untracked the
+	// asks for keys not tracked because it was reached.
+	tracked, untracked atomic.Int64
+
+	// mu guards everything below, and the items' inflight and notBefore
+	// against other Next and Done calls.
 	mu     sync.Mutex
-	cfg    Config
-	items  map[string]*item[T]
 	groups map[string]*pace
-	// untracked counts asks for keys not tracked because MaxKeys was reached.
-	untracked int64
+	// latency is the refresh time observed (Next to Done of a job that
+	// made a call): up at once on a slower one, down slowly; zero until
+	// the first.
+	latency time.Duration
+	// tick is Run's tick (zero: Config.tick).
+	tick time.Duration
+	// ahead is Next's scratch list of refresh-ahead candidates.
+	ahead []candidate
+}
+
+// candidate is a hot key with a fresh answer: its group and expiry.
+type candidate struct {
+	key     string
+	group   string
+	expires time.Time
 }
 
 // New returns a Scheduler for cfg.
 func New[T any](cfg Config) *Scheduler[T] {
-	return &Scheduler[T]{cfg: cfg, items: map[string]*item[T]{}, groups: map[string]*pace{}}
+	s := &Scheduler[T]{groups: map[string]*pace{}}
+	s.conf.Store(&cfg)
+	for i := range s.shards {
+		s.shards[i].items = map[string]*item[T]{}
+	}
+	return s
 }
 
 // SetConfig changes the configuration (a reload); tracked keys are kept.
-func (s *Scheduler[T]) SetConfig(cfg Config) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.cfg = cfg
+func (s *Scheduler[T]) SetConfig(cfg Config) { s.conf.Store(&cfg) }
+
+// cfg returns the configuration in force.
+func (s *Scheduler[T]) cfg() *Config { return s.conf.Load() }
+
+// shardSeed hashes keys to shards; one per process is enough.
+var shardSeed = maphash.MakeSeed()
+
+func (s *Scheduler[T]) shardOf(key string) *shard[T] {
+	return &s.shards[maphash.String(shardSeed, key)%shardCount]
 }
 
 // Asked records one ask for key at now. fetched is when the answer the
@@ -191,18 +265,21 @@ func (s *Scheduler[T]) SetConfig(cfg Config) {
 // for the Job the first time the key is seen. It reports false when the
 // key could not be tracked (MaxKeys reached).
 func (s *Scheduler[T]) Asked(key, group string, data T, fetched, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	it := s.items[key]
+	cfg := s.cfg()
+	sh := s.shardOf(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	it := sh.items[key]
 	if it == nil {
-		if len(s.items) >= s.cfg.maxKeys() {
-			s.untracked++
+		if s.tracked.Add(1) > int64(cfg.maxKeys()) {
+			s.tracked.Add(-1)
+			s.untracked.Add(1)
 			return false
 		}
 		it = &item[T]{group: group, data: data, periodStart: now}
-		s.items[key] = it
+		sh.items[key] = it
 	}
-	it.roll(now, s.cfg.TTL)
+	it.roll(now, cfg.TTL)
 	it.cur++
 	it.lastAsked = now
 	if fetched.After(it.fetched) {
@@ -212,18 +289,10 @@ func (s *Scheduler[T]) Asked(key, group string, data T, fetched, now time.Time) 
 }
 
 // Len returns how many keys are tracked.
-func (s *Scheduler[T]) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.items)
-}
+func (s *Scheduler[T]) Len() int { return int(s.tracked.Load()) }
 
 // Untracked returns how many asks found MaxKeys reached.
-func (s *Scheduler[T]) Untracked() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.untracked
-}
+func (s *Scheduler[T]) Untracked() int64 { return s.untracked.Load() }
 
 // class orders candidates: lower first.
 const (
@@ -235,25 +304,25 @@ const (
 
 // classify says whether key is a candidate at now, in which class, and its
 // score within the class (higher first).
-func (s *Scheduler[T]) classify(it *item[T], now time.Time) (class int, score float64) {
+func classify[T any](cfg *Config, it *item[T], now time.Time) (class int, score float64) {
 	if it.inflight || now.Before(it.notBefore) {
 		return classNone, 0
 	}
-	d := it.demand(now, s.cfg.TTL)
+	d := it.demand(now, cfg.TTL)
 	if it.fetched.IsZero() {
 		return classMissing, d
 	}
 	age := now.Sub(it.fetched)
-	if age >= s.cfg.TTL {
-		if it.lastAsked.Before(it.fetched.Add(s.cfg.TTL)) {
+	if age >= cfg.TTL {
+		if it.lastAsked.Before(it.fetched.Add(cfg.TTL)) {
 			// Nobody asked since it expired: no call is owed to it.
 			return classNone, 0
 		}
 		// One ask counts: an answer asked for once a ttl still ages.
 		return classStale, (d + 1) * age.Seconds()
 	}
-	if d >= 2 && age >= s.cfg.TTL-s.cfg.lead() {
-		// Soonest expiry first: the oldest fresh answer.
+	if d >= 2 {
+		// Hot: refreshed ahead, within the lead, when dueAhead says so.
 		return classAhead, age.Seconds()
 	}
 	return classNone, 0
@@ -261,13 +330,14 @@ func (s *Scheduler[T]) classify(it *item[T], now time.Time) (class int, score fl
 
 // refill brings g's tokens up to date at now.
 func (s *Scheduler[T]) refill(g *pace, now time.Time) {
-	burst := s.cfg.burst()
+	cfg := s.cfg()
+	burst := cfg.burst()
 	if g.at.IsZero() {
 		g.tokens, g.at = burst, now
 		return
 	}
-	if el := now.Sub(g.at); el > 0 && s.cfg.Window > 0 {
-		g.tokens = min(burst, g.tokens+float64(s.cfg.rate())*float64(el)/float64(s.cfg.Window))
+	if el := now.Sub(g.at); el > 0 && cfg.Window > 0 {
+		g.tokens = min(burst, g.tokens+float64(cfg.rate())*float64(el)/float64(cfg.Window))
 		g.at = now
 	}
 }
@@ -287,7 +357,8 @@ func (s *Scheduler[T]) group(name string) *pace {
 func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cfg.TTL <= 0 || s.cfg.rate() <= 0 {
+	cfg := s.cfg()
+	if cfg.TTL <= 0 || cfg.rate() <= 0 {
 		return job, false
 	}
 	allowed := map[string]bool{}
@@ -301,41 +372,142 @@ func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 		}
 		return a
 	}
-	idle := s.cfg.idle()
+	idle := cfg.idle()
 	bestClass, bestScore := classNone, 0.0
 	var bestKey string
 	for _, g := range s.groups {
 		g.backlog = 0
 	}
-	for key, it := range s.items {
-		if !it.inflight && now.Sub(it.lastAsked) > idle {
-			delete(s.items, key)
-			continue
+	s.ahead = s.ahead[:0]
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for key, it := range sh.items {
+			if !it.inflight && now.Sub(it.lastAsked) > idle {
+				delete(sh.items, key)
+				s.tracked.Add(-1)
+				continue
+			}
+			class, score := classify(cfg, it, now)
+			if class <= classStale {
+				s.group(it.group).backlog++
+			}
+			if class == classAhead {
+				s.ahead = append(s.ahead, candidate{key: key, group: it.group, expires: it.fetched.Add(cfg.TTL)})
+				continue
+			}
+			if class == classNone || class > bestClass || class == bestClass && score <= bestScore {
+				continue
+			}
+			if !may(it.group) {
+				continue
+			}
+			bestClass, bestScore, bestKey = class, score, key
 		}
-		class, score := s.classify(it, now)
-		if class <= classStale {
-			s.group(it.group).backlog++
-		}
-		if class == classNone || class > bestClass || class == bestClass && score <= bestScore {
-			continue
-		}
-		if !may(it.group) {
-			continue
-		}
-		bestClass, bestScore, bestKey = class, score, key
+		sh.mu.Unlock()
 	}
 	if bestClass == classNone {
-		return job, false
+		bestKey, ok = s.dueAhead(cfg, now, may)
+		if !ok {
+			return job, false
+		}
+		bestClass = classAhead
 	}
-	it := s.items[bestKey]
+	// Only Next deletes, and mu is held: the key is still tracked.
+	sh := s.shardOf(bestKey)
+	sh.mu.Lock()
+	it := sh.items[bestKey]
 	it.inflight = true
-	g := s.groups[it.group]
+	job = Job[T]{Key: bestKey, Group: it.group, Data: it.data, Reason: [...]string{ReasonMissing, ReasonStale, ReasonAhead}[bestClass], handed: now}
+	sh.mu.Unlock()
+	g := s.groups[job.Group]
 	g.tokens--
 	if bestClass <= classStale {
 		g.backlog--
 	}
-	reason := [...]string{ReasonMissing, ReasonStale, ReasonAhead}[bestClass]
-	return Job[T]{Key: bestKey, Group: it.group, Data: it.data, Reason: reason}, true
+	return job, true
+}
+
+// dueAhead picks, from the hot fresh keys Next gathered, the
+// soonest-expiring key of a group that may call and must be refreshed now:
+// were the group's hot keys refreshed soonest expiry first, one per pace
+// interval, each no earlier than the lead before its expiry, starting a
+// tick from now, one would start later than Margin before its expiry.
+// Waiting while that is safe keeps a hot answer in use for nearly its
+// whole ttl; counting the keys due later keeps a bunch of them (first
+// fetched together) from outrunning the pace.
+func (s *Scheduler[T]) dueAhead(cfg *Config, now time.Time, may func(string) bool) (key string, ok bool) {
+	slices.SortFunc(s.ahead, func(a, b candidate) int {
+		if c := strings.Compare(a.group, b.group); c != 0 {
+			return c
+		}
+		return a.expires.Compare(b.expires)
+	})
+	lead, margin, interval, tick := cfg.lead(), s.margin(), cfg.interval(), s.runTick()
+	var best *candidate
+	for i := 0; i < len(s.ahead); {
+		first := &s.ahead[i]
+		urgent := false
+		t := now.Add(tick)
+		for ; i < len(s.ahead) && s.ahead[i].group == first.group; i++ {
+			c := &s.ahead[i]
+			if urgent || c.expires.Add(-lead).After(t) {
+				// Decided, or a gap: from here waiting changes nothing.
+				continue
+			}
+			urgent = !t.Add(margin).Before(c.expires)
+			t = t.Add(interval)
+		}
+		released := !now.Before(first.expires.Add(-lead))
+		if urgent && released && may(first.group) && (best == nil || first.expires.Before(best.expires)) {
+			best = first
+		}
+	}
+	if best == nil {
+		return "", false
+	}
+	return best.key, true
+}
+
+// margin is how long before expiry a refresh must start to be back in
+// time: twice the observed refresh time plus two ticks (Run looks once a
+// tick, and may wait a tick for a free runner), never more than the lead.
+// Until a refresh has been timed it is the lead.
+func (s *Scheduler[T]) margin() time.Duration {
+	lead := s.cfg().lead()
+	if s.latency == 0 {
+		return lead
+	}
+	return min(2*s.latency+2*s.runTick(), lead)
+}
+
+func (s *Scheduler[T]) runTick() time.Duration {
+	if s.tick > 0 {
+		return s.tick
+	}
+	return s.cfg().tick()
+}
+
+// Margin returns how long before its expiry a hot key's refresh starts at
+// the latest (see margin).
+func (s *Scheduler[T]) Margin() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.margin()
+}
+
+// observe folds one refresh time into latency: up at once, down by an
+// eighth of the difference, so one fast refresh does not shrink the
+// margin below what the slow ones need.
+func (s *Scheduler[T]) observe(d time.Duration) {
+	if d <= 0 {
+		d = time.Nanosecond // timed, and instant (a fake clock)
+	}
+	if d > s.latency {
+		s.latency = d
+		return
+	}
+	s.latency -= (s.latency - d) / 8
 }
 
 // Done reports what came of job at now. fetched is when the answer the
@@ -345,7 +517,12 @@ func (s *Scheduler[T]) Next(now time.Time) (job Job[T], ok bool) {
 func (s *Scheduler[T]) Done(job Job[T], res Result, fetched, now time.Time, retry time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if it := s.items[job.Key]; it != nil {
+	if (res == Refreshed || res == Failed) && !job.handed.IsZero() {
+		s.observe(now.Sub(job.handed))
+	}
+	sh := s.shardOf(job.Key)
+	sh.mu.Lock()
+	if it := sh.items[job.Key]; it != nil {
 		it.inflight = false
 		if fetched.After(it.fetched) {
 			it.fetched = fetched
@@ -354,6 +531,7 @@ func (s *Scheduler[T]) Done(job Job[T], res Result, fetched, now time.Time, retr
 			it.notBefore = now.Add(retry)
 		}
 	}
+	sh.mu.Unlock()
 	g := s.group(job.Group)
 	switch res {
 	case NotNeeded, Skipped:
@@ -374,7 +552,8 @@ type Clock interface {
 // RunOptions tune Run.
 type RunOptions struct {
 	// Tick is how long Run waits when nothing is due; zero means
-	// Window/PerWindow/2, at least 10ms.
+	// Window/PerWindow/2, at least 10ms. Refresh-ahead starts a refresh
+	// two ticks earlier than it could otherwise (see Scheduler.Margin).
 	Tick time.Duration
 	// Parallel is how many refreshes may be in flight at once; zero
 	// means 4.
@@ -395,15 +574,10 @@ func (s *Scheduler[T]) Run(ctx context.Context, clock Clock, opts RunOptions,
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
-		tick := opts.Tick
-		if tick <= 0 {
-			s.mu.Lock()
-			if s.cfg.PerWindow > 0 {
-				tick = s.cfg.Window / time.Duration(s.cfg.PerWindow) / 2
-			}
-			s.mu.Unlock()
-			tick = max(tick, 10*time.Millisecond)
-		}
+		s.mu.Lock()
+		s.tick = opts.Tick
+		tick := s.runTick()
+		s.mu.Unlock()
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
@@ -440,10 +614,7 @@ func (s *Scheduler[T]) Scarce(group string) bool {
 	return g != nil && g.backlog > 0
 }
 
-// Lead returns how long before expiry a hot key is refreshed: a refresh
-// that finds its answer younger than TTL-Lead has nothing to do.
-func (s *Scheduler[T]) Lead() time.Duration {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cfg.lead()
-}
+// Lead returns how long before expiry a hot key may be refreshed at the
+// earliest: a refresh that finds its answer younger than TTL-Lead has
+// nothing to do.
+func (s *Scheduler[T]) Lead() time.Duration { return s.cfg().lead() }

@@ -273,8 +273,8 @@ func TestRunOnFakeClock(t *testing.T) {
 		defer close(done)
 		s.Run(ctx, clk, RunOptions{Tick: 50 * time.Millisecond, Parallel: 1}, do)
 	}()
-	// Three windows in 50 ms steps; clients keep every key hot.
-	for step := 1; step <= 360; step++ {
+	// Five windows in 50 ms steps; clients keep every key hot.
+	for step := 1; step <= 600; step++ {
 		waitParked(t, clk)
 		clk.Advance(50 * time.Millisecond)
 		now := clk.Now()
@@ -299,10 +299,11 @@ func TestRunOnFakeClock(t *testing.T) {
 	<-done
 	mu.Lock()
 	defer mu.Unlock()
-	// 20 keys refreshed about once per ttl-lead (4.5 s) over 18 s: ~80,
-	// far under the 40-per-window pace (120).
-	if calls < 60 || calls > 100 {
-		t.Fatalf("%d refreshes in 3 windows, want 60 to 100", calls)
+	// Kept fresh through 30 s (checked above) on at most one call per
+	// key per ttl: 20 × 30/6. Refreshing at the start of the lead (ttl/4)
+	// took 120.
+	if calls > 100 {
+		t.Fatalf("%d refreshes in 5 windows, want at most 100 (20 keys × one per 6 s ttl)", calls)
 	}
 }
 
@@ -358,5 +359,108 @@ func TestScarce(t *testing.T) {
 	}
 	if s.Scarce("other") {
 		t.Fatal("an unknown group is scarce")
+	}
+}
+
+// TestAheadAsLateAsSafe: once a refresh has been timed, a hot key is
+// refreshed margin (twice the refresh time plus two ticks) plus one tick
+// before it expires, earlier when keys expiring together need the pace
+// to get through them, and never before the lead.
+func TestAheadAsLateAsSafe(t *testing.T) {
+	// cfg: ttl 30 s, lead 7.5 s, tick 600 ms (60 s/50/2), one refresh per
+	// 1.5 s (40 per minute).
+	cases := []struct {
+		name    string
+		latency time.Duration // of the timed refresh
+		keys    int           // hot keys expiring together
+		before  time.Duration // first handed out this long before expiry
+	}{
+		{"one key: margin plus a tick", 200 * time.Millisecond, 1, 400*time.Millisecond + 3*600*time.Millisecond},
+		{"three keys: two pace intervals earlier", 200 * time.Millisecond, 3, 400*time.Millisecond + 3*600*time.Millisecond + 2*1500*time.Millisecond},
+		{"slow refreshes: the lead at most", 5 * time.Second, 1, 30 * time.Second / 4},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New[int](cfg())
+			// Time one refresh of a key with no answer.
+			s.Asked("probe", "acct", 0, time.Time{}, t0)
+			j, ok := s.Next(t0)
+			if !ok || j.Key != "probe" {
+				t.Fatalf("Next = %+v %v, want the probe", j, ok)
+			}
+			s.Done(j, Refreshed, t0.Add(tc.latency), t0.Add(tc.latency), 0)
+			if got, want := s.Margin(), min(2*tc.latency+2*600*time.Millisecond, 30*time.Second/4); got != want {
+				t.Fatalf("Margin = %v, want %v", got, want)
+			}
+			expires := t0.Add(time.Hour)
+			fetched := expires.Add(-30 * time.Second)
+			var first time.Time
+			for now := fetched; now.Before(expires); now = now.Add(100 * time.Millisecond) {
+				for k := range tc.keys {
+					s.Asked(fmt.Sprint("hot", k), "acct", 0, fetched, now)
+				}
+				s.Asked("probe", "acct", 0, now, now) // keep it fresh and tracked
+				if j, ok := s.Next(now); ok {
+					if j.Reason != ReasonAhead {
+						t.Fatalf("handed out %+v, want refresh-ahead", j)
+					}
+					first = now
+					break
+				}
+			}
+			if got := expires.Sub(first); first.IsZero() || got != tc.before {
+				t.Fatalf("first refresh %v before expiry, want %v", got, tc.before)
+			}
+		})
+	}
+}
+
+// TestAheadKeepsUpWithPace: hot keys expiring closer together than the
+// pace can refresh them (one per 1.5 s, ten keys expiring 1 s apart) are
+// started from the lead on, counting the keys not yet within it, so each
+// is refreshed at least Margin before it expires.
+func TestAheadKeepsUpWithPace(t *testing.T) {
+	s := New[int](cfg())
+	const latency = 200 * time.Millisecond
+	s.Asked("probe", "acct", 0, time.Time{}, t0)
+	j, _ := s.Next(t0)
+	s.Done(j, Refreshed, t0.Add(latency), t0.Add(latency), 0)
+	margin := s.Margin()
+
+	base := t0.Add(time.Hour) // key i expires at base + i s
+	expires := map[string]time.Time{}
+	for i := range 10 {
+		expires[fmt.Sprint("hot", i)] = base.Add(time.Duration(i) * time.Second)
+	}
+	var first time.Time
+	refreshed := map[string]bool{}
+	for now := base.Add(-30 * time.Second); now.Before(base.Add(10 * time.Second)); now = now.Add(100 * time.Millisecond) {
+		for k, exp := range expires {
+			if !refreshed[k] {
+				s.Asked(k, "acct", 0, exp.Add(-30*time.Second), now)
+			}
+		}
+		s.Asked("probe", "acct", 0, now, now)
+		j, ok := s.Next(now)
+		if !ok {
+			continue
+		}
+		if first.IsZero() {
+			first = now
+		}
+		if left := expires[j.Key].Sub(now); left < margin {
+			t.Fatalf("%s refreshed %v before it expires, want at least the margin %v", j.Key, left, margin)
+		}
+		refreshed[j.Key] = true
+		s.Done(j, Refreshed, now.Add(latency), now.Add(latency), 0)
+	}
+	if len(refreshed) != 10 {
+		t.Fatalf("%d of 10 hot keys refreshed", len(refreshed))
+	}
+	// The last key, 9 s after the first, is started 9 pace intervals
+	// (13.5 s) after it, margin before its expiry; the first a tick
+	// (600 ms) before the chain must begin.
+	if want := base.Add(-(9*1500*time.Millisecond - 9*time.Second + margin + 600*time.Millisecond)); !first.Equal(want) {
+		t.Fatalf("first refresh %v before the first expiry, want %v", base.Sub(first), base.Sub(want))
 	}
 }

@@ -26,7 +26,7 @@ WINDOW_S=6
 LIMIT=50
 case $SCENARIO in
 below) keys=20 every=1s ttl=6s duration=30 poll_args="-warmup 6s" ;;
-above) keys=300 every=3s ttl=3s duration=60 poll_args="-warmup 0s -after-all" ;;
+above) keys=300 every=3s ttl=3s duration=60 poll_args="-warmup 0s -after-all -late-at 45s -late 5 -window ${WINDOW_S}s" ;;
 *) die "SCENARIO must be below or above (got $SCENARIO)" ;;
 esac
 need go curl
