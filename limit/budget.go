@@ -110,13 +110,35 @@ func (b *Budget) Take(ctx context.Context, account string) (ok bool, st State, e
 	if err != nil {
 		return false, State{}, err
 	}
+	return b.taken(ctx, key, lim.Rate, c)
+}
+
+// TakeAbove is Take for work that may wait (background refreshes): it
+// spends a call only if more than reserve slots are free, so at least
+// reserve stay for calls that cannot wait. The check and the spending are
+// one store operation (Store.GetAbove), so concurrent callers, on any
+// replica, never leave fewer than reserve free.
+func (b *Budget) TakeAbove(ctx context.Context, account string, reserve int64) (ok bool, st State, err error) {
+	lim := b.lim.Load()
+	key := b.key(account)
+	c, err := b.store.GetAbove(ctx, key, lim.Rate, reserve)
+	if err != nil {
+		return false, State{}, err
+	}
+	return b.taken(ctx, key, lim.Rate, c)
+}
+
+// taken is what Take and TakeAbove report for the store's answer c: ok,
+// and the standing, with the precise moment of the next free slot when
+// none is free.
+func (b *Budget) taken(ctx context.Context, key string, rate limiter.Rate, c limiter.Context) (ok bool, st State, err error) {
 	ok = !c.Reached
 	st = State{Limit: c.Limit, Remaining: c.Remaining}
 	if c.Remaining > 0 {
 		return ok, st, nil
 	}
 	// Context.Reset is whole seconds; ask for the precise moment.
-	next, err := b.store.NextFree(ctx, key, lim.Rate)
+	next, err := b.store.NextFree(ctx, key, rate)
 	if err != nil {
 		if ok {
 			// The call is admitted; only the detail is missing.
@@ -128,21 +150,6 @@ func (b *Budget) Take(ctx context.Context, account string) (ok bool, st State, e
 		st.NextFree = next
 	}
 	return ok, st, nil
-}
-
-// TakeAbove is Take for work that may wait (background refreshes): it
-// spends a call only if more than reserve slots are free, so at least
-// reserve stay for calls that cannot wait. The check and the spending are
-// two store operations: concurrent callers may leave fewer than reserve
-// free, never more calls than the limit.
-func (b *Budget) TakeAbove(ctx context.Context, account string, reserve int64) (ok bool, st State, err error) {
-	if reserve > 0 {
-		st, err = b.State(ctx, account)
-		if err != nil || st.Remaining <= reserve {
-			return false, st, err
-		}
-	}
-	return b.Take(ctx, account)
 }
 
 // Wait is Take, but when no slot is free it waits for the exact moment one

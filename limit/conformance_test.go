@@ -2,6 +2,7 @@ package limit
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -296,6 +297,49 @@ var conformance = []struct {
 		k.sleepUntil(later)
 		if c := must(t)(k.store.Get(ctx, "a", rate)); c.Reached {
 			t.Fatalf("Get once the admitted calls left refused: refusals were recorded")
+		}
+	}},
+	{"take above leaves the reserve under concurrency", func(t *testing.T, k storeKit) {
+		// In each of 20 rounds (an account each), 16 callers race for a
+		// budget of 10 that must leave 3: the check and the spending are
+		// one store operation, so exactly 7 are admitted, however the
+		// callers interleave.
+		ctx := context.Background()
+		const limit, reserve = 10, 3
+		b := NewBudget(k.store, limit, time.Minute)
+		for round := range 20 {
+			account := fmt.Sprint("demo", round)
+			var admitted atomic.Int64
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 16 {
+				wg.Go(func() {
+					<-start
+					for range 4 {
+						ok, _, err := b.TakeAbove(ctx, account, reserve)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						if ok {
+							admitted.Add(1)
+						}
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			if got := admitted.Load(); got != limit-reserve {
+				t.Fatalf("round %d: TakeAbove(reserve %d) admitted %d of 64 racing calls, want exactly %d", round, reserve, got, limit-reserve)
+			}
+			for i := range reserve {
+				if ok, _, _ := b.Take(ctx, account); !ok {
+					t.Fatalf("round %d: Take #%d of the reserve refused", round, i+1)
+				}
+			}
+			if ok, _, _ := b.Take(ctx, account); ok {
+				t.Fatalf("round %d: Take beyond the limit admitted", round)
+			}
 		}
 	}},
 	{"one budget with a token-generation guard beside it", func(t *testing.T, k storeKit) {

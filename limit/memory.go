@@ -86,6 +86,8 @@ const (
 	opPeek op = iota
 	opGet
 	opIncrement
+	// opGetAbove is opGet that also leaves count slots free.
+	opGetAbove
 )
 
 // do runs one operation on key's log and returns its outcome.
@@ -106,8 +108,15 @@ func (s *MemoryStore) do(key string, rate limiter.Rate, o op, count int64) (ctx 
 	refused := false
 	add := int64(0)
 	switch o {
-	case opGet:
-		if l != nil && l.total >= rate.Limit || rate.Limit <= 0 {
+	case opGet, opGetAbove:
+		var total, reserve int64
+		if l != nil {
+			total = l.total
+		}
+		if o == opGetAbove {
+			reserve = max(count, 0)
+		}
+		if total+reserve >= rate.Limit || rate.Limit <= 0 {
 			refused = true
 		} else {
 			add = 1
@@ -136,7 +145,7 @@ func (s *MemoryStore) do(key string, rate limiter.Rate, o op, count int64) (ctx 
 		calls, total = l.calls, l.total
 	}
 	wait := time.Duration(untilFree(calls, total, rate.Limit, period, nowNS))
-	if o != opGet {
+	if o != opGet && o != opGetAbove {
 		refused = total >= rate.Limit
 	}
 	ctx = makeContext(rate.Limit, total, now, wait, refused)
@@ -200,6 +209,13 @@ func (s *MemoryStore) maybeSweep(sh *memShard, now int64) {
 // trailing rate.Period, recording it; see Store.
 func (s *MemoryStore) Get(_ context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
 	c, _ := s.do(key, rate, opGet, 0)
+	return c, nil
+}
+
+// GetAbove admits one call for key if more than reserve slots are free,
+// recording it; see Store.
+func (s *MemoryStore) GetAbove(_ context.Context, key string, rate limiter.Rate, reserve int64) (limiter.Context, error) {
+	c, _ := s.do(key, rate, opGetAbove, reserve)
 	return c, nil
 }
 

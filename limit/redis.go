@@ -33,8 +33,9 @@ import (
 // calls run at once. While recovering from an outage under Share, the
 // caller is also held to its share (see RedisStore.shareFloor).
 //
-// KEYS[1]: the log. ARGV: op (0 peek, 1 get, 2 increment), limit, period in
-// microseconds, count (increment only), replica, seq, the others' calls the
+// KEYS[1]: the log. ARGV: op (0 peek, 1 get, 2 increment, 3 get above a
+// reserve), limit, period in microseconds, count (increment: how many;
+// get above: the reserve to leave free), replica, seq, the others' calls the
 // caller last saw, how many own calls it holds in the window, then, for
 // tests only, a fixed time as TIME's seconds and microseconds (or two empty
 // strings), then recovering (0/1) and the number of replicas, then the own
@@ -116,8 +117,8 @@ end
 
 local admitted = 0
 local add = 0
-if op == 1 then
-	if free then
+if op == 1 or op == 3 then
+	if free and (op == 1 or eff + count < limit) then
 		add = 1
 		admitted = 1
 	end
@@ -409,7 +410,7 @@ func (s *RedisStore) run(ctx context.Context, key string, rate limiter.Rate, o o
 // recorded is how many calls an operation records when it succeeds.
 func recorded(o op, admitted bool, count int64) int64 {
 	switch {
-	case o == opGet && admitted:
+	case (o == opGet || o == opGetAbove) && admitted:
 		return 1
 	case o == opIncrement && count > 0:
 		return count
@@ -450,7 +451,9 @@ func (s *RedisStore) unreachable(key string, rate limiter.Rate, o op, count int6
 	}
 	floor := s.shareFloor(rate.Limit, own, others)
 	r := result{total: floor, at: start}
-	if o == opGet && floor < rate.Limit {
+	switch {
+	case o == opGet && floor < rate.Limit,
+		o == opGetAbove && floor+max(count, 0) < rate.Limit:
 		r.admitted = true
 	}
 	if n := recorded(o, r.admitted, count); n > 0 {
@@ -498,6 +501,16 @@ func (r result) context(limit int64, refused bool) limiter.Context {
 // trailing rate.Period, recording it; see Store.
 func (s *RedisStore) Get(ctx context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
 	r, err := s.run(ctx, key, rate, opGet, 0)
+	if err != nil {
+		return limiter.Context{}, err
+	}
+	return r.context(rate.Limit, !r.admitted), nil
+}
+
+// GetAbove admits one call for key if more than reserve slots are free,
+// recording it, in the same script run; see Store.
+func (s *RedisStore) GetAbove(ctx context.Context, key string, rate limiter.Rate, reserve int64) (limiter.Context, error) {
+	r, err := s.run(ctx, key, rate, opGetAbove, max(reserve, 0))
 	if err != nil {
 		return limiter.Context{}, err
 	}

@@ -30,6 +30,8 @@ import (
 //     Get records nothing, so hammering a spent key does not push its
 //     recovery further out. Reached is true exactly when the call was
 //     refused.
+//   - GetAbove (Store's own) is Get that admits only while more than reserve
+//     slots are free, in the same one atomic step.
 //   - Peek reports without recording; Reached there means a Get now would be
 //     refused.
 //   - Increment records count calls now, unconditionally, even beyond the
@@ -51,6 +53,12 @@ type Store interface {
 	// NextFree then reports one full window from now, so callers back off
 	// instead of spinning.
 	NextFree(ctx context.Context, key string, rate limiter.Rate) (time.Time, error)
+	// GetAbove is Get for calls that must leave reserve slots free: it
+	// admits and records a call only if more than reserve are free now,
+	// checking and recording in one atomic step, so concurrent callers
+	// (and replicas) never eat into the reserve. Reached is true exactly
+	// when the call was refused. A reserve of 0 or less is Get.
+	GetAbove(ctx context.Context, key string, rate limiter.Rate, reserve int64) (limiter.Context, error)
 }
 
 // Releaser is a Store that can take back a call it admitted that was never

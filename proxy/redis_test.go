@@ -75,3 +75,6 @@ func (s *switchStore) Increment(ctx context.Context, key string, n int64, rate l
 func (s *switchStore) NextFree(ctx context.Context, key string, rate limiter.Rate) (time.Time, error) {
 	return s.to.Load().NextFree(ctx, key, rate)
 }
+func (s *switchStore) GetAbove(ctx context.Context, key string, rate limiter.Rate, reserve int64) (limiter.Context, error) {
+	return s.to.Load().GetAbove(ctx, key, rate, reserve)
+}
