@@ -13,12 +13,19 @@ import (
 	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/daemon"
 	"github.com/caproxy/caproxy/deadline"
+	"github.com/caproxy/caproxy/gcheadroom"
 	"github.com/caproxy/caproxy/proxy"
 )
 
 // deadlineTick is how late, at most, the proxy listener's timeouts fire:
 // 5% of the shortest (ReadHeaderTimeout, 5 s).
 const deadlineTick = 250 * time.Millisecond
+
+// gcRoom is the least heap growth between two garbage collections while
+// GOGC is not set (see gcheadroom): net/http allocates about 2.6 KB per
+// request, so at 25k requests/s a collection every second or so instead
+// of 20 a second, for at most 32 MiB more heap than Go's default.
+const gcRoom = 32 << 20
 
 // serve runs caproxy with cfg until ctx ends, reloading path on hup.
 func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.Signal, stderr io.Writer) error {
@@ -30,6 +37,13 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	// servers have drained and the refresh loop has stopped.
 	defer d.Close()
 	logger := d.Logger()
+
+	if os.Getenv("GOGC") == "" { // an operator's GOGC is theirs
+		gctx, stopGC := context.WithCancel(context.Background())
+		gcDone := make(chan struct{})
+		go func() { defer close(gcDone); gcheadroom.Run(gctx, gcRoom, 100, time.Second) }()
+		defer func() { stopGC(); <-gcDone }()
+	}
 
 	tcpLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -25,7 +25,11 @@
 # saw the same machine). Fails if any target answered anything but 200, or
 # if caproxy or nginx answered anything but a cache HIT.
 #
-# Knobs: ROUNDS (3), DURATION (6s), CONNS (64), THREADS (2). nginx and wrk
+# BASE=<git revision> adds a target "base": caproxy built from that
+# revision (no access log), run in every round beside this one, for a
+# before/after in one run on the same machine load.
+#
+# Knobs: ROUNDS (3), DURATION (6s), CONNS (64), THREADS (2), BASE. nginx and wrk
 # are installed with apt-get when missing. Everything started is stopped
 # and $tmp removed when the script ends.
 set -euo pipefail
@@ -33,6 +37,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ROUNDS=${ROUNDS:-3}
+BASE=${BASE:-}
 DURATION=${DURATION:-6s}
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-2}
@@ -62,6 +67,12 @@ secs=$(seconds_of "$DURATION")
 echo "building caproxy and the bare handler"
 build_caproxy
 timeout 300 go build -o "$tmp/bare" ./scripts/bare || die "building scripts/bare failed"
+if [[ -n $BASE ]]; then
+	echo "building caproxy at $BASE"
+	mkdir "$tmp/base-src"
+	git archive "$BASE" | tar -x -C "$tmp/base-src" || die "git archive $BASE failed"
+	(cd "$tmp/base-src" && timeout 600 go build -o "$tmp/caproxy-base" .) || die "building caproxy at $BASE failed"
+fi
 
 {
 	read -r sim_port
@@ -72,7 +83,9 @@ timeout 300 go build -o "$tmp/bare" ./scripts/bare || die "building scripts/bare
 	read -r ng_port
 	read -r ngl_port
 	read -r bare_port
-} < <(free_ports 8)
+	read -r base_port
+	read -r base_admin
+} < <(free_ports 10)
 
 export AHT_USER=demo-basic AHT_KEY=demo-basic-key
 body="{\"userName\":\"$AHT_USER\",\"agentId\":\"agent001\"}"
@@ -98,6 +111,7 @@ log:
 YAML
 }
 caproxy_config "$cp_port" "$cp_admin" false info >"$tmp/caproxy.yaml"
+caproxy_config "$base_port" "$base_admin" false info >"$tmp/caproxy-base.yaml"
 caproxy_config "$cpl_port" "$cpl_admin" true info >"$tmp/caproxy-log.yaml"
 for f in caproxy caproxy-log; do
 	"$tmp/caproxy" -config "$tmp/$f.yaml" -check >/dev/null 2>"$tmp/check.log" || {
@@ -166,18 +180,22 @@ start_bg sim "$tmp/caproxy" sim -listen "127.0.0.1:$sim_port"
 wait_ready sim "http://127.0.0.1:$sim_port/sim/stats" 20
 start_bg caproxy "$tmp/caproxy" -config "$tmp/caproxy.yaml"
 start_bg caproxy_log "$tmp/caproxy" -config "$tmp/caproxy-log.yaml"
+[[ -n $BASE ]] && start_bg base "$tmp/caproxy-base" -config "$tmp/caproxy-base.yaml"
 start_bg nginx nginx -p "$tmp/nginx" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf"
 start_bg bare "$tmp/bare" -listen "127.0.0.1:$bare_port"
 wait_ready caproxy "http://127.0.0.1:$cp_admin/readyz" 20
 wait_ready caproxy_log "http://127.0.0.1:$cpl_admin/readyz" 20
+[[ -n $BASE ]] && wait_ready base "http://127.0.0.1:$base_admin/readyz" 20
 wait_ready bare "http://127.0.0.1:$bare_port/" 20
 
 # Targets in the order each round runs them, and their URLs.
 targets=(bare caproxy nginx caproxy+log nginx+log)
+[[ -n $BASE ]] && targets=(bare base caproxy nginx caproxy+log nginx+log)
 declare -A url=(
 	[bare]="http://127.0.0.1:$bare_port/ca_apis/aht"
 	[caproxy]="http://127.0.0.1:$cp_port/ca_apis/aht"
 	[caproxy+log]="http://127.0.0.1:$cpl_port/ca_apis/aht"
+	[base]="http://127.0.0.1:$base_port/ca_apis/aht"
 	[nginx]="http://127.0.0.1:$ng_port/ca_apis/aht"
 	[nginx+log]="http://127.0.0.1:$ngl_port/ca_apis/aht"
 )
@@ -198,7 +216,8 @@ ask() {
 # Warm each cache (nginx: one cache behind both servers, but its key holds
 # no host, so either warms both; ask each anyway). nginx may take a moment
 # to listen.
-for t in caproxy caproxy+log nginx nginx+log; do
+for t in "${targets[@]}"; do
+	[[ $t == bare ]] && continue
 	deadline=$((SECONDS + 20))
 	until [[ $(ask "${url[$t]}") == "200 HIT" ]]; do
 		if ((SECONDS >= deadline)); then
@@ -217,6 +236,7 @@ declare -A pid=(
 	[bare]=$bare_pid
 	[caproxy]=$caproxy_pid
 	[caproxy+log]=$caproxy_log_pid
+	[base]=${base_pid:-}
 	[nginx]=$nginx_pid
 	[nginx+log]=$nginx_pid
 )
@@ -273,7 +293,7 @@ for ((run = 1; run <= ROUNDS; run++)); do
 done
 
 echo
-awk -v conns="$CONNS" -v threads="$THREADS" -v dur="$DURATION" -v rounds="$ROUNDS" '
+awk -v conns="$CONNS" -v threads="$THREADS" -v dur="$DURATION" -v rounds="$ROUNDS" -v base="$BASE" '
 function val(key,   i, kv) {
 	for (i = 3; i <= NF; i++) { split($i, kv, "="); if (kv[1] == key) return kv[2] }
 	return ""
@@ -311,6 +331,10 @@ END {
 	printf "  caproxy/bare      requests/s  no log %.2f   log %.2f\n", ratio("caproxy", "bare", "rps"), ratio("caproxy+log", "bare", "rps")
 	printf "  caproxy/nginx     CPU/request no log %.2f   log %.2f   (<= 1 is better)\n", ratio("caproxy", "nginx", "cpu"), ratio("caproxy+log", "nginx+log", "cpu")
 	printf "  caproxy/bare      CPU/request no log %.2f   log %.2f\n", ratio("caproxy", "bare", "cpu"), ratio("caproxy+log", "bare", "cpu")
+	if (("base", 1, "rps") in v) {
+		printf "  caproxy/base      requests/s  %.2f   p99 %.2f   CPU/request %.2f   (base: %s)\n", ratio("caproxy", "base", "rps"), ratio("caproxy", "base", "p99"), ratio("caproxy", "base", "cpu"), base
+		printf "  base/nginx        requests/s  %.2f   base/bare requests/s %.2f\n", ratio("base", "nginx", "rps"), ratio("base", "bare", "rps")
+	}
 }' "$tmp/results"
 
 # A fast wrong answer is no result.
