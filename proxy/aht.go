@@ -175,8 +175,11 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	if bypass {
 		group = &p.bypassGroup
 	}
+	// The fetch gets its own copy of req: captured by the escaping
+	// closure, it is allocated here, on a miss, not on every hit.
+	fetchReq := req
 	fn := func(ctx context.Context) (any, error) {
-		return p.fetch(ctx, st, acct, key, req, bypass), nil
+		return p.fetch(ctx, st, acct, key, fetchReq, bypass), nil
 	}
 	v, shared, err := group.Do(r.Context(), key, fn)
 	if err == nil && v.(*answer).outcome == outcomeRefreshSkipped {

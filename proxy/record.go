@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Routes, used as metric labels and in logs.
@@ -48,11 +49,22 @@ func requestID(w http.ResponseWriter, r *http.Request) string {
 		id = v[0]
 	}
 	if id == "" || len(id) > 128 {
-		var b [48]byte
-		id = string(strconv.AppendUint(append(b[:0], requestIDPrefix...), requestIDSeq.Add(1), 36))
+		g := new(generatedID)
+		b := strconv.AppendUint(append(g.b[:0], requestIDPrefix...), requestIDSeq.Add(1), 36)
+		// b is g.b (13 + at most 13 bytes fit), never written again.
+		g.v[0] = unsafe.String(&b[0], len(b))
+		w.Header()["X-Request-Id"] = g.v[:]
+		return g.v[0]
 	}
 	w.Header()["X-Request-Id"] = []string{id}
 	return id
+}
+
+// generatedID is a generated request id: its header value and its bytes in
+// one allocation.
+type generatedID struct {
+	v [1]string
+	b [32]byte
 }
 
 // finish records the request in metrics and the access log.
