@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -129,6 +130,39 @@ func TestRefreshUnderScarcity(t *testing.T) {
 	}
 	if strings.Join(order, " ") != "agent003 agent001 agent002" {
 		t.Fatalf("refresh order %v, want agent003 agent001 agent002", order)
+	}
+}
+
+// TestRefreshNeverSeenKeyFirst: under scarcity a key with no answer at
+// all (its client got 429) is refreshed before stale keys asked far more,
+// as soon as a slot frees, and its next client gets a hit.
+func TestRefreshNeverSeenKeyFirst(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock, ttl: 10 * time.Second, perWindow: 3, window: time.Minute, refresh: true, reserve: 1})
+	ctx := context.Background()
+	for _, a := range []string{"agent001", "agent002", "agent003"} {
+		h.aht(apikeyAccount, a)
+		clock.Advance(time.Second)
+	}
+	clock.Advance(20 * time.Second) // all stale; the window's 3 calls spent
+	for range 5 {
+		for _, a := range []string{"agent001", "agent002", "agent003"} {
+			h.aht(apikeyAccount, a)
+		}
+	}
+	if r := h.aht(apikeyAccount, "agent010"); r.code != http.StatusTooManyRequests {
+		t.Fatalf("never-seen key with the budget spent: %d, want 429", r.code)
+	}
+	if _, res, ok := h.proxy.RefreshNext(ctx); !ok || res != refresh.NoBudget {
+		t.Fatalf("RefreshNext with the budget spent = %v %v, want no budget", res, ok)
+	}
+	clock.Advance(40 * time.Second) // the window turns
+	reason, res, ok := h.proxy.RefreshNext(ctx)
+	if !ok || res != refresh.Refreshed || reason != refresh.ReasonMissing {
+		t.Fatalf("first refresh once a slot freed = %q %v %v, want missing, refreshed", reason, res, ok)
+	}
+	if r := h.aht(apikeyAccount, "agent010"); r.code != http.StatusOK || r.header.Get("X-Cache") != "HIT" {
+		t.Fatalf("never-seen key after the refresh: %d %s, want 200 HIT", r.code, r.header.Get("X-Cache"))
 	}
 }
 
