@@ -171,3 +171,31 @@ func TestRedisDownShare(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestRedisDownShareTakeAbove: under Share with Redis gone, TakeAbove
+// still leaves the reserve (decided on the local floor), records one call
+// each, and Take can then spend the reserve.
+func TestRedisDownShareTakeAbove(t *testing.T) {
+	s := redistest.StartServer(t)
+	b := replicaBudgets(t, s.Addr, 1, 10, WithOutagePolicy(Share, 1))[0]
+	if a, err := takeN(b, 3); a != 3 || err != nil {
+		t.Fatalf("admitted %d of 3, %v", a, err)
+	}
+	s.Kill()
+	var above int
+	for range 10 {
+		ok, _, err := b.TakeAbove(context.Background(), "demo", 3)
+		if err != nil {
+			t.Fatalf("TakeAbove under Share returned %v", err)
+		}
+		if ok {
+			above++
+		}
+	}
+	if above != 4 {
+		t.Fatalf("TakeAbove(reserve 3) with Redis down admitted %d after 3 of 10, want 4", above)
+	}
+	if a, err := takeN(b, 10); a != 3 || err != nil {
+		t.Fatalf("Take after them admitted %d, %v; want the 3 of the reserve", a, err)
+	}
+}

@@ -166,6 +166,21 @@ func TestRefreshNeverSeenKeyFirst(t *testing.T) {
 	}
 }
 
+// TestRefreshOffLeavesSchedulerAlone: with cache.refresh_ahead off, hits,
+// misses and stale answers never reach the scheduler.
+func TestRefreshOffLeavesSchedulerAlone(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock, ttl: 10 * time.Second})
+	for range 3 {
+		h.aht(apikeyAccount, "agent001") // a miss, then hits
+	}
+	clock.Advance(20 * time.Second)
+	h.aht(apikeyAccount, "agent001") // expired
+	if n := h.proxy.Refresher.Len(); n != 0 {
+		t.Fatalf("the scheduler tracks %d keys with refresh_ahead off, want 0", n)
+	}
+}
+
 func contains(s []string, v string) bool {
 	for _, x := range s {
 		if x == v {
