@@ -23,8 +23,8 @@ const deadlineTick = 250 * time.Millisecond
 
 // gcRoom is the least heap growth between two garbage collections while
 // GOGC is not set (see gcheadroom): net/http allocates about 2.6 KB per
-// request, so at 25k requests/s a collection every second or so instead
-// of 20 a second, for at most 32 MiB more heap than Go's default.
+// request, so at 25k requests/s about two collections a second instead of
+// twenty, for at most 32 MiB more heap than Go's default.
 const gcRoom = 32 << 20
 
 // serve runs caproxy with cfg until ctx ends, reloading path on hup.

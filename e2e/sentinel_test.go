@@ -37,7 +37,7 @@ func TestSentinelFailover(t *testing.T) {
 
 	o := &outage{t: t}
 	o.start(proxyConfig{TTL: "1s", RedisKeys: []string{
-		"addrs: [" + sentinel.Addr + "]", "master_name: mymaster", "timeout: 250ms"}})
+		"addrs: [" + sentinel.Addr + "]", "master_name: mymaster", sharingTimeout}})
 	cached := o.warm(10)
 	// Everything written so far (budget log, token, cache) is on the
 	// standby before the master goes.
