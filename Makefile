@@ -26,7 +26,7 @@ test: deps fmt-check vet
 	$(GO) test -race -count=1 ./...
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./cache/ ./limit/ ./proxy/
+	$(GO) test -run '^$$' -bench . -benchmem ./cache/ ./limit/ ./proxy/ ./deadline/
 	$(GO) test -run '^$$' -bench 'MissRedis/(up|down/breaker)' -benchmem ./redisconn/
 
 # bench-redis-down measures a miss's Redis work with Redis down before the
