@@ -2,6 +2,7 @@ package limit
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +49,11 @@ type Budget struct {
 	// lim holds the ulule Limiter for the current rate; SetLimit swaps
 	// in a new one so readers never see a half-updated Rate.
 	lim atomic.Pointer[limiter.Limiter]
+
+	// waitMu guards waiting: how many Wait calls are pending per account,
+	// so TakeAbove leaves a freed slot to them.
+	waitMu  sync.Mutex
+	waiting map[string]int
 }
 
 // SendWindow is the window caproxy counts its calls to an upstream limit of
@@ -117,10 +123,16 @@ func (b *Budget) Take(ctx context.Context, account string) (ok bool, st State, e
 // spends a call only if more than reserve slots are free, so at least
 // reserve stay for calls that cannot wait. The check and the spending are
 // one store operation (Store.GetAbove), so concurrent callers, on any
-// replica, never leave fewer than reserve free.
+// replica, never leave fewer than reserve free. While a Wait for account
+// is pending on this Budget it spends nothing, whatever the reserve: a
+// slot that frees belongs to the caller already waiting for it.
 func (b *Budget) TakeAbove(ctx context.Context, account string, reserve int64) (ok bool, st State, err error) {
 	lim := b.lim.Load()
 	key := b.key(account)
+	if b.waiters(account) > 0 {
+		st, err := b.State(ctx, account)
+		return false, st, err
+	}
 	c, err := b.store.GetAbove(ctx, key, lim.Rate, reserve)
 	if err != nil {
 		return false, State{}, err
@@ -158,6 +170,8 @@ func (b *Budget) taken(ctx context.Context, key string, rate limiter.Rate, c lim
 // slot is further away than what is left of maxWait, and returns ctx's
 // error when ctx ends first.
 func (b *Budget) Wait(ctx context.Context, account string, maxWait time.Duration) (ok bool, st State, err error) {
+	b.addWaiter(account, 1)
+	defer b.addWaiter(account, -1)
 	deadline := b.clock.Now().Add(maxWait)
 	for {
 		ok, st, err = b.Take(ctx, account)
@@ -180,6 +194,25 @@ func (b *Budget) Wait(ctx context.Context, account string, maxWait time.Duration
 		case <-b.clock.After(st.NextFree.Sub(b.clock.Now())):
 		}
 	}
+}
+
+// addWaiter counts a Wait for account in (n 1) or out (n -1).
+func (b *Budget) addWaiter(account string, n int) {
+	b.waitMu.Lock()
+	defer b.waitMu.Unlock()
+	if b.waiting == nil {
+		b.waiting = map[string]int{}
+	}
+	if b.waiting[account] += n; b.waiting[account] <= 0 {
+		delete(b.waiting, account)
+	}
+}
+
+// waiters returns how many Wait calls for account are pending.
+func (b *Budget) waiters(account string) int {
+	b.waitMu.Lock()
+	defer b.waitMu.Unlock()
+	return b.waiting[account]
 }
 
 // Exhaust marks account's budget spent for a whole window from now, for

@@ -364,3 +364,41 @@ func TestSendWindowProductionMargin(t *testing.T) {
 		t.Fatalf("Take #26 at 61 s = %v %+v, want refused until 91 s", ok, st)
 	}
 }
+
+// TestTakeAboveLeavesAFreedSlotToAWaiter: with no reserve, a refresh
+// (TakeAbove) must not take the slot a client waiting under max_wait is
+// woken for, or the client's wait runs past max_wait (issue 11: a client
+// miss never waits longer than max_wait because of refreshes). Another
+// account's refresh is not held back.
+func TestTakeAboveLeavesAFreedSlotToAWaiter(t *testing.T) {
+	ctx := context.Background()
+	b, clock := fakeBudget(1, time.Minute, false)
+	if ok, _, _ := b.Take(ctx, "demo"); !ok {
+		t.Fatal("first Take refused")
+	}
+	type result struct {
+		ok  bool
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ok, _, err := b.Wait(ctx, "demo", 90*time.Second)
+		done <- result{ok, err}
+	}()
+	waitTimers(t, clock, 1)
+	if ok, _, err := b.TakeAbove(ctx, "other", 0); !ok || err != nil {
+		t.Fatalf("another account's TakeAbove = %v, %v", ok, err)
+	}
+	clock.Advance(time.Minute) // the slot frees; the waiter is woken
+	if ok, _, err := b.TakeAbove(ctx, "demo", 0); ok || err != nil {
+		t.Errorf("TakeAbove with a caller waiting = %v, %v; want the slot left to the waiter", ok, err)
+	}
+	if r := <-done; !r.ok || r.err != nil {
+		t.Fatalf("the waiter got %v, %v; want the freed slot", r.ok, r.err)
+	}
+	// Nobody waits any more: TakeAbove spends again once a slot is free.
+	clock.Advance(time.Minute)
+	if ok, _, err := b.TakeAbove(ctx, "demo", 0); !ok || err != nil {
+		t.Errorf("TakeAbove with nobody waiting = %v, %v", ok, err)
+	}
+}
