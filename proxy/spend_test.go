@@ -71,7 +71,9 @@ func TestRouteCallsSpendOnlyWhatReachesCloudAgent(t *testing.T) {
 		t.Run(name+"/upstream down", func(t *testing.T) {
 			clock := newFakeClock()
 			h := newHarness(t, setup{clock: clock, routes: []config.Route{agentDetailsRoute(cached)}})
-			h.aht(apikeyAccount, "agent001") // a connection to the upstream, then none
+			// No request before the close: a kept-alive connection the
+			// transport has not yet seen closed would be reused, and a
+			// call that may have reached CloudAgent keeps its slot.
 			h.simSrv.Close()
 			sent := h.tokens.sent.Load()
 			body := `{"userName":"demo-basic"}`
