@@ -74,6 +74,10 @@ type Daemon struct {
 	// last opened first.
 	closers []func()
 
+	// window is limit.window as the budget was built with: a reload
+	// cannot change it, so the refresh scheduler keeps pacing for it.
+	window time.Duration
+
 	mu  sync.Mutex     // serializes Reload; guards cfg
 	cfg *config.Config // the configuration in force
 }
@@ -87,7 +91,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 	if w == nil {
 		w = os.Stderr
 	}
-	d := &Daemon{logger: newLogger(cfg.Log, w), clock: opts.Clock}
+	d := &Daemon{logger: newLogger(cfg.Log, w), clock: opts.Clock, window: cfg.Limit.Window}
 	defer func() {
 		if err != nil {
 			d.Close()
@@ -292,7 +296,9 @@ func (d *Daemon) apply(cfg *config.Config) {
 	d.proxy.Cache.SetTTLs(cfg.Cache.TTL, cfg.Cache.StaleTTL, cfg.Cache.NegativeTTL)
 	d.proxy.Cache.Resize(cfg.Cache.MaxEntries)
 	d.proxy.Budget.SetLimit(int64(cfg.Limit.UpstreamPerMinute))
-	d.proxy.Refresher.SetConfig(refreshConfig(cfg))
+	rc := refreshConfig(cfg)
+	rc.Window = d.window
+	d.proxy.Refresher.SetConfig(rc)
 	d.tokenGuard.SetLimit(int64(cfg.Limit.TokenGenerationsPerHour))
 	d.proxy.SetSettings(st)
 	d.cfg = cfg

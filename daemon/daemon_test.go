@@ -108,6 +108,11 @@ func TestBudgetsFromConfig(t *testing.T) {
 	if !strings.Contains(r.logs.String(), "key=limit.window") {
 		t.Errorf("the reload did not say limit.window takes effect only on restart:\n%s", r.logs.String())
 	}
+	// The refresh scheduler paces for the budget in force, not for a
+	// window the reload could not apply.
+	if rc := r.d.Proxy().Refresher.Config(); rc.Window != 30*time.Second || rc.PerWindow != 10 {
+		t.Errorf("refresh scheduler after the reload: %d per %v, want 10 per 30s", rc.PerWindow, rc.Window)
+	}
 }
 
 // TestConfiguredRoutesServed checks that config.yaml's routes reach the

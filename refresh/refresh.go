@@ -254,6 +254,9 @@ func New[T any](cfg Config) *Scheduler[T] {
 // SetConfig changes the configuration (a reload); tracked keys are kept.
 func (s *Scheduler[T]) SetConfig(cfg Config) { s.conf.Store(&cfg) }
 
+// Config returns the configuration in force.
+func (s *Scheduler[T]) Config() Config { return *s.conf.Load() }
+
 // cfg returns the configuration in force.
 func (s *Scheduler[T]) cfg() *Config { return s.conf.Load() }
 
