@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caproxy/caproxy/internal/fakeclock"
 	"github.com/caproxy/caproxy/internal/redistest"
 	"github.com/caproxy/caproxy/refresh"
 )
@@ -82,16 +83,23 @@ func TestRefreshLeavesReserve(t *testing.T) {
 // TestRefreshUnderScarcity: when the budget cannot keep every key fresh,
 // clients of stale keys get STALE at once (no budget spent, true Age) and
 // the refresher spends the budget on the oldest popular key first.
-func TestRefreshUnderScarcity(t *testing.T) {
+// scarce returns a refreshing proxy whose window's 3 calls went to
+// agent001, agent002 and agent003, a second apart, all stale by now.
+func scarce(t *testing.T) (*harness, *fakeclock.Clock) {
 	clock := newFakeClock()
 	h := newHarness(t, setup{clock: clock, ttl: 10 * time.Second, perWindow: 3, window: time.Minute, refresh: true, reserve: 1})
-	ctx := context.Background()
-	// agent001 fetched first (oldest), agent003 asked most.
 	for _, a := range []string{"agent001", "agent002", "agent003"} {
 		h.aht(apikeyAccount, a)
 		clock.Advance(time.Second)
 	}
-	clock.Advance(20 * time.Second) // all stale; the window's 3 calls spent
+	clock.Advance(20 * time.Second)
+	return h, clock
+}
+
+func TestRefreshUnderScarcity(t *testing.T) {
+	h, clock := scarce(t) // agent001 fetched first (oldest)
+	ctx := context.Background()
+	// agent003 asked most.
 	for range 4 {
 		h.aht(apikeyAccount, "agent003")
 	}
@@ -137,14 +145,8 @@ func TestRefreshUnderScarcity(t *testing.T) {
 // all (its client got 429) is refreshed before stale keys asked far more,
 // as soon as a slot frees, and its next client gets a hit.
 func TestRefreshNeverSeenKeyFirst(t *testing.T) {
-	clock := newFakeClock()
-	h := newHarness(t, setup{clock: clock, ttl: 10 * time.Second, perWindow: 3, window: time.Minute, refresh: true, reserve: 1})
+	h, clock := scarce(t)
 	ctx := context.Background()
-	for _, a := range []string{"agent001", "agent002", "agent003"} {
-		h.aht(apikeyAccount, a)
-		clock.Advance(time.Second)
-	}
-	clock.Advance(20 * time.Second) // all stale; the window's 3 calls spent
 	for range 5 {
 		for _, a := range []string{"agent001", "agent002", "agent003"} {
 			h.aht(apikeyAccount, a)

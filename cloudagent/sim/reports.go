@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/caproxy/caproxy/cloudagent"
@@ -39,32 +41,15 @@ type cdrRecord struct {
 // before the dates are checked, one calendar day per call, and
 // CDRRetentionDays of retention.
 func (s *Server) serveReport(w http.ResponseWriter, r *http.Request, paged bool) answer {
-	s.stats.reportCalls.Add(1)
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		return reportError(http.StatusMethodNotAllowed, MsgMethodNotAllowed)
-	}
-	acct, req, refusal := s.reportCaller(r)
-	if acct == nil {
-		return refusal
-	}
-	now := s.now()
-	acct.mu.Lock()
-	log := &acct.cdr
+	logOf := func(a *account) *slidingLog { return &a.cdr }
 	if paged {
-		log = &acct.cdrPaged
+		logOf = func(a *account) *slidingLog { return &a.cdrPaged }
 	}
-	admitted, inWindow := log.admit(now.UnixNano(), s.window, cloudagent.CDRLimit)
-	acct.mu.Unlock()
-	if !admitted {
-		s.stats.reportLimited.Add(1)
-		s.stats.limitViolations.Add(1)
-		acct.stats.reportLimited.Add(1)
-		return reportError(http.StatusTooManyRequests, MsgReportsLimited)
+	req, now, inWindow, refusal := s.admitReport(w, r, []string{http.MethodGet}, logOf, cloudagent.CDRLimit)
+	if refusal != nil {
+		return *refusal
 	}
 	s.stats.noteReportInWindow(int64(inWindow))
-	s.stats.reportAdmitted.Add(1)
-	acct.stats.reportAdmitted.Add(1)
 
 	from, err1 := time.ParseInLocation(cloudagent.CDRTimeLayout, req.FromDate, now.Location())
 	to, err2 := time.ParseInLocation(cloudagent.CDRTimeLayout, req.ToDate, now.Location())
@@ -95,6 +80,40 @@ func (s *Server) serveReport(w http.ResponseWriter, r *http.Request, paged bool)
 		}{cloudagent.StatusSuccess, q.Get("page"), recs}))
 	}
 	return ok(mustMarshal(successBody[[]cdrRecord]{cloudagent.StatusSuccess, recs}))
+}
+
+// admitReport counts a reporting-API call and admits it as production
+// does: one of methods (else 405), its body read and authenticated
+// (reportCaller), then at most limit calls per account in any trailing
+// Window on the account's log that logOf picks, counted before the body's
+// fields are checked (a refusal is a limit violation). It returns the
+// body, the time, and how many calls the window holds with this one, or
+// the refusal.
+func (s *Server) admitReport(w http.ResponseWriter, r *http.Request, methods []string, logOf func(*account) *slidingLog, limit int) (cloudagent.CDRRequest, time.Time, int, *answer) {
+	s.stats.reportCalls.Add(1)
+	if !slices.Contains(methods, r.Method) {
+		w.Header().Set("Allow", strings.Join(methods, ", "))
+		a := reportError(http.StatusMethodNotAllowed, MsgMethodNotAllowed)
+		return cloudagent.CDRRequest{}, time.Time{}, 0, &a
+	}
+	acct, req, refusal := s.reportCaller(r)
+	if acct == nil {
+		return req, time.Time{}, 0, &refusal
+	}
+	now := s.now()
+	acct.mu.Lock()
+	admitted, inWindow := logOf(acct).admit(now.UnixNano(), s.window, limit)
+	acct.mu.Unlock()
+	if !admitted {
+		s.stats.reportLimited.Add(1)
+		s.stats.limitViolations.Add(1)
+		acct.stats.reportLimited.Add(1)
+		a := reportError(http.StatusTooManyRequests, MsgReportsLimited)
+		return req, now, inWindow, &a
+	}
+	s.stats.reportAdmitted.Add(1)
+	acct.stats.reportAdmitted.Add(1)
+	return req, now, inWindow, nil
 }
 
 // reportCaller reads a reporting-API call's JSON body and authenticates it
@@ -139,27 +158,11 @@ type summaryRow struct {
 // JSON body, the reporting API's apiKey-only authentication, and
 // cloudagent.SummaryReportLimit calls per account in any trailing Window.
 func (s *Server) serveSummaryReport(w http.ResponseWriter, r *http.Request) answer {
-	s.stats.reportCalls.Add(1)
-	if r.Method != http.MethodGet && r.Method != http.MethodPost {
-		w.Header().Set("Allow", "GET, POST")
-		return reportError(http.StatusMethodNotAllowed, MsgMethodNotAllowed)
+	logOf := func(a *account) *slidingLog { return &a.summary }
+	req, now, _, refusal := s.admitReport(w, r, []string{http.MethodGet, http.MethodPost}, logOf, cloudagent.SummaryReportLimit)
+	if refusal != nil {
+		return *refusal
 	}
-	acct, req, refusal := s.reportCaller(r)
-	if acct == nil {
-		return refusal
-	}
-	now := s.now()
-	acct.mu.Lock()
-	admitted, _ := acct.summary.admit(now.UnixNano(), s.window, cloudagent.SummaryReportLimit)
-	acct.mu.Unlock()
-	if !admitted {
-		s.stats.reportLimited.Add(1)
-		s.stats.limitViolations.Add(1)
-		acct.stats.reportLimited.Add(1)
-		return reportError(http.StatusTooManyRequests, MsgReportsLimited)
-	}
-	s.stats.reportAdmitted.Add(1)
-	acct.stats.reportAdmitted.Add(1)
 	from, err1 := time.ParseInLocation(cloudagent.CDRTimeLayout, req.FromDate, now.Location())
 	to, err2 := time.ParseInLocation(cloudagent.CDRTimeLayout, req.ToDate, now.Location())
 	switch {
