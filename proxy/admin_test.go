@@ -167,3 +167,30 @@ func TestAdminToken(t *testing.T) {
 		}
 	}
 }
+
+// TestMetricsListedInREADMEAreExported checks that every caproxy_ metric the
+// README lists appears on /metrics from the start, before anything has
+// happened: a labelled counter that is never touched is not exported at all,
+// so a dashboard or check looking for it would find nothing rather than 0.
+func TestMetricsListedInREADMEAreExported(t *testing.T) {
+	h := newHarness(t, setup{})
+	code, body := h.admin("GET", "/metrics")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, series := range []string{
+		`caproxy_requests_total{outcome="hit",route="aht"} 0`,
+		`caproxy_shared_cache_lookups_total{result="hit"} 0`,
+		`caproxy_shared_cache_lookups_total{result="miss"} 0`,
+		`caproxy_shared_cache_lookups_total{result="error"} 0`,
+		`caproxy_refreshes_total{reason="missing"} 0`,
+		`caproxy_refreshes_total{reason="stale"} 0`,
+		`caproxy_refreshes_total{reason="ahead"} 0`,
+		`caproxy_coalesced_requests_total 0`,
+		`caproxy_access_log_dropped_total 0`,
+	} {
+		if !strings.Contains(body, series) {
+			t.Errorf("/metrics lacks %s", series)
+		}
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/caproxy/caproxy/refresh"
 )
 
 // Metrics are caproxy's Prometheus metrics. Labels carry routes, outcomes,
@@ -62,6 +64,15 @@ func NewMetrics(reg prometheus.Registerer, p *Proxy) *Metrics {
 	}
 	for _, o := range []string{OutcomeHit, OutcomeMiss, OutcomeStale, OutcomeBypass, OutcomeInvalid, OutcomeUnauthorized, OutcomeLimited, OutcomeUpstreamError, OutcomeClientGone} {
 		m.ahtRequests[o] = m.requests.WithLabelValues(routeAHT, o)
+	}
+	// A labelled counter is exported only once a label value is used; create
+	// the fixed ones now so /metrics shows every series the README lists (at
+	// 0) from the start, not only after the first shared lookup or refresh.
+	for _, result := range []string{"hit", "miss", "error"} {
+		m.sharedLookups.WithLabelValues(result)
+	}
+	for _, reason := range []string{refresh.ReasonMissing, refresh.ReasonStale, refresh.ReasonAhead} {
+		m.refreshes.WithLabelValues(reason)
 	}
 	reg.MustRegister(m.requests, m.upstreamCalls, m.upstreamDuration, m.coalesced, m.sharedLookups, m.refreshes, m.servedAge,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
