@@ -64,3 +64,21 @@ func BenchmarkAskedWhileNext(b *testing.B) {
 	close(stop)
 	wg.Wait()
 }
+
+// BenchmarkNextIdle is one look of the refresher's Run loop (once a tick)
+// over 100000 tracked keys of which none is due: the idle cost of
+// refresh-ahead, per tick.
+func BenchmarkNextIdle(b *testing.B) {
+	c := cfg()
+	c.MaxKeys = 100000
+	s := New[int](c)
+	for _, k := range benchKeys(100000) {
+		s.Asked(k, "demo", 0, t0, t0) // fresh and cold: nothing is due
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := s.Next(t0.Add(time.Second)); ok {
+			b.Fatal("a job was due")
+		}
+	}
+}
