@@ -53,5 +53,15 @@ func (c *ClientLimit) Allow(ctx context.Context, key string, h http.Header) (boo
 	h.Set(HeaderRateLimitLimit, strconv.FormatInt(lc.Limit, 10))
 	h.Set(HeaderRateLimitRemaining, strconv.FormatInt(lc.Remaining, 10))
 	h.Set(HeaderRateLimitReset, strconv.FormatInt(lc.Reset, 10))
+	if lc.Reached {
+		// A refusal says when to come back, as the upstream budget's 429
+		// does: when the fixed window (its Reset, unix seconds on ulule's
+		// wall clock) ends, at least 1 s.
+		retry := lc.Reset - time.Now().Unix()
+		if retry < 1 {
+			retry = 1
+		}
+		h.Set("Retry-After", strconv.FormatInt(retry, 10))
+	}
 	return !lc.Reached, nil
 }

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -83,6 +84,16 @@ func TestClientLimitPerClient(t *testing.T) {
 		}
 		if i == 4 && (r.code != http.StatusTooManyRequests || r.header.Get("X-RateLimit-Limit") != "3") {
 			t.Errorf("request 4: %d %v", r.code, r.header)
+		}
+		// Every 429 says when to come back, as the budget's refusal does:
+		// within the fixed minute the client limit counts in.
+		if i == 4 {
+			if secs, err := strconv.Atoi(r.header.Get("Retry-After")); err != nil || secs < 1 || secs > 60 {
+				t.Errorf("request 4: Retry-After %q, want 1 to 60 seconds", r.header.Get("Retry-After"))
+			}
+			if r.message() != "max limit exceeded" {
+				t.Errorf("request 4: body %s", r.body)
+			}
 		}
 	}
 	// Another account from the same address has its own allowance.
