@@ -528,13 +528,11 @@ func (p *Proxy) call(ctx context.Context, acct *Account, key string, req cloudag
 		case isErr && msg != cloudagent.MsgInvalidAgent && msg != cloudagent.MsgInvalidCampaign:
 			// Not an answer to the question but a refusal of caproxy's
 			// call ("userName or apiKey is Invalid", a token refused
-			// again after a new one): never cached, never a 200.
-			code := res.status
-			if code < 400 {
-				code = http.StatusBadGateway
-			}
+			// again after a new one): never cached, never a 200. Always
+			// 502, whatever status CloudAgent gave it: the client's own
+			// credentials were accepted, and a 401 would say they were not.
 			p.Logger.Warn("upstream refused the AHT call", "account", acct.UserName, "message", msg, "status", res.status)
-			a := p.fallback(key, code, msg)
+			a := p.fallback(key, http.StatusBadGateway, msg)
 			a.upstreamStatus = res.status
 			return a
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -295,19 +296,26 @@ func TestPassThroughCannotLockTheAccountOut(t *testing.T) {
 // TestRefusedCredentialsAreNeverA200 checks that CloudAgent refusing
 // caproxy's own credentials on an AHT call reaches the client as an error
 // with a non-2xx status, and is never cached.
+// The answer is 502 whatever HTTP status CloudAgent gave its refusal: the
+// client's own credentials were accepted, so passing on CloudAgent's 401
+// would tell the client its key is wrong.
 func TestRefusedCredentialsAreNeverA200(t *testing.T) {
-	h := newHarness(t, setup{})
-	// caproxy holds a wrong upstream key for the apikey account (clients
-	// still prove themselves with the right one).
-	h.proxy.Settings().Accounts[apikeyAccount.UserName].Upstream = credential.APIKey("not-the-key")
-	for i := range 2 {
-		r := h.aht(apikeyAccount, "agent001")
-		if r.code != http.StatusBadGateway || r.status() != "error" || r.message() != cloudagent.MsgInvalidCredentials {
-			t.Errorf("request %d: %d %s; want 502 %q", i, r.code, r.body, cloudagent.MsgInvalidCredentials)
-		}
-	}
-	if n := h.sim.Stats().AHTCalls; n != 2 {
-		t.Errorf("%d upstream AHT calls, want 2: the refusal must not be cached", n)
+	for _, upstreamStatus := range []int{http.StatusOK, http.StatusUnauthorized} {
+		t.Run(strconv.Itoa(upstreamStatus), func(t *testing.T) {
+			h := newHarness(t, setup{sim: sim.Options{AuthFailureStatus: upstreamStatus}})
+			// caproxy holds a wrong upstream key for the apikey account
+			// (clients still prove themselves with the right one).
+			h.proxy.Settings().Accounts[apikeyAccount.UserName].Upstream = credential.APIKey("not-the-key")
+			for i := range 2 {
+				r := h.aht(apikeyAccount, "agent001")
+				if r.code != http.StatusBadGateway || r.status() != "error" || r.message() != cloudagent.MsgInvalidCredentials {
+					t.Errorf("request %d: %d %s; want 502 %q", i, r.code, r.body, cloudagent.MsgInvalidCredentials)
+				}
+			}
+			if n := h.sim.Stats().AHTCalls; n != 2 {
+				t.Errorf("%d upstream AHT calls, want 2: the refusal must not be cached", n)
+			}
+		})
 	}
 }
 

@@ -96,6 +96,11 @@ type Options struct {
 	// models what the proxy's budget margin exists for: CloudAgent counts a
 	// call when it arrives, the proxy when it sends it. SetDelay changes it.
 	Delay time.Duration
+	// AuthFailureStatus is the HTTP status of an AHT call refused for its
+	// credentials ("userName or apiKey is Invalid", a refused token); 0:
+	// 200. DESIGN.md: production's errors come with real HTTP statuses
+	// (401, 405, 429), so tests check the proxy under 401 as well.
+	AuthFailureStatus int
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 	// After waits on the clock of Now (a fake clock's After in tests); nil:
@@ -113,8 +118,10 @@ type Server struct {
 	tokenGens      int
 	tokenGenWindow int64 // nanoseconds
 	latency        time.Duration
-	after          func(time.Duration) <-chan time.Time
-	oneWayDelay    atomic.Int64 // nanoseconds; see Options.Delay
+	// authFailureStatus: see Options.AuthFailureStatus.
+	authFailureStatus int
+	after             func(time.Duration) <-chan time.Time
+	oneWayDelay       atomic.Int64 // nanoseconds; see Options.Delay
 	// errorRate holds the math.Float64bits of the share of AHT calls
 	// answered 503; SetErrorRate changes it while serving.
 	errorRate atomic.Uint64
@@ -155,14 +162,15 @@ type account struct {
 // programming error (LoadData reports it as an error instead).
 func New(opts Options) *Server {
 	s := &Server{
-		now:            opts.Now,
-		limit:          opts.Limit,
-		window:         int64(opts.Window),
-		tokenTTL:       opts.TokenTTL,
-		tokenGens:      opts.TokenGenerations,
-		tokenGenWindow: int64(opts.TokenGenWindow),
-		latency:        opts.Latency,
-		after:          opts.After,
+		now:               opts.Now,
+		limit:             opts.Limit,
+		authFailureStatus: opts.AuthFailureStatus,
+		window:            int64(opts.Window),
+		tokenTTL:          opts.TokenTTL,
+		tokenGens:         opts.TokenGenerations,
+		tokenGenWindow:    int64(opts.TokenGenWindow),
+		latency:           opts.Latency,
+		after:             opts.After,
 	}
 	s.SetErrorRate(opts.ErrorRate)
 	if s.now == nil {
@@ -409,6 +417,9 @@ func (s *Server) serveAHT(r *http.Request) answer {
 	acct, refusal := s.authenticate(r, req.UserName, now)
 	if acct == nil {
 		s.stats.ahtAuthFailed.Add(1)
+		if s.authFailureStatus != 0 {
+			refusal.code = s.authFailureStatus
+		}
 		return refusal
 	}
 	if rate := math.Float64frombits(s.errorRate.Load()); rate > 0 && mrand.Float64() < rate {
