@@ -46,6 +46,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	// Parsing stops at the first non-flag: without this, a typo such as
+	// "caproxy sim-listen …" or a flag after a stray word would be ignored
+	// and caproxy would serve (or pass -check) on config.yaml.
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "caproxy: unexpected argument %q (usage: caproxy [-config FILE] [-check] [-version], or caproxy sim -listen ADDR)\n", fs.Arg(0))
+		return 2
+	}
 	if *showVersion {
 		fmt.Fprintln(stdout, "caproxy", version)
 		return 0
@@ -96,6 +103,10 @@ func runSim(args []string, stderr io.Writer) int {
 	window := fs.Duration("window", 0, "trailing window of the limit (0: 60s)")
 	delay := fs.Duration("delay", 0, "one-way network delay: a call is counted and answered this long after it is received")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "caproxy sim: unexpected argument %q (usage: caproxy sim -listen ADDR [flags])\n", fs.Arg(0))
 		return 2
 	}
 	opts := sim.Options{Latency: *latency, ErrorRate: *errorRate, Limit: *limit, Window: *window, Delay: *delay}

@@ -55,6 +55,20 @@ func TestCommandLine(t *testing.T) {
 			t.Errorf("-version: exit %d, output %q%q; want exit 0 and %q", r.code, r.stdout, r.stderr, e2eVersion)
 		}
 	})
+	t.Run("stray argument", func(t *testing.T) {
+		// Flag parsing stops at a non-flag; a stray word must be an
+		// error, not silently drop what follows it.
+		for _, args := range [][]string{
+			{"-config", "../config.yaml", "-check", "extra"},
+			{"-config", "../config.yaml", "oops", "-check"},
+			{"sim", "-listen", "127.0.0.1:1", "extra"},
+		} {
+			r := run(t, nil, args...)
+			if r.code == 0 || !strings.Contains(r.stderr, "unexpected argument") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+				t.Errorf("%q: exit %d, stderr %q; want non-zero and one line naming the argument", args, r.code, r.stderr)
+			}
+		}
+	})
 	t.Run("check shipped config", func(t *testing.T) {
 		r := run(t, nil, "-config", "../config.yaml", "-check")
 		if r.code != 0 {
