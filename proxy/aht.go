@@ -219,6 +219,7 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	case OutcomeLimited:
 		writeLimited(w, a.budget, p.now())
 	default:
+		w.Header()["X-Cache"] = xCacheMiss
 		writeAnswerError(w, a, cloudagent.WriteError)
 	}
 	checkDelivered(w, rec)
@@ -227,7 +228,6 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 // writeAnswerError writes a failed fetch's error with writeErr (the
 // route's shape), with Retry-After when the answer says when to come back.
 func writeAnswerError(w http.ResponseWriter, a *answer, writeErr errorWriter) {
-	w.Header()["X-Cache"] = xCacheMiss
 	if a.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(a.retryAfter))
 	}
@@ -331,6 +331,7 @@ func ageValue(secs int) []string {
 // writeLimited answers a refusal for budget: 429, when to retry, and
 // CloudAgent's own limit message.
 func writeLimited(w http.ResponseWriter, st limit.State, now time.Time) {
+	w.Header()["X-Cache"] = xCacheMiss
 	writeLimitedAs(w, st, now, cloudagent.WriteError, cloudagent.MsgLimitExceeded)
 }
 
@@ -344,7 +345,6 @@ func writeLimitedAs(w http.ResponseWriter, st limit.State, now time.Time, writeE
 		}
 	}
 	h := w.Header()
-	h["X-Cache"] = xCacheMiss
 	h.Set("Retry-After", strconv.Itoa(secs))
 	h.Set("RateLimit-Limit", strconv.FormatInt(st.Limit, 10))
 	h.Set("RateLimit-Remaining", strconv.FormatInt(st.Remaining, 10))

@@ -396,3 +396,25 @@ func TestOtherAPIsStayUnderTheirDocumentedLimits(t *testing.T) {
 		t.Errorf("CloudAgent refused %d calls for its limit", v)
 	}
 }
+
+// TestPassedThroughRouteSaysNothingOfACache checks that a route without a
+// cache (AgentDetails: 10 a minute, passed through) does not claim an
+// X-Cache outcome on its refusals, while AHT's refusal still says MISS.
+func TestPassedThroughRouteSaysNothingOfACache(t *testing.T) {
+	h := newHarness(t, setup{clock: newFakeClock()})
+	details := func() reply {
+		return h.do("POST", "/ca_apis/AgentDetails", `{"userName":"`+apikeyAccount.UserName+`"}`, "apiKey", apikeyAccount.APIKey)
+	}
+	for i := range 10 {
+		if r := details(); r.code != http.StatusOK || r.header.Get("X-Cache") != "" {
+			t.Fatalf("call %d: %d X-Cache %q %s", i+1, r.code, r.header.Get("X-Cache"), r.body)
+		}
+	}
+	r := details()
+	if r.code != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" {
+		t.Fatalf("11th call: %d %v %s, want 429 with Retry-After", r.code, r.header, r.body)
+	}
+	if got := r.header.Get("X-Cache"); got != "" {
+		t.Errorf("passed-through route's 429 says X-Cache %q; it has no cache", got)
+	}
+}

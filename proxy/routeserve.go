@@ -239,8 +239,12 @@ func (p *Proxy) serveCachedRoute(w http.ResponseWriter, r *http.Request, rec *re
 	case OutcomeStale:
 		writeEntry(w, a.entry, xCacheStale, p.now())
 	case OutcomeLimited:
+		// A cached route's refusals say MISS, as AHT's do; a passed-through
+		// route has no cache and says nothing.
+		w.Header()["X-Cache"] = xCacheMiss
 		writeRouteLimited(w, rt, a.budget, p.now())
 	default:
+		w.Header()["X-Cache"] = xCacheMiss
 		writeAnswerError(w, a, rt.writeError)
 	}
 	checkDelivered(w, rec)
