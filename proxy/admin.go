@@ -104,6 +104,14 @@ func boundSeconds(h http.HandlerFunc) http.HandlerFunc {
 // ?account=A&agentId=X or ?account=A&campaignName=Y for one key.
 func (p *Proxy) servePurge(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	// A misspelt parameter (?acount=A) must not widen a purge to the whole
+	// cache: anything but the three known names is refused, nothing purged.
+	for name := range q {
+		if name != "account" && name != "agentId" && name != "campaignName" {
+			cloudagent.WriteError(w, http.StatusBadRequest, "unknown purge parameter "+strconv.Quote(name)+"; use account, agentId or campaignName")
+			return
+		}
+	}
 	account, agent, campaign := q.Get("account"), q.Get("agentId"), q.Get("campaignName")
 	removed, shared := 0, 0
 	var err error

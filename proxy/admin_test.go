@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/caproxy/caproxy/cloudagent/sim"
 	"github.com/caproxy/caproxy/proxy"
 )
 
@@ -69,6 +70,24 @@ func TestAdminPurge(t *testing.T) {
 	}
 	if code, _ := h.admin("POST", "/admin/cache/purge?agentId=agent001"); code != 400 {
 		t.Errorf("key without account: %d, want 400", code)
+	}
+}
+
+// TestAdminPurgeRefusesUnknownParameters checks that a misspelt purge
+// parameter is refused rather than read as "purge everything".
+func TestAdminPurgeRefusesUnknownParameters(t *testing.T) {
+	h := newHarness(t, setup{})
+	h.aht(apikeyAccount, "agent001")
+	h.aht(tokenAccount, "agent001")
+	for _, query := range []string{"?acount=" + apikeyAccount.UserName, "?account=" + apikeyAccount.UserName + "&agentid=agent001"} {
+		if code, body := h.admin("POST", "/admin/cache/purge"+query); code != http.StatusBadRequest {
+			t.Errorf("purge%s: %d %s, want 400", query, code, body)
+		}
+	}
+	for _, a := range []sim.Account{apikeyAccount, tokenAccount} {
+		if r := h.aht(a, "agent001"); r.header.Get("X-Cache") != "HIT" {
+			t.Errorf("%s after refused purges: X-Cache %q, want HIT (nothing purged)", a.UserName, r.header.Get("X-Cache"))
+		}
 	}
 }
 
