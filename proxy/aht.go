@@ -440,33 +440,10 @@ func (p *Proxy) fetchOpts(ctx context.Context, st *Settings, acct *Account, key 
 		}
 		return p.call(ctx, acct, key, req, creds, handle, p.Budget.Now())
 	}
-	ok, bst, err := p.Budget.Take(ctx, acct.UserName)
-	taken := p.Budget.Now()
-	if errors.Is(err, limit.ErrUnavailable) {
-		// Redis is down under on_failure deny: no upstream call without
-		// the shared budget (the circuit breaker logged the outage).
-		if a := p.stale(key); a != nil {
-			return a
-		}
-		return &answer{outcome: OutcomeUpstreamError, code: http.StatusServiceUnavailable,
-			msg: "upstream budget unavailable: shared budget store down", retryAfter: 1}
+	taken, a := p.takeBudget(ctx, st, p.Budget, acct, key)
+	if a != nil {
+		return a
 	}
-	if err != nil {
-		p.Logger.Error("budget store unavailable", "account", acct.UserName, "err", err)
-		return p.fallback(key, http.StatusBadGateway, "upstream budget unavailable")
-	}
-	if !ok {
-		if a := p.stale(key); a != nil {
-			return a
-		}
-		if st.MaxWait > 0 {
-			ok, bst, err = p.Budget.Wait(ctx, acct.UserName, st.MaxWait)
-		}
-		if err != nil || !ok {
-			return &answer{outcome: OutcomeLimited, budget: bst}
-		}
-	}
-
 	return p.call(ctx, acct, key, req, creds, handle, taken)
 }
 

@@ -115,7 +115,8 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 	}
 	creds.handle = handle
 	if rt != nil {
-		if a := p.takeRouteBudget(r.Context(), st, rt, acct, ""); a != nil {
+		taken, a := p.takeBudget(r.Context(), st, rt.budget, acct, "")
+		if a != nil {
 			rec.outcome = a.outcome
 			if a.outcome == OutcomeLimited {
 				writeRouteLimited(w, rt, a.budget, p.now())
@@ -125,7 +126,7 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 			return
 		}
 		if rt.budget != nil {
-			creds.taken = rt.budget.Now()
+			creds.taken = taken
 		}
 	}
 	rec.outcome = "passed"

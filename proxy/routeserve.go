@@ -290,12 +290,9 @@ func (p *Proxy) fetchRoute(ctx context.Context, st *Settings, c *routeCall, bypa
 	if err != nil {
 		return p.credentialsFailed(c.key, c.acct, err)
 	}
-	if a := p.takeRouteBudget(ctx, st, c.rt, c.acct, c.key); a != nil {
+	taken, a := p.takeBudget(ctx, st, c.rt.budget, c.acct, c.key)
+	if a != nil {
 		return a
-	}
-	taken := p.now()
-	if c.rt.budget != nil {
-		taken = c.rt.budget.Now()
 	}
 	ctx, cancel := p.upstreamContext(ctx)
 	defer cancel()
@@ -352,41 +349,47 @@ func (p *Proxy) fetchRoute(ctx context.Context, st *Settings, c *routeCall, bypa
 	return &answer{outcome: OutcomeMiss, entry: e, upstreamStatus: res.status}
 }
 
-// takeRouteBudget spends one of rt's upstream calls for acct, or returns
-// what to answer instead: stale, after a bounded wait a refusal. nil means
-// go ahead (also for a route without a budget).
-func (p *Proxy) takeRouteBudget(ctx context.Context, st *Settings, rt *Route, acct *Account, key string) *answer {
-	if rt.budget == nil {
-		return nil
+// takeBudget spends one of b's upstream calls for acct (b nil: the route
+// has none), or returns what to answer instead: a stale answer for key
+// ("" for none), after a bounded wait (max_wait) a refusal, and while the
+// budget store cannot answer stale or 503 with Retry-After. With nil, the
+// call may go, and taken is when its slot was taken (for Budget.Release),
+// read after any wait.
+func (p *Proxy) takeBudget(ctx context.Context, st *Settings, b *limit.Budget, acct *Account, key string) (taken time.Time, a *answer) {
+	if b == nil {
+		return p.now(), nil
 	}
-	ok, bst, err := rt.budget.Take(ctx, acct.UserName)
+	staleFor := func() *answer {
+		if key == "" {
+			return nil
+		}
+		return p.stale(key)
+	}
+	ok, bst, err := b.Take(ctx, acct.UserName)
 	if err != nil {
-		if key != "" {
-			if a := p.stale(key); a != nil {
-				return a
-			}
+		if a := staleFor(); a != nil {
+			return taken, a
 		}
+		msg := "upstream budget unavailable: shared budget store down"
 		if !errors.Is(err, limit.ErrUnavailable) {
-			p.Logger.Error("budget store unavailable", "route", rt.Name, "account", acct.UserName, "err", err)
+			// Under on_failure deny the circuit breaker logged the outage.
+			p.Logger.Error("budget store unavailable", "account", acct.UserName, "err", err)
+			msg = "upstream budget unavailable"
 		}
-		return &answer{outcome: OutcomeUpstreamError, code: http.StatusServiceUnavailable,
-			msg: "upstream budget unavailable", retryAfter: 1}
+		return taken, &answer{outcome: OutcomeUpstreamError, code: http.StatusServiceUnavailable, msg: msg, retryAfter: 1}
 	}
-	if ok {
-		return nil
-	}
-	if key != "" {
-		if a := p.stale(key); a != nil {
-			return a
+	if !ok {
+		if a := staleFor(); a != nil {
+			return taken, a
+		}
+		if st.MaxWait > 0 {
+			ok, bst, err = b.Wait(ctx, acct.UserName, st.MaxWait)
+		}
+		if err != nil || !ok {
+			return taken, &answer{outcome: OutcomeLimited, budget: bst}
 		}
 	}
-	if st.MaxWait > 0 {
-		ok, bst, err = rt.budget.Wait(ctx, acct.UserName, st.MaxWait)
-	}
-	if err != nil || !ok {
-		return &answer{outcome: OutcomeLimited, budget: bst}
-	}
-	return nil
+	return b.Now(), nil
 }
 
 // callRoute makes one upstream call of a cached route with the

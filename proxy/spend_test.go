@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -12,6 +13,7 @@ import (
 	"github.com/caproxy/caproxy/cloudagent/sim"
 	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/credential"
+	"github.com/caproxy/caproxy/limit"
 	"github.com/caproxy/caproxy/proxy"
 )
 
@@ -97,5 +99,47 @@ func TestRouteCallsSpendOnlyWhatReachesCloudAgent(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// closeIdle drops the upstream transport's kept-alive connections, so the
+// next call dials (a closed upstream then refuses it: a call never sent).
+func (r *tokenRecorder) closeIdle() {
+	if c, ok := r.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// TestWaitedCallGivesBackItsOwnSlot: a miss that waited for a slot
+// (max_wait) and then could not reach CloudAgent gives back the slot it
+// took when it woke, not the newest one taken before its wait, which
+// another call really spent.
+func TestWaitedCallGivesBackItsOwnSlot(t *testing.T) {
+	clock := newFakeClock()
+	h := newHarness(t, setup{clock: clock, perWindow: 2, window: time.Minute, maxWait: 90 * time.Second})
+	ctx := context.Background()
+	start := clock.Now()
+	h.aht(apikeyAccount, "agent001") // a slot at start
+	clock.Advance(10 * time.Second)
+	h.aht(apikeyAccount, "agent002") // a slot at start+10s: the budget is spent
+	clock.Advance(10 * time.Second)
+	h.simSrv.Close()
+	h.tokens.closeIdle()
+	done := make(chan reply, 1)
+	go func() { done <- h.aht(apikeyAccount, "agent003") }()
+	for deadline := time.Now().Add(10 * time.Second); clock.Waiters() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the miss never waited for a slot")
+		}
+	}
+	clock.Set(start.Add(limit.SendWindow(time.Minute))) // agent001's slot frees
+	if r := <-done; r.code != http.StatusBadGateway {
+		t.Fatalf("miss on an unreachable upstream: %d %s, want 502", r.code, r.body)
+	}
+	// Once agent002's slot (start+10s) has left the window, nothing of
+	// these calls is left: agent003's own slot was given back.
+	clock.Set(start.Add(10*time.Second + limit.SendWindow(time.Minute) + time.Second))
+	if st, err := h.proxy.Budget.State(ctx, apikeyAccount.UserName); err != nil || st.Remaining != 2 {
+		t.Errorf("budget %+v, %v: want 2 of 2 free once agent002's call left the window", st, err)
 	}
 }
