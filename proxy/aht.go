@@ -201,28 +201,7 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	if shared && p.Metrics != nil {
 		p.Metrics.coalesced.Inc()
 	}
-	a := v.(*answer)
-	rec.outcome = a.outcome
-	rec.upstreamStatus = a.upstreamStatus
-	switch a.outcome {
-	case OutcomeHit: // from the shared level
-		p.observeAge(writeEntry(w, a.entry, xCacheHit, p.now()))
-	case OutcomeMiss:
-		if bypass {
-			rec.outcome = OutcomeBypass
-			p.observeAge(writeEntry(w, a.entry, xCacheBypass, p.now()))
-		} else {
-			p.observeAge(writeEntry(w, a.entry, xCacheMiss, p.now()))
-		}
-	case OutcomeStale:
-		p.observeAge(writeEntry(w, a.entry, xCacheStale, p.now()))
-	case OutcomeLimited:
-		writeLimited(w, a.budget, p.now())
-	default:
-		w.Header()["X-Cache"] = xCacheMiss
-		writeAnswerError(w, a, cloudagent.WriteError)
-	}
-	checkDelivered(w, rec)
+	p.writeFetched(w, rec, v.(*answer), bypass, true, cloudagent.WriteError, cloudagent.MsgLimitExceeded)
 }
 
 // writeAnswerError writes a failed fetch's error with writeErr (the
@@ -232,6 +211,40 @@ func writeAnswerError(w http.ResponseWriter, a *answer, writeErr errorWriter) {
 		w.Header().Set("Retry-After", strconv.Itoa(a.retryAfter))
 	}
 	writeErr(w, a.code, a.msg)
+}
+
+// writeFetched writes a coalesced fetch's answer a on a cached path (AHT
+// or a cached route) and records its outcome: the entry with its X-Cache
+// (HIT from the shared level, MISS, BYPASS for a no-cache request's miss,
+// STALE), or, saying MISS, a 429 for budget with limitMsg or the error,
+// both in writeErr's shape. observe sends the Age served to the
+// served-age histogram (AHT's).
+func (p *Proxy) writeFetched(w http.ResponseWriter, rec *record, a *answer, bypass, observe bool, writeErr errorWriter, limitMsg string) {
+	rec.outcome, rec.upstreamStatus = a.outcome, a.upstreamStatus
+	var xcache []string
+	switch a.outcome {
+	case OutcomeHit:
+		xcache = xCacheHit
+	case OutcomeMiss:
+		xcache = xCacheMiss
+		if bypass {
+			rec.outcome, xcache = OutcomeBypass, xCacheBypass
+		}
+	case OutcomeStale:
+		xcache = xCacheStale
+	case OutcomeLimited:
+		w.Header()["X-Cache"] = xCacheMiss
+		writeLimitedAs(w, a.budget, p.now(), writeErr, limitMsg)
+	default:
+		w.Header()["X-Cache"] = xCacheMiss
+		writeAnswerError(w, a, writeErr)
+	}
+	if xcache != nil {
+		if age := writeEntry(w, a.entry, xcache, p.now()); observe {
+			p.observeAge(age)
+		}
+	}
+	checkDelivered(w, rec)
 }
 
 // checkDelivered records client_gone when the answer could not be sent: a
@@ -326,13 +339,6 @@ func ageValue(secs int) []string {
 		return ageValues[secs]
 	}
 	return []string{strconv.Itoa(secs)}
-}
-
-// writeLimited answers a refusal for budget: 429, when to retry, and
-// CloudAgent's own limit message.
-func writeLimited(w http.ResponseWriter, st limit.State, now time.Time) {
-	w.Header()["X-Cache"] = xCacheMiss
-	writeLimitedAs(w, st, now, cloudagent.WriteError, cloudagent.MsgLimitExceeded)
 }
 
 // writeLimitedAs answers a refusal for budget with 429, Retry-After and

@@ -224,30 +224,9 @@ func (p *Proxy) serveCachedRoute(w http.ResponseWriter, r *http.Request, rec *re
 	if shared && p.Metrics != nil {
 		p.Metrics.coalesced.Inc()
 	}
-	a := v.(*answer)
-	rec.outcome, rec.upstreamStatus = a.outcome, a.upstreamStatus
-	switch a.outcome {
-	case OutcomeHit:
-		writeEntry(w, a.entry, xCacheHit, p.now())
-	case OutcomeMiss:
-		if bypass {
-			rec.outcome = OutcomeBypass
-			writeEntry(w, a.entry, xCacheBypass, p.now())
-		} else {
-			writeEntry(w, a.entry, xCacheMiss, p.now())
-		}
-	case OutcomeStale:
-		writeEntry(w, a.entry, xCacheStale, p.now())
-	case OutcomeLimited:
-		// A cached route's refusals say MISS, as AHT's do; a passed-through
-		// route has no cache and says nothing.
-		w.Header()["X-Cache"] = xCacheMiss
-		writeRouteLimited(w, rt, a.budget, p.now())
-	default:
-		w.Header()["X-Cache"] = xCacheMiss
-		writeAnswerError(w, a, rt.writeError)
-	}
-	checkDelivered(w, rec)
+	// A cached route's refusals say MISS, as AHT's do; a passed-through
+	// route has no cache and says nothing (servePassThrough).
+	p.writeFetched(w, rec, v.(*answer), bypass, false, rt.writeError, rt.LimitMessage)
 }
 
 // routeCall is one upstream call a cached route's fetch makes.
