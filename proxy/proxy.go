@@ -79,8 +79,12 @@ type Proxy struct {
 	Upstream *url.URL
 	// Transport makes upstream requests; nil means http.DefaultTransport.
 	Transport http.RoundTripper
-	// Timeout bounds one upstream AHT fetch, retries included.
+	// Timeout bounds one upstream fetch, retries included.
 	Timeout time.Duration
+	// MaxAnswer caps an upstream answer read whole (cached routes, AHT);
+	// a larger one is refused with 502, never cut. Zero means
+	// DefaultMaxAnswer.
+	MaxAnswer int64
 	// Cache holds AHT answers. Required.
 	Cache *cache.Cache
 	// Shared, if not nil, is the cache level replicas share (Redis): asked
@@ -129,6 +133,7 @@ type Proxy struct {
 	bypassAt map[string]time.Time
 
 	initOnce sync.Once
+	aht      Route // AHT, the table's first route (lookup)
 	client   *http.Client
 	rp       *httputil.ReverseProxy
 	ahtURL   string
@@ -156,13 +161,14 @@ func (p *Proxy) init() {
 			return http.ErrUseLastResponse
 		}}
 		p.ahtURL = p.Upstream.JoinPath(cloudagent.PathAHT).String()
+		p.aht = p.ahtRoute()
 		p.rp = p.newReverseProxy(rt)
 	})
 }
 
-// ServeHTTP routes a request by its canonical path: AHT to the cache,
-// generateToken (at every path CloudAgent serves it) to the local issuer,
-// anything else to the upstream.
+// ServeHTTP routes a request by its canonical path: generateToken (at
+// every path CloudAgent serves it) to the local issuer, AHT and every
+// table route to serveRoute, anything else passed through (otherRoute).
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
 	rec := recordPool.Get().(*record)
@@ -180,18 +186,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch path := r.URL.Path; {
-	case path == cloudagent.PathAHT:
-		p.serveAHT(w, r, rec)
 	case cloudagent.IsTokenPath(path):
 		p.serveGenerateToken(w, r, rec)
 	default:
-		if rt := p.Routes.Lookup(path); rt != nil {
+		if rt := p.lookup(path); rt != nil {
 			p.serveRoute(w, r, rec, rt)
 		} else if p.RefuseUnknownPaths {
 			rec.route, rec.outcome = routeOther, OutcomeInvalid
 			cloudagent.WriteError(w, http.StatusNotFound, MsgUnknownPath)
 		} else {
-			p.servePassThrough(w, r, rec, nil)
+			p.serveRoute(w, r, rec, &otherRoute)
 		}
 	}
 	p.finish(r, rec)

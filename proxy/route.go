@@ -33,8 +33,9 @@ const (
 // answers are cached. The proxy finds a request's Route by its canonical
 // path (see canonicalPath) in a RouteTable.
 //
-// AHT (cloudagent.PathAHT) and generateToken are served by their own
-// handlers ahead of the table; the table holds every other route.
+// AHT (cloudagent.PathAHT) is the table's first route, made by the Proxy
+// (its budget is Proxy.Budget, its TTLs the Cache's) and read by its own
+// reader; generateToken is answered locally. A RouteTable holds the rest.
 type Route struct {
 	// Name labels the route in /metrics and the access log. The table is
 	// fixed when caproxy starts, so the label is bounded. Lower-case
@@ -82,8 +83,9 @@ type Route struct {
 	// so it spends none of the route's budget.
 	BodyMessage string
 
-	budget *limit.Budget // from BudgetCalls, made by NewRouteTable
+	budget *limit.Budget // from BudgetCalls, made by NewRouteTable (AHT: Proxy.Budget)
 	prefix string        // Path without "/*", for prefix routes
+	read   readKind      // how a request is read; set by check
 }
 
 // DefaultRoutes are the routes caproxy serves without configuration. Where
@@ -230,6 +232,10 @@ func (rt *Route) check() error {
 	}
 	if rt.LimitMessage == "" {
 		rt.LimitMessage = cloudagent.MsgLimitExceeded
+	}
+	rt.read = readAccount
+	if rt.CacheTTL > 0 && !rt.Write {
+		rt.read = readJSON
 	}
 	return nil
 }
