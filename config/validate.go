@@ -20,6 +20,9 @@ func (d *decoder) validate(c *Config) {
 
 	d.upstreamURL(c.Upstream.URL)
 	d.positive("upstream.timeout", c.Upstream.Timeout)
+	if m := c.Upstream.MaxAnswer; m != 0 && m < 1<<10 {
+		d.fail("upstream.max_answer", "upstream.max_answer must be at least 1024 (bytes); got %d", m)
+	}
 
 	if len(c.Accounts) == 0 {
 		d.fail("accounts", "accounts: at least one account is required")

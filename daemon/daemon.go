@@ -142,6 +142,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 		Upstream:           d.endpoint,
 		Transport:          transport,
 		Timeout:            cfg.Upstream.Timeout,
+		MaxAnswer:          int64(cfg.Upstream.MaxAnswer),
 		Cache:              c,
 		Logger:             d.logger,
 		AdminToken:         string(cfg.AdminToken),
