@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -43,8 +42,22 @@ var (
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
+// maxPooledBody is the largest buffer kept in bufPool: a request waiting
+// for its body holds one, so a pooled buffer grown by one large body
+// must not be what thousands of idle connections each hold.
+const maxPooledBody = 4 << 10
+
+// putBody returns a buffer of readBody to bufPool.
+func putBody(buf *bytes.Buffer) {
+	if buf.Cap() <= maxPooledBody {
+		bufPool.Put(buf)
+	}
+}
+
 // readBody reads at most MaxBodyBytes of r's body into a pooled buffer the
-// caller must return with bufPool.Put.
+// caller must return with putBody. The buffer grows as bytes arrive, never
+// to a declared Content-Length before they do: a connection that declares
+// 64 KiB and sends nothing holds a small buffer.
 func readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, error) {
 	if r.ContentLength > MaxBodyBytes {
 		return nil, &http.MaxBytesError{Limit: MaxBodyBytes}
@@ -52,19 +65,15 @@ func readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, error) {
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	var err error
-	if n := int(r.ContentLength); n >= 0 {
-		// The length is known and allowed: read exactly that, with no
-		// limiting reader to allocate (net/http stops the body at n).
-		buf.Grow(n)
-		b := buf.AvailableBuffer()[:n]
-		if _, err = io.ReadFull(r.Body, b); err == nil {
-			buf.Write(b)
-		}
+	if r.ContentLength >= 0 {
+		// The length is known and allowed: net/http ends the body there,
+		// so no limiting reader is needed (nor allocated).
+		_, err = buf.ReadFrom(r.Body)
 	} else {
 		_, err = buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	}
 	if err != nil {
-		bufPool.Put(buf)
+		putBody(buf)
 		return nil, err
 	}
 	return buf, nil
@@ -85,7 +94,7 @@ func writeBodyError(w http.ResponseWriter, err error, writeErr errorWriter) {
 }
 
 // readPost reads the body of a request that must be a POST, or answers
-// why not with writeErr and returns false. The buffer goes back to bufPool.
+// why not with writeErr and returns false. The buffer goes back with putBody.
 func readPost(w http.ResponseWriter, r *http.Request, rec *record, writeErr errorWriter) (*bytes.Buffer, bool) {
 	if r.Method != http.MethodPost {
 		rec.outcome = OutcomeInvalid

@@ -176,7 +176,7 @@ func (p *Proxy) open(w http.ResponseWriter, r *http.Request, rec *record, rt *Ro
 	}
 	code, msg := p.readRequest(r, rt, st, now, body, q)
 	if buf != nil {
-		bufPool.Put(buf) // the readers keep copies of what they need
+		putBody(buf) // the readers keep copies of what they need
 	}
 	if msg == "" && q.userName == "" {
 		code, msg = http.StatusBadRequest, cloudagent.MsgUserNameEmpty

@@ -19,7 +19,7 @@ func (p *Proxy) serveGenerateToken(w http.ResponseWriter, r *http.Request, rec *
 	}
 	var req cloudagent.TokenRequest
 	err := json.Unmarshal(buf.Bytes(), &req)
-	bufPool.Put(buf)
+	putBody(buf)
 	if err != nil {
 		rec.outcome = OutcomeInvalid
 		cloudagent.WriteTokenError(w, http.StatusBadRequest, "request body must be a JSON object with a string userName")
