@@ -100,26 +100,38 @@ func boundSeconds(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// servePurge drops cache entries: all of them; ?account=A for one account;
-// ?account=A&agentId=X or ?account=A&campaignName=Y for one key.
+// servePurge drops cache entries: ?all=true all of them; ?account=A for
+// one account; ?account=A&agentId=X or ?account=A&campaignName=Y for one
+// key.
 func (p *Proxy) servePurge(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	// A misspelt parameter (?acount=A) must not widen a purge to the whole
-	// cache: anything but the three known names is refused, nothing purged.
+	// A misspelt parameter (?acount=A) or an empty one (?account=$UNSET)
+	// must not widen a purge to the whole cache: anything but the known
+	// names is refused, and everything takes an explicit all=true.
 	for name := range q {
-		if name != "account" && name != "agentId" && name != "campaignName" {
-			cloudagent.WriteError(w, http.StatusBadRequest, "unknown purge parameter "+strconv.Quote(name)+"; use account, agentId or campaignName")
+		if name != "account" && name != "agentId" && name != "campaignName" && name != "all" {
+			cloudagent.WriteError(w, http.StatusBadRequest, "unknown purge parameter "+strconv.Quote(name)+"; use all=true, account, agentId or campaignName")
 			return
 		}
 	}
 	account, agent, campaign := q.Get("account"), q.Get("agentId"), q.Get("campaignName")
+	all := q.Has("all")
 	removed, shared := 0, 0
 	var err error
 	switch {
+	case all && (q.Get("all") != "true" || len(q) > 1):
+		cloudagent.WriteError(w, http.StatusBadRequest, "all takes the value true and no other parameter")
+		return
+	case q.Has("account") && account == "":
+		cloudagent.WriteError(w, http.StatusBadRequest, "account is empty; to purge everything use all=true")
+		return
 	case account == "" && (agent != "" || campaign != ""):
 		cloudagent.WriteError(w, http.StatusBadRequest, "purging one key needs account")
 		return
-	case account == "":
+	case account == "" && !all:
+		cloudagent.WriteError(w, http.StatusBadRequest, "say what to purge: all=true, or account=A (with agentId or campaignName for one key)")
+		return
+	case all:
 		removed = p.Cache.Len()
 		p.Cache.Purge()
 		if p.Shared != nil {
