@@ -10,6 +10,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"github.com/caproxy/caproxy/accesslog"
 	"io"
 	"log/slog"
 	"net"
@@ -61,8 +62,8 @@ type Daemon struct {
 	logger    *slog.Logger
 	proxy     *proxy.Proxy
 	registry  *prometheus.Registry
-	accessLog *proxy.AccessLog // nil when the access log is off
-	clock     limit.Clock      // nil: the wall clock
+	accessLog *accesslog.Log // nil when the access log is off
+	clock     limit.Clock    // nil: the wall clock
 	// tokenGuard limits upstream token generations per account.
 	tokenGuard *limit.Budget
 	// tokens shares upstream tokens between replicas; nil on a single node.
@@ -187,7 +188,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 	// path; operational lines go out at once. Close writes every queued
 	// line.
 	if cfg.Log.Access && d.logger.Enabled(ctx, slog.LevelInfo) {
-		d.accessLog = proxy.NewAccessLog(w, cfg.Log.Format == "json")
+		d.accessLog = accesslog.New(w, cfg.Log.Format == "json")
 		p.AccessLog = d.accessLog
 	}
 	d.registry = prometheus.NewRegistry()

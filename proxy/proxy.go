@@ -6,6 +6,7 @@ package proxy
 
 import (
 	"context"
+	"github.com/caproxy/caproxy/accesslog"
 	"log/slog"
 	"net"
 	"net/http"
@@ -105,7 +106,7 @@ type Proxy struct {
 	// Logger receives operational events (never secrets); nil means slog.Default().
 	Logger *slog.Logger
 	// AccessLog, if not nil, gets one line per request (never secrets).
-	AccessLog *AccessLog
+	AccessLog *accesslog.Log
 	// Metrics, if not nil, is updated as requests are served.
 	Metrics *Metrics
 	// Redis, if not nil, reports on the Redis replicas share state

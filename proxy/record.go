@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"github.com/caproxy/caproxy/accesslog"
 	"net/http"
 	"strconv"
 	"sync"
@@ -76,15 +77,15 @@ func (p *Proxy) finish(r *http.Request, rec *record) {
 		return
 	}
 	now := time.Now()
-	p.AccessLog.log(&accessEntry{
-		time:           now,
-		duration:       now.Sub(rec.start),
-		id:             rec.requestID,
-		method:         r.Method,
-		path:           r.URL.Path,
-		route:          rec.route,
-		account:        rec.account,
-		outcome:        rec.outcome,
-		upstreamStatus: rec.upstreamStatus,
+	p.AccessLog.Log(&accesslog.Entry{
+		Time:           now,
+		Duration:       now.Sub(rec.start),
+		ID:             rec.requestID,
+		Method:         r.Method,
+		Path:           r.URL.Path,
+		Route:          rec.route,
+		Account:        rec.account,
+		Outcome:        rec.outcome,
+		UpstreamStatus: rec.upstreamStatus,
 	})
 }
