@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"github.com/caproxy/caproxy/accesslog"
+	"github.com/caproxy/caproxy/observe"
 	"io"
 	"log/slog"
 	"net"
@@ -193,7 +194,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 	}
 	d.registry = prometheus.NewRegistry()
 	d.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	p.Metrics = proxy.NewMetrics(d.registry, p)
+	p.Metrics = observe.NewMetrics(d.registry, p)
 	d.proxy = p
 	d.apply(cfg)
 	return d, nil
@@ -207,8 +208,8 @@ func (d *Daemon) Handler() http.Handler { return d.proxy }
 func (d *Daemon) Proxy() *proxy.Proxy { return d.proxy }
 
 // AdminHandler serves /metrics, the probes and /admin (see
-// proxy.Proxy.AdminHandler) over the daemon's metrics registry.
-func (d *Daemon) AdminHandler() http.Handler { return d.proxy.AdminHandler(d.registry) }
+// observe.AdminHandler) over the daemon's metrics registry.
+func (d *Daemon) AdminHandler() http.Handler { return observe.AdminHandler(d.proxy, d.registry) }
 
 // Logger is the operational log New set up from the config's log settings.
 func (d *Daemon) Logger() *slog.Logger { return d.logger }

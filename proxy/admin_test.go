@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"encoding/json"
+	"github.com/caproxy/caproxy/observe"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -100,7 +101,7 @@ func TestAdminBudgetAndProbes(t *testing.T) {
 		t.Fatalf("fetchCDRDetails: %d %s", r.code, r.body)
 	}
 	code, body := h.admin("GET", "/admin/budget")
-	var out map[string]proxy.BudgetState
+	var out map[string]observe.BudgetState
 	if code != 200 || json.Unmarshal([]byte(body), &out) != nil {
 		t.Fatalf("%d %s", code, body)
 	}

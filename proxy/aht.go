@@ -227,7 +227,7 @@ func writeEntry(w http.ResponseWriter, e *cache.Entry, xcache []string, now time
 // observeAge records the Age of an answer served.
 func (p *Proxy) observeAge(age int) {
 	if p.Metrics != nil {
-		p.Metrics.servedAge.Observe(float64(age))
+		p.Metrics.ServedAge(age)
 	}
 }
 

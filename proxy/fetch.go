@@ -194,7 +194,7 @@ func (p *Proxy) exchange(ctx context.Context, c *call, creds http.Header, handle
 			return p.fallback(c.key, code, msg)
 		}
 		if p.Metrics != nil {
-			p.Metrics.observeUpstream(c.rt.Name, res.status, res.took)
+			p.Metrics.UpstreamCall(c.rt.Name, res.status, res.took)
 		}
 		kind, msg := classify(c.rt, res.status, res.contentType, res.body)
 		switch kind {
@@ -359,7 +359,7 @@ func (p *Proxy) store(ctx context.Context, c *call, res *upstreamResult, kind up
 		}
 	}
 	if stored && p.Shared != nil {
-		if err := p.Shared.Set(ctx, c.key, e); err != nil && !p.degraded() {
+		if err := p.Shared.Set(ctx, c.key, e); err != nil && !p.Degraded() {
 			p.Logger.Warn("shared cache unavailable", "err", err)
 		}
 	}
@@ -445,12 +445,12 @@ func (p *Proxy) sharedGet(ctx context.Context, key string) *cache.Entry {
 		return nil
 	}
 	e, ok, err := p.Shared.Get(ctx, key)
-	if err != nil && !p.degraded() {
+	if err != nil && !p.Degraded() {
 		// While Redis is down the outage was logged once; not per request.
 		p.Logger.Warn("shared cache unavailable", "err", err)
 	}
 	if p.Metrics != nil {
-		p.Metrics.observeShared(ok, err)
+		p.Metrics.SharedLookup(ok, err)
 	}
 	if !ok {
 		return nil

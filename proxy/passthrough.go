@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httputil"
-	"strconv"
 	"time"
 
 	"github.com/caproxy/caproxy/cloudagent"
@@ -134,7 +133,7 @@ func (p *Proxy) checkPassedResponse(resp *http.Response) error {
 	}
 	c.rec.upstreamStatus = resp.StatusCode
 	if p.Metrics != nil {
-		p.Metrics.upstreamCalls.WithLabelValues(c.rec.route, strconv.Itoa(resp.StatusCode)).Inc()
+		p.Metrics.UpstreamCall(c.rec.route, resp.StatusCode, -1)
 	}
 	kind := upstreamAnswer
 	if resp.StatusCode == http.StatusTooManyRequests {

@@ -147,7 +147,7 @@ func (p *Proxy) serveRoute(w http.ResponseWriter, r *http.Request, rec *record, 
 		return
 	}
 	if shared && p.Metrics != nil {
-		p.Metrics.coalesced.Inc()
+		p.Metrics.Coalesced()
 	}
 	p.writeFetched(w, rec, v.(*answer), bypass, isAHT, rt.writeError, rt.LimitMessage)
 }

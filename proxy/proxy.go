@@ -107,13 +107,13 @@ type Proxy struct {
 	Logger *slog.Logger
 	// AccessLog, if not nil, gets one line per request (never secrets).
 	AccessLog *accesslog.Log
-	// Metrics, if not nil, is updated as requests are served.
-	Metrics *Metrics
+	// Metrics, if not nil, is told what is served (observe.Metrics).
+	Metrics Observer
 	// Redis, if not nil, reports on the Redis replicas share state
 	// through: metrics, a degraded /readyz, the budget in force.
 	Redis *RedisStatus
-	// AdminToken, if not empty, is the bearer token AdminHandler asks for
-	// on everything but /healthz and /readyz.
+	// AdminToken, if not empty, is the bearer token the admin listener
+	// (observe.AdminHandler) asks for on everything but /healthz and /readyz.
 	AdminToken string
 
 	// Refresher, if not nil, schedules background refreshes (see

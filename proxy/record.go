@@ -12,6 +12,9 @@ import (
 	"unsafe"
 )
 
+// RouteAHT is AHT's route name, in metrics and logs.
+const RouteAHT = routeAHT
+
 // Routes, used as metric labels and in logs.
 const (
 	routeAHT   = "aht"
@@ -71,7 +74,7 @@ type generatedID struct {
 // finish records the request in metrics and the access log.
 func (p *Proxy) finish(r *http.Request, rec *record) {
 	if p.Metrics != nil {
-		p.Metrics.countRequest(rec.route, rec.outcome)
+		p.Metrics.Request(rec.route, rec.outcome)
 	}
 	if p.AccessLog == nil {
 		return

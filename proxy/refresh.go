@@ -91,7 +91,7 @@ func (p *Proxy) refreshOne(ctx context.Context, job refresh.Job[cloudagent.AHTRe
 		return refresh.NoBudget, fetched, retry
 	case a.outcome == OutcomeMiss && a.upstreamStatus != 0 && !shared:
 		if p.Metrics != nil {
-			p.Metrics.refreshes.WithLabelValues(job.Reason).Inc()
+			p.Metrics.Refreshed(job.Reason)
 		}
 		return refresh.Refreshed, fetched, 0
 	case a.outcome == OutcomeMiss || a.outcome == OutcomeHit:

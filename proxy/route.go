@@ -286,6 +286,9 @@ func (rt *Route) writeError(w http.ResponseWriter, code int, msg string) {
 	cloudagent.WriteError(w, code, msg)
 }
 
+// Budget is the route's upstream budget, nil if it has none.
+func (rt *Route) Budget() *limit.Budget { return rt.budget }
+
 // allows reports whether method may be used on rt.
 func (rt *Route) allows(method string) bool {
 	return len(rt.Methods) == 0 || slices.Contains(rt.Methods, method)

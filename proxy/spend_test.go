@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"encoding/json"
+	"github.com/caproxy/caproxy/observe"
 	"net/http"
 	"net/url"
 	"strings"
@@ -22,7 +23,7 @@ import (
 func (h *harness) routeRemaining(account, route string) int64 {
 	h.t.Helper()
 	code, body := h.admin("GET", "/admin/budget")
-	var out map[string]proxy.BudgetState
+	var out map[string]observe.BudgetState
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &out) != nil {
 		h.t.Fatalf("/admin/budget: %d %s", code, body)
 	}
