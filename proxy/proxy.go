@@ -7,6 +7,7 @@ package proxy
 import (
 	"context"
 	"github.com/caproxy/caproxy/accesslog"
+	"github.com/caproxy/caproxy/cleanpath"
 	"log/slog"
 	"net"
 	"net/http"
@@ -180,7 +181,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec.requestID = requestID(w, r)
 	// One spelling per path, so no spelling reaches the upstream outside
 	// its route's budget.
-	if !canonicalize(w, r) {
+	if !cleanpath.Canonicalize(w, r) {
 		rec.route, rec.outcome = routeOther, OutcomeInvalid
 		p.finish(r, rec)
 		recordPool.Put(rec)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"github.com/caproxy/caproxy/cleanpath"
 	"net/http"
 	"regexp"
 	"slices"
@@ -31,7 +32,7 @@ const (
 // methods it takes, how upstream credentials are attached, how many
 // upstream calls an account may make on it, and whether and how long its
 // answers are cached. The proxy finds a request's Route by its canonical
-// path (see canonicalPath) in a RouteTable.
+// path (see cleanpath.Canonical) in a RouteTable.
 //
 // AHT (cloudagent.PathAHT) is the table's first route, made by the Proxy
 // (its budget is Proxy.Budget, its TTLs the Cache's) and read by its own
@@ -189,7 +190,7 @@ func (rt *Route) check() error {
 		return fmt.Errorf("route %q: name must be 1-32 of a-z, 0-9, _ (starting with a letter) and not %v", rt.Name, reservedRoutes)
 	}
 	p := strings.TrimSuffix(rt.Path, "/*")
-	if canon, err := canonicalPath(p); err != nil || canon != p || p == "/" {
+	if canon, err := cleanpath.Canonical(p); err != nil || canon != p || p == "/" {
 		return fmt.Errorf("route %s: path %q must be a canonical path such as /ca_apis/Name (or /prefix/*)", rt.Name, rt.Path)
 	}
 	if p == cloudagent.PathAHT || cloudagent.IsTokenPath(p) {
