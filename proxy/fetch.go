@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/caproxy/caproxy/route"
 	"io"
 	"net"
 	"net/http"
@@ -106,21 +107,21 @@ func (p *Proxy) fetch(ctx context.Context, st *Settings, c *call, o fetchOptions
 // last o.reserve slots: it tries again later.
 func (p *Proxy) credentialsAndBudget(ctx context.Context, st *Settings, rt *Route, acct *Account, key string, o fetchOptions) (creds http.Header, handle string, taken time.Time, a *answer) {
 	creds = http.Header{}
-	handle, err := rt.upstreamFor(acct).Apply(ctx, creds)
+	handle, err := upstreamFor(rt, acct).Apply(ctx, creds)
 	if err != nil {
 		return nil, "", taken, p.credentialsFailed(key, acct, err)
 	}
-	if o.refresh && rt.budget != nil {
-		if ok, _, err := rt.budget.TakeAbove(ctx, acct.UserName, o.reserve); err != nil || !ok {
+	if o.refresh && rt.Budget() != nil {
+		if ok, _, err := rt.Budget().TakeAbove(ctx, acct.UserName, o.reserve); err != nil || !ok {
 			a := &answer{outcome: outcomeRefreshSkipped}
 			if e, found := p.Cache.Get(key); found {
 				a.entry = e
 			}
 			return nil, "", taken, a
 		}
-		return creds, handle, rt.budget.Now(), nil
+		return creds, handle, rt.Budget().Now(), nil
 	}
-	taken, a = p.takeBudget(ctx, st, rt.budget, acct, key)
+	taken, a = p.takeBudget(ctx, st, rt.Budget(), acct, key)
 	return creds, handle, taken, a
 }
 
@@ -176,7 +177,7 @@ func (p *Proxy) exchange(ctx context.Context, c *call, creds http.Header, handle
 	// The upstream timeout starts now, not before a wait for budget.
 	ctx, cancel := p.upstreamContext(ctx)
 	defer cancel()
-	b := c.rt.budget
+	b := c.rt.Budget()
 	for attempt := 0; ; attempt++ {
 		res, err := p.send(ctx, c, creds)
 		if err != nil {
@@ -203,8 +204,8 @@ func (p *Proxy) exchange(ctx context.Context, c *call, creds http.Header, handle
 			// window rather than call into the limit.
 			return p.limitRefused(ctx, c.rt, c.acct, c.key, res.status)
 		case upstreamTokenRefused:
-			up := c.rt.upstreamFor(c.acct)
-			if c.rt.read != readAHT {
+			up := upstreamFor(c.rt, c.acct)
+			if c.rt.Reads() != route.ReadAHT {
 				// The client shaped this call, so a refusal is only a
 				// suspicion against the token; the answer goes back as is.
 				if s, ok := up.(suspecter); ok {
@@ -250,11 +251,11 @@ func (p *Proxy) exchange(ctx context.Context, c *call, creds http.Header, handle
 func (p *Proxy) limitRefused(ctx context.Context, rt *Route, acct *Account, key string, status int) *answer {
 	p.Logger.Warn("upstream refused for its limit (max limit exceeded); budget marked spent for a window", "route", rt.Name, "account", acct.UserName)
 	var bst limit.State
-	if rt.budget != nil {
-		if err := rt.budget.Exhaust(ctx, acct.UserName); err != nil {
+	if rt.Budget() != nil {
+		if err := rt.Budget().Exhaust(ctx, acct.UserName); err != nil {
 			p.Logger.Error("budget store unavailable", "account", acct.UserName, "err", err)
 		}
-		bst, _ = rt.budget.State(ctx, acct.UserName)
+		bst, _ = rt.Budget().State(ctx, acct.UserName)
 	}
 	if a := p.stale(key); a != nil {
 		return a
@@ -319,9 +320,9 @@ func classify(rt *Route, status int, contentType string, body []byte) (upstreamK
 		return upstreamLimit, msg
 	case isErr && cloudagent.IsTokenProblem(msg):
 		return upstreamTokenRefused, msg
-	case isErr && rt.read == readAHT && (msg == cloudagent.MsgInvalidAgent || msg == cloudagent.MsgInvalidCampaign):
+	case isErr && rt.Reads() == route.ReadAHT && (msg == cloudagent.MsgInvalidAgent || msg == cloudagent.MsgInvalidCampaign):
 		return upstreamNegative, msg
-	case isErr && rt.read == readAHT:
+	case isErr && rt.Reads() == route.ReadAHT:
 		return upstreamRefused, msg
 	case isErr:
 		return upstreamAnswer, msg
@@ -347,7 +348,7 @@ func classify(rt *Route, status int, contentType string, body []byte) (upstreamK
 func (p *Proxy) store(ctx context.Context, c *call, res *upstreamResult, kind upstreamKind) *answer {
 	var e *cache.Entry
 	stored := false
-	if c.rt.read == readAHT {
+	if c.rt.Reads() == route.ReadAHT {
 		e, stored = p.Cache.Store(c.key, res.body, res.status, res.contentType)
 	} else {
 		now := p.now()

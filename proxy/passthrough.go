@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"github.com/caproxy/caproxy/route"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -22,7 +23,7 @@ type upstreamCreds struct {
 	header http.Header         // the account's upstream credentials
 	handle string
 	rec    *record
-	rt     *Route    // otherRoute for a path outside the table
+	rt     *Route    // route.Other() for a path outside the table
 	taken  time.Time // when rt's budget slot was taken; zero if none
 	// namesAgree reports that every place the request names an account
 	// (query, body, bearer token) was read and names acct. Only then is an
@@ -39,21 +40,21 @@ type credsKey struct{}
 
 // passThrough sends an opened request (see open) to the upstream with
 // rt's credentials for acct, under rt's budget (a path outside the table:
-// otherRoute, the account's own credentials, no budget), streaming the
+// route.Other, the account's own credentials, no budget), streaming the
 // answer back. Nothing is retried.
 func (p *Proxy) passThrough(w http.ResponseWriter, r *http.Request, rec *record, rt *Route, st *Settings, acct *Account, q *request) {
 	header, handle, taken, a := p.credentialsAndBudget(r.Context(), st, rt, acct, "", fetchOptions{})
 	if a != nil {
 		rec.outcome = a.outcome
 		if a.outcome == OutcomeLimited {
-			writeLimitedAs(w, a.budget, p.now(), rt.writeError, rt.LimitMessage)
+			writeLimitedAs(w, a.budget, p.now(), rt.WriteError, rt.LimitMessage)
 		} else {
-			writeAnswerError(w, a, rt.writeError)
+			writeAnswerError(w, a, rt.WriteError)
 		}
 		return
 	}
-	creds := &upstreamCreds{acct: acct, up: rt.upstreamFor(acct), header: header, handle: handle, rec: rec, rt: rt, namesAgree: q.namesAgree}
-	if rt.budget != nil {
+	creds := &upstreamCreds{acct: acct, up: upstreamFor(rt, acct), header: header, handle: handle, rec: rec, rt: rt, namesAgree: q.namesAgree}
+	if rt.Budget() != nil {
 		creds.taken = taken
 	}
 	rec.outcome = "passed"
@@ -102,20 +103,20 @@ func (p *Proxy) newReverseProxy(rt http.RoundTripper) *httputil.ReverseProxy {
 				code, msg = http.StatusGatewayTimeout, "upstream timed out"
 			}
 			c, _ := r.Context().Value(credsKey{}).(*upstreamCreds)
-			rt := &otherRoute
+			rt := route.Other()
 			if c != nil {
 				c.rec.outcome = OutcomeUpstreamError
 				rt = c.rt
 				var b *limit.Budget
 				if !c.taken.IsZero() {
-					b = rt.budget
+					b = rt.Budget()
 				}
 				p.giveBack(context.WithoutCancel(r.Context()), b, c.acct.UserName, c.taken, err)
 			}
 			if r.Context().Err() == nil {
 				p.Logger.Warn("pass-through failed", "path", r.URL.Path, "err", err)
 			}
-			rt.writeError(w, code, msg)
+			rt.WriteError(w, code, msg)
 		},
 	}
 }
@@ -151,9 +152,9 @@ func (p *Proxy) checkPassedResponse(resp *http.Response) error {
 	}
 	switch kind {
 	case upstreamLimit:
-		if c.rt.budget != nil {
+		if c.rt.Budget() != nil {
 			p.Logger.Warn("upstream refused for its limit (max limit exceeded); budget marked spent for a window", "route", c.rt.Name, "account", c.acct.UserName)
-			if err := c.rt.budget.Exhaust(context.WithoutCancel(resp.Request.Context()), c.acct.UserName); err != nil {
+			if err := c.rt.Budget().Exhaust(context.WithoutCancel(resp.Request.Context()), c.acct.UserName); err != nil {
 				p.Logger.Error("budget store unavailable", "account", c.acct.UserName, "err", err)
 			}
 		}

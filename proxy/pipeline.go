@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/caproxy/caproxy/route"
 	"io"
 	"net/http"
 	"net/url"
@@ -14,35 +15,6 @@ import (
 	"github.com/caproxy/caproxy/cache"
 	"github.com/caproxy/caproxy/cloudagent"
 )
-
-// readKind says how a route reads a request (Route.read).
-type readKind uint8
-
-const (
-	// readAccount reads only the account the request names (userName in
-	// the query or the JSON body, or a caproxy token's account); the body
-	// is forwarded as sent. Pass-through routes.
-	readAccount readKind = iota
-	// readJSON reads the canonical JSON body (the cache key and what is
-	// forwarded) and the account it names. Cached table routes.
-	readJSON
-	// readAHT reads AHT's fields as CloudAgent checks them, in its order
-	// (userName, then credentials, then shape), keyed by cache.RequestKey.
-	readAHT
-)
-
-// otherRoute serves a path outside the table: passed through with the
-// account's own credentials, no budget of its own, AHT's error shape.
-var otherRoute = Route{Name: routeOther, Auth: AuthAccount, ErrorStatus: cloudagent.StatusError,
-	LimitMessage: cloudagent.MsgLimitExceeded, read: readAccount}
-
-// ahtRoute is AHT as a route, the first entry of the table: read by its
-// own reader, cached with the cache's TTLs, under the proxy's Budget.
-func (p *Proxy) ahtRoute() Route {
-	return Route{Name: routeAHT, Path: cloudagent.PathAHT, Methods: []string{http.MethodPost},
-		Auth: AuthAccount, ErrorStatus: cloudagent.StatusError, LimitMessage: cloudagent.MsgLimitExceeded,
-		read: readAHT, budget: p.Budget}
-}
 
 // lookup returns the route serving the canonical path: AHT first, then the
 // table; nil for a path outside both.
@@ -59,12 +31,12 @@ type request struct {
 	// shape, if not empty, is CloudAgent's refusal of the request's shape:
 	// answered 400 after authentication, as CloudAgent orders its checks.
 	shape string
-	aht   cloudagent.AHTRequest // readAHT
-	// body is, for readJSON, the canonical body; for readAccount, the
+	aht   cloudagent.AHTRequest // route.ReadAHT
+	// body is, for route.ReadJSON, the canonical body; for route.ReadAccount, the
 	// body as sent (a copy of its own: the transport reads it later).
 	body   []byte
-	target string // readJSON: the escaped path and sorted query
-	// namesAgree (readAccount) reports that every place the request
+	target string // route.ReadJSON: the escaped path and sorted query
+	// namesAgree (route.ReadAccount) reports that every place the request
 	// names an account (query, body, bearer token) names the same one.
 	namesAgree bool
 }
@@ -80,11 +52,11 @@ func (p *Proxy) serveRoute(w http.ResponseWriter, r *http.Request, rec *record, 
 	if acct == nil {
 		return
 	}
-	if rt.read == readAccount {
+	if rt.Reads() == route.ReadAccount {
 		p.passThrough(w, r, rec, rt, st, acct, &q)
 		return
 	}
-	isAHT := rt.read == readAHT
+	isAHT := rt.Reads() == route.ReadAHT
 	key := p.keyOf(r, rt, acct, &q)
 	// A no-cache AHT request fetches anew at most once per key per ttl;
 	// otherwise it is an ordinary request (served from the cache or
@@ -149,7 +121,7 @@ func (p *Proxy) serveRoute(w http.ResponseWriter, r *http.Request, rec *record, 
 	if shared && p.Metrics != nil {
 		p.Metrics.Coalesced()
 	}
-	p.writeFetched(w, rec, v.(*answer), bypass, isAHT, rt.writeError, rt.LimitMessage)
+	p.writeFetched(w, rec, v.(*answer), bypass, isAHT, rt.WriteError, rt.LimitMessage)
 }
 
 // open runs the steps every route shares, in order: the method, the body
@@ -157,10 +129,10 @@ func (p *Proxy) serveRoute(w http.ResponseWriter, r *http.Request, rec *record, 
 // authentication, the request's shape, the client limit. It returns the
 // account, or nil once it has answered a request that goes no further.
 func (p *Proxy) open(w http.ResponseWriter, r *http.Request, rec *record, rt *Route, st *Settings, now time.Time, q *request) *Account {
-	if !rt.allows(r.Method) {
+	if !rt.Allows(r.Method) {
 		rec.outcome = OutcomeInvalid
 		w.Header().Set("Allow", strings.Join(rt.Methods, ", "))
-		rt.writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use "+strings.Join(rt.Methods, " or "))
+		rt.WriteError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use "+strings.Join(rt.Methods, " or "))
 		return nil
 	}
 	var body []byte
@@ -169,7 +141,7 @@ func (p *Proxy) open(w http.ResponseWriter, r *http.Request, rec *record, rt *Ro
 		var err error
 		if buf, err = readBody(w, r); err != nil {
 			rec.outcome = OutcomeInvalid
-			writeBodyError(w, err, rt.writeError)
+			writeBodyError(w, err, rt.WriteError)
 			return nil
 		}
 		body = buf.Bytes()
@@ -183,19 +155,19 @@ func (p *Proxy) open(w http.ResponseWriter, r *http.Request, rec *record, rt *Ro
 	}
 	if msg != "" {
 		rec.outcome = OutcomeInvalid
-		rt.writeError(w, code, msg)
+		rt.WriteError(w, code, msg)
 		return nil
 	}
 	acct, msg, code := p.authenticate(r, st, q.userName, now)
 	if acct == nil {
 		rec.outcome = OutcomeUnauthorized
-		rt.writeError(w, code, msg)
+		rt.WriteError(w, code, msg)
 		return nil
 	}
 	rec.account = acct.UserName
 	if q.shape != "" {
 		rec.outcome = OutcomeInvalid
-		rt.writeError(w, http.StatusBadRequest, q.shape)
+		rt.WriteError(w, http.StatusBadRequest, q.shape)
 		return nil
 	}
 	if !p.allowClient(w, r, st, acct.UserName) {
@@ -208,8 +180,8 @@ func (p *Proxy) open(w http.ResponseWriter, r *http.Request, rec *record, rt *Ro
 // readRequest is rt's reading of r, whose body (nil for none) it may not
 // keep: it fills q, or returns the status and message to refuse r with.
 func (p *Proxy) readRequest(r *http.Request, rt *Route, st *Settings, now time.Time, body []byte, q *request) (int, string) {
-	switch rt.read {
-	case readAHT:
+	switch rt.Reads() {
+	case route.ReadAHT:
 		req, err := cache.ParseRequest(body)
 		if err != nil {
 			return http.StatusBadRequest, err.Error()
@@ -218,7 +190,7 @@ func (p *Proxy) readRequest(r *http.Request, rt *Route, st *Settings, now time.T
 		if req.UserName != "" {
 			q.shape = q.aht.Validate()
 		}
-	case readJSON:
+	case route.ReadJSON:
 		canon, userName, err := canonicalJSON(body)
 		if rt.BodyMessage != "" && (errors.Is(err, errBodyNotJSON) || len(canon) == 0 || canon[0] != '{') {
 			return http.StatusBadRequest, rt.BodyMessage
@@ -244,7 +216,7 @@ func (p *Proxy) readRequest(r *http.Request, rt *Route, st *Settings, now time.T
 		if enc := query.Encode(); enc != "" {
 			q.target += "?" + enc
 		}
-	default: // readAccount
+	default: // route.ReadAccount
 		// The body was read whole (bounded) before anything is sent: one
 		// over MaxBodyBytes got 413 with nothing streamed upstream, and
 		// every name of an account in it can be compared.
@@ -278,7 +250,7 @@ func (p *Proxy) readRequest(r *http.Request, rt *Route, st *Settings, now time.T
 // key: account, route, method, path and sorted query, canonical body (last:
 // it may hold "|").
 func (p *Proxy) keyOf(r *http.Request, rt *Route, acct *Account, q *request) string {
-	if rt.read == readAHT {
+	if rt.Reads() == route.ReadAHT {
 		return cache.RequestKey(acct.UserName, q.aht)
 	}
 	return cache.KeyFor(acct.UserName, "route:"+rt.Name, r.Method+" "+q.target+"|"+string(q.body))
@@ -289,7 +261,7 @@ func (p *Proxy) keyOf(r *http.Request, rt *Route, acct *Account, q *request) str
 // canonical body), so every coalesced waiter gets the answer to one
 // question.
 func (p *Proxy) newCall(r *http.Request, rt *Route, acct *Account, key string, q *request) *call {
-	if rt.read == readAHT {
+	if rt.Reads() == route.ReadAHT {
 		return p.ahtCall(acct, key, q.aht)
 	}
 	u := *p.Upstream

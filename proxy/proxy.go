@@ -8,6 +8,7 @@ import (
 	"context"
 	"github.com/caproxy/caproxy/accesslog"
 	"github.com/caproxy/caproxy/cleanpath"
+	"github.com/caproxy/caproxy/route"
 	"log/slog"
 	"net"
 	"net/http"
@@ -163,14 +164,14 @@ func (p *Proxy) init() {
 			return http.ErrUseLastResponse
 		}}
 		p.ahtURL = p.Upstream.JoinPath(cloudagent.PathAHT).String()
-		p.aht = p.ahtRoute()
+		p.aht = route.AHT(p.Budget)
 		p.rp = p.newReverseProxy(rt)
 	})
 }
 
 // ServeHTTP routes a request by its canonical path: generateToken (at
 // every path CloudAgent serves it) to the local issuer, AHT and every
-// table route to serveRoute, anything else passed through (otherRoute).
+// table route to serveRoute, anything else passed through (route.Other).
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
 	rec := recordPool.Get().(*record)
@@ -197,7 +198,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rec.route, rec.outcome = routeOther, OutcomeInvalid
 			cloudagent.WriteError(w, http.StatusNotFound, MsgUnknownPath)
 		} else {
-			p.serveRoute(w, r, rec, &otherRoute)
+			p.serveRoute(w, r, rec, route.Other())
 		}
 	}
 	p.finish(r, rec)

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"github.com/caproxy/caproxy/accesslog"
+	"github.com/caproxy/caproxy/route"
 	"net/http"
 	"strconv"
 	"sync"
@@ -13,13 +14,13 @@ import (
 )
 
 // RouteAHT is AHT's route name, in metrics and logs.
-const RouteAHT = routeAHT
+const RouteAHT = route.NameAHT
 
-// Routes, used as metric labels and in logs.
+// Routes served ahead of the table, as metric labels and in logs.
 const (
-	routeAHT   = "aht"
-	routeToken = "generate_token"
-	routeOther = "other"
+	routeAHT   = route.NameAHT
+	routeToken = route.NameToken
+	routeOther = route.NameOther
 )
 
 // record is what one request did, filled in by its handler and read by the
