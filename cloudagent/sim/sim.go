@@ -101,6 +101,14 @@ type Options struct {
 	// 200. DESIGN.md: production's errors come with real HTTP statuses
 	// (401, 405, 429), so tests check the proxy under 401 as well.
 	AuthFailureStatus int
+	// Seed makes the generated call records (fetchCDRDetails and its
+	// siblings) and summary rows: the same Seed, accounts, agents and
+	// campaigns always give the same answers, byte for byte.
+	Seed int64
+	// CallsPerAgent is how many calls each agent makes a day in the
+	// generated records; 0: DefaultCallsPerAgent; negative: none; at most
+	// MaxCallsPerAgent. 50 agents × 100 calls make a day of megabytes.
+	CallsPerAgent int
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 	// After waits on the clock of Now (a fake clock's After in tests); nil:
@@ -132,6 +140,10 @@ type Server struct {
 	campaigns map[string]string
 	// agentDetails is the fixed answer of PathAgentDetails.
 	agentDetails []byte
+	// calls generates the CDRs; read-only after New.
+	calls *callGen
+	// dials numbers the UCIDs of placed calls.
+	dials atomic.Uint64
 
 	stats counters
 }
@@ -149,6 +161,8 @@ type account struct {
 	gens       slidingLog // successful token generations
 	cdr        slidingLog // admitted fetchCDRDetails calls
 	cdrPaged   slidingLog // admitted fetchCdrByPagination calls
+	cdrUCID    slidingLog // admitted fetchCdrByUCID calls
+	logins     slidingLog // admitted getAgentLogins calls
 	summary    slidingLog // admitted summaryReport calls
 	token      string     // current token; "" before the first generation
 	tokenIssue time.Time  // when token was generated
@@ -231,8 +245,27 @@ func New(opts Options) *Server {
 		details = append(details, agentDetail{id, s.agents[id]})
 	}
 	s.agentDetails = mustMarshal(successBody[[]agentDetail]{cloudagent.StatusSuccess, details})
+
+	camps := make([]string, 0, len(s.campaigns))
+	for c := range s.campaigns {
+		camps = append(camps, c)
+	}
+	slices.Sort(camps)
+	perDay := opts.CallsPerAgent
+	switch {
+	case perDay == 0:
+		perDay = DefaultCallsPerAgent
+	case perDay < 0:
+		perDay = 0
+	case perDay > MaxCallsPerAgent:
+		perDay = MaxCallsPerAgent
+	}
+	s.calls = &callGen{seed: uint64(opts.Seed), perDay: perDay, agents: ids, names: s.agents, camps: camps, campIDs: s.campaigns}
 	return s
 }
+
+// newUCID returns the UCID of a call placed now: 17 digits like a CDR's.
+func (s *Server) newUCID() string { return callID(s.now(), s.dials.Add(1)) }
 
 func copyMap(m map[string]string, def func() map[string]string) map[string]string {
 	if m == nil {
@@ -282,12 +315,14 @@ func (s *Server) SetErrorRate(rate float64) { s.errorRate.Store(math.Float64bits
 
 // ServeHTTP answers CloudAgent's paths and the simulator's /sim/ paths.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	upstream := strings.HasPrefix(r.URL.Path, "/ca_apis/") || strings.HasPrefix(r.URL.Path, cloudagent.ReportsPrefix)
+	upstream := strings.HasPrefix(r.URL.Path, "/ca_apis/") || strings.HasPrefix(r.URL.Path, cloudagent.ReportsPrefix) ||
+		strings.HasPrefix(r.URL.Path, cloudagent.LegacyPrefix)
 	if upstream && !s.arrive(r.Context()) {
 		return // the caller gave up before the call arrived
 	}
 	var a answer
-	switch servletPath(r.URL.Path) {
+	p := servletPath(r.URL.Path)
+	switch p {
 	case cloudagent.PathAHT:
 		if !allow(w, r, http.MethodPost, &a) {
 			break
@@ -309,6 +344,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a = s.serveReport(w, r, false)
 	case cloudagent.PathFetchCdrByPagination:
 		a = s.serveReport(w, r, true)
+	case cloudagent.PathFetchCdrByUCID:
+		a = s.serveCdrByUCID(w, r)
 	case cloudagent.PathSummaryReport:
 		a = s.serveSummaryReport(w, r)
 	case cloudagent.PathAgentManualDial:
@@ -316,6 +353,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		a = s.serveManualDial(r)
+	case cloudagent.PathLegacyAgentManualDial:
+		if r.Method != http.MethodGet && !allow(w, r, http.MethodPost, &a) {
+			break
+		}
+		a = s.serveLegacyManualDial(r)
+	case cloudagent.PathPhoneManualDial:
+		if !allow(w, r, http.MethodPost, &a) {
+			break
+		}
+		a = s.servePhoneManualDial(r)
+	case cloudagent.PathCallControl:
+		if !allow(w, r, http.MethodPost, &a) {
+			break
+		}
+		a = s.serveCallControl(r)
+	case cloudagent.PathGetAgentLogins:
+		if !allow(w, r, http.MethodPost, &a) {
+			break
+		}
+		a = s.serveGetAgentLogins(r)
+	case cloudagent.PathChangeAgentState:
+		if !allow(w, r, http.MethodPost, &a) {
+			break
+		}
+		a = s.serveChangeAgentState(r)
 	case PathStats:
 		if !allow(w, r, http.MethodGet, &a) {
 			break
@@ -328,6 +390,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.ResetStats()
 		a = ok(mustMarshal(successBody[string]{cloudagent.StatusSuccess, "stats reset"}))
 	default:
+		if id, found := agentStatusID(p); found {
+			if allow(w, r, http.MethodGet, &a) {
+				a = s.serveAgentStatus(r, id)
+			}
+			break
+		}
 		a = statusError(http.StatusNotFound, MsgNotFound)
 	}
 	if upstream && !s.delay(r.Context()) {
