@@ -469,3 +469,27 @@ func TestAgentAndCallControlAPIs(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// TestAppendCDRAnswerMatchesMarshal: the fast encoder writes exactly what
+// encoding/json does, for generated records and for values json escapes.
+func TestAppendCDRAnswerMatchesMarshal(t *testing.T) {
+	s := New(Options{Agents: someAgents(3), CallsPerAgent: 4})
+	day := epoch.AddDate(0, 0, -1)
+	recs := s.calls.day("demo", day, day, day.Add(24*time.Hour-time.Second), epoch)
+	recs[0].AgentName = "Ravi \"R\" <Kumar> & Søn\\\n"
+	recs[1].Comments = "\u2028 tab\t"
+	total := 12
+	for _, ans := range []cloudagent.CDRAnswer{
+		{Status: "success", Message: "success", Details: recs},
+		{Status: "success", Message: "success", Details: recs[:0], TotalCount: &total},
+		{Status: "success", Message: "success", Details: []cloudagent.CDRRecord{}},
+	} {
+		want, err := json.Marshal(ans)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendCDRAnswer(nil, &ans); !bytes.Equal(got, want) {
+			t.Fatalf("appendCDRAnswer:\n%s\nwant\n%s", got, want)
+		}
+	}
+}

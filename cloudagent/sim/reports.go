@@ -100,7 +100,7 @@ func (s *Server) serveReport(w http.ResponseWriter, r *http.Request, paged bool)
 		ans.Details = recs[lo:min(total, lo+pageSize)]
 		ans.TotalCount = &total
 	}
-	return ok(mustMarshal(ans))
+	return ok(appendCDRAnswer(make([]byte, 0, 64+1200*len(ans.Details)), &ans))
 }
 
 // pageParams reads pageNo and pageSize (1-based, positive; pageSize at

@@ -1,13 +1,16 @@
 // Package sim is caproxy's built-in CloudAgent simulator: an http.Handler
 // that answers CloudAgent's AHT, token (at both of its paths), agent-details,
-// reporting (fetchCDRDetails, fetchCdrByPagination) and AgentManualDial APIs
-// and enforces CloudAgent's contract, documented and observed in production
-// (exact messages, 50 AHT calls per account in any trailing minute, 2
-// reporting calls per minute with the apiKey header only and a JSON body on
-// a GET, 60-minute tokens, 10 token generations per hour across both token
-// paths, regeneration invalidating earlier tokens). It is the one fake of the
-// upstream used by every test in the project, so tests catch the proxy
-// breaking the rules, and it doubles as a load-testing target.
+// reporting (fetchCDRDetails, fetchCdrByPagination, fetchCdrByUCID,
+// summaryReport), dial (AgentManualDial, its legacy CAServices path,
+// PhoneManualDial), call-control and agent-state APIs in production's
+// answer shapes, and enforces CloudAgent's contract, documented and observed
+// in production (exact messages, 50 AHT calls per account in any trailing
+// minute, 2 reporting calls per minute with the apiKey header only and a
+// JSON body on a GET, 60-minute tokens, 10 token generations per hour across
+// both token paths, regeneration invalidating earlier tokens). It is the one
+// fake of the upstream used by every test in the project, so tests catch
+// the proxy breaking the rules, and it doubles as a load-testing target:
+// its call records are generated from a seed, as many a day as asked.
 //
 // Time comes from an injectable clock so tests can step through windows and
 // token lifetimes without sleeping. GET /sim/stats and POST /sim/reset expose
