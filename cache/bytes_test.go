@@ -130,7 +130,7 @@ func TestOversizedAnswerNotCached(t *testing.T) {
 		t.Fatalf("oversized answer of %d bytes: stored %v; want it returned to serve and not stored", len(big), stored)
 	}
 	if got, ok := c.Get(key); !ok || string(got.Body) != string(atCeiling) {
-		t.Errorf("after an oversized answer the key holds a body of %d bytes (ok %v), want the earlier answer", len(got.Body), ok)
+		t.Errorf("after an oversized answer the key does not hold the earlier answer (held: %v)", ok)
 	}
 	now := c.Now()
 	other := KeyFor("demo", KindAgent, "agent2")
