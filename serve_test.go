@@ -241,6 +241,21 @@ func TestServeHTTPSReloadsCertificate(t *testing.T) {
 	if a := s.askAHT(httpsClient(t, ca), "agent003"); a.peerCN != "second" {
 		t.Errorf("after a refused reload a new connection got %q, want second", a.peerCN)
 	}
+
+	// A renewed certificate is taken even when the config file is broken
+	// (the config reload is refused; the files in force are read again).
+	ca.IssueValid(t, "fourth").Write(t, s.files.CertFile, s.files.KeyFile)
+	if err := os.WriteFile(s.cfgPath, []byte(tlsConfigText(s.files)+"cache_ttl: 5s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.hup <- syscall.SIGHUP
+	s.waitLog("tls certificate reloaded", 2)
+	if !strings.Contains(s.log.String(), "reload refused: bad config") {
+		t.Errorf("the broken config was not refused:\n%s", s.log.String())
+	}
+	if a := s.askAHT(httpsClient(t, ca), "agent003"); a.peerCN != "fourth" {
+		t.Errorf("after a reload with a broken config a new connection got %q, want fourth", a.peerCN)
+	}
 }
 
 // logLine returns the first line of log containing substr.
