@@ -115,7 +115,22 @@ type Config struct {
 	// UnknownPass (default: passed through with the account's
 	// credentials) or UnknownRefuse (404).
 	UnknownPaths string `yaml:"unknown_paths"`
+	// TLS serves Listen over HTTPS when set (default: plain HTTP).
+	TLS TLS `yaml:"tls"`
 }
+
+// TLS is the certificate the client listener serves HTTPS with. Both files
+// are set, or neither (plain HTTP). The files are read at start and again on
+// every SIGHUP; package main loads and checks them.
+type TLS struct {
+	// CertFile is a PEM file: the certificate, then any intermediates.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the PEM private key of CertFile's certificate.
+	KeyFile string `yaml:"key_file"`
+}
+
+// Enabled reports whether the client listener serves HTTPS.
+func (t TLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
 
 // Route is one entry of routes: the policy of one CloudAgent path.
 type Route struct {
@@ -180,6 +195,10 @@ type Cache struct {
 	NegativeTTL time.Duration `yaml:"negative_ttl"`
 	// MaxEntries bounds the number of cached answers (default 100000).
 	MaxEntries int `yaml:"max_entries"`
+	// MaxBytes bounds the bytes of the answer bodies held in memory
+	// (default DefaultCacheMaxBytes); an answer larger than MaxBytes/8 is
+	// served but cached nowhere, neither here nor in Redis.
+	MaxBytes int `yaml:"max_bytes"`
 	// RefreshAhead refreshes hot answers in the background before they
 	// expire and, when demand outruns the budget, refreshes stale ones
 	// oldest popular first (default false).
@@ -211,6 +230,10 @@ type Limit struct {
 	// such values are refused, since they would let caproxy exceed them.
 	AboveCloudAgentLimits bool `yaml:"above_cloudagent_limits"`
 }
+
+// DefaultCacheMaxBytes is cache.max_bytes when not set: 256 MiB, room for
+// a sidecar next to the app.
+const DefaultCacheMaxBytes = 256 << 20
 
 // CloudAgent's documented limits per account, which the limit settings may
 // exceed only with limit.above_cloudagent_limits.
@@ -267,6 +290,7 @@ func defaults() *Config {
 			StaleTTL:    10 * time.Minute,
 			NegativeTTL: 10 * time.Second,
 			MaxEntries:  100000,
+			MaxBytes:    DefaultCacheMaxBytes,
 		},
 		Limit: Limit{
 			UpstreamPerMinute:       50,

@@ -160,7 +160,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 			policy = limit.Share
 		}
 		store = limit.NewRedisStore(conn.Client, "caproxy:", limit.WithOutagePolicy(policy, cfg.Redis.Replicas))
-		p.Shared = cache.NewRedisShared(conn.Client, cache.DefaultSharedPrefix, cache.WithSharedClock(c.Now))
+		p.Shared = cache.NewRedisShared(conn.Client, cache.DefaultSharedPrefix, cache.WithSharedClock(c.Now), cache.WithEntryCeiling(c.MaxEntryBytes))
 		p.Redis = &proxy.RedisStatus{Up: conn.Up, Errors: conn.Errors, OnFailure: cfg.Redis.OnFailure, Replicas: cfg.Redis.Replicas}
 		p.RefreshLease = proxy.RedisRefreshLease(conn.Client, "caproxy:refresh:", refreshLease(cfg))
 		d.tokens = credential.NewRedisTokenStore(conn.Client, "caproxy:token:")
@@ -190,7 +190,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 		p.AccessLog = d.accessLog
 	}
 	d.registry = prometheus.NewRegistry()
-	d.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "caproxy_cache_bytes",
+			Help: "Bytes of answer bodies held in the local cache (bounded by cache.max_bytes)."},
+			func() float64 { return float64(c.Bytes()) }))
 	p.Metrics = proxy.NewMetrics(d.registry, p)
 	d.proxy = p
 	d.apply(cfg)
@@ -295,6 +298,7 @@ func (d *Daemon) apply(cfg *config.Config) {
 	}
 	d.proxy.Cache.SetTTLs(cfg.Cache.TTL, cfg.Cache.StaleTTL, cfg.Cache.NegativeTTL)
 	d.proxy.Cache.Resize(cfg.Cache.MaxEntries)
+	d.proxy.Cache.SetMaxBytes(int64(cfg.Cache.MaxBytes))
 	d.proxy.Budget.SetLimit(int64(cfg.Limit.UpstreamPerMinute))
 	rc := refreshConfig(cfg)
 	rc.Window = d.window
