@@ -33,14 +33,18 @@
   }
   function clock(d) { return d.toTimeString().slice(0, 8); }
 
+  // chart draws an account's calls in the window against its limit (the
+  // dashed line), over what this tab has seen: at least a minute, at most five.
   function chart(name, now) {
     const h = history[name] || [];
+    const span = Math.min(keepMs, Math.max(60000, h.length ? now - h[0].t : 0));
     const pts = h.map((p) => {
-      const x = 300 - ((now - p.t) / keepMs) * 300;
+      const x = 300 - ((now - p.t) / span) * 300;
       const y = 60 - (p.limit > 0 ? (p.used / p.limit) * 54 : 0);
       return x.toFixed(1) + "," + y.toFixed(1);
     });
-    return '<svg class="chart" viewBox="0 0 300 60" preserveAspectRatio="none" role="img" aria-label="calls in window, last 5 minutes">' +
+    if (pts.length === 1) pts.unshift("0," + pts[0].split(",")[1]); // one sample: a level line
+    return '<svg class="chart" viewBox="0 0 300 60" preserveAspectRatio="none" role="img" aria-label="calls in the window, last minutes">' +
       '<line x1="0" y1="6" x2="300" y2="6" class="limit"/><polyline points="' + pts.join(" ") + '"/></svg>';
   }
 
