@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -415,6 +416,20 @@ func TestCompose(t *testing.T) {
 	}
 	if b := budget["demo"]; b.Limit-b.Remaining != 3 {
 		t.Errorf("replica 2 sees demo's budget %+v, want the 3 calls replica 1 spent", b)
+	}
+
+	// The binary serves the status page on its admin listener, behind the
+	// admin token like /admin/budget.
+	if page := procs[1].get(t, "/"); !strings.Contains(page, `data-account="demo" data-used="3"`) {
+		t.Errorf("replica 2's status page does not show demo's 3 calls:\n%s", page)
+	}
+	resp, err := http.Get(procs[1].admin + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("status page without the admin token: %d, want 401", resp.StatusCode)
 	}
 }
 
