@@ -194,3 +194,79 @@ log: {access: false}
 		}
 	}
 }
+
+// TestDashboardShape checks what Grafana needs of an imported dashboard:
+// unique panel ids, every query on the chosen Prometheus data source, unique
+// refIds within a panel, and panels that do not overlap.
+func TestDashboardShape(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("grafana", "caproxy.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		UID    string `json:"uid"`
+		Title  string `json:"title"`
+		Panels []struct {
+			ID         int    `json:"id"`
+			Type       string `json:"type"`
+			Title      string `json:"title"`
+			Datasource struct {
+				Type, UID string
+			} `json:"datasource"`
+			GridPos struct{ H, W, X, Y int } `json:"gridPos"`
+			Targets []struct {
+				RefID string `json:"refId"`
+				Expr  string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+		Templating struct {
+			List []struct{ Name, Type string } `json:"list"`
+		} `json:"templating"`
+	}
+	if err := json.Unmarshal(data, &dash); err != nil {
+		t.Fatal(err)
+	}
+	if dash.UID == "" || dash.Title == "" {
+		t.Error("dashboard without uid or title")
+	}
+	if !slices.ContainsFunc(dash.Templating.List, func(v struct{ Name, Type string }) bool {
+		return v.Name == "datasource" && v.Type == "datasource"
+	}) {
+		t.Error("no datasource variable: importers cannot pick their Prometheus")
+	}
+	ids := map[int]bool{}
+	cells := map[[2]int]string{}
+	for _, p := range dash.Panels {
+		if ids[p.ID] {
+			t.Errorf("panel id %d twice", p.ID)
+		}
+		ids[p.ID] = true
+		for x := p.GridPos.X; x < p.GridPos.X+p.GridPos.W; x++ {
+			for y := p.GridPos.Y; y < p.GridPos.Y+p.GridPos.H; y++ {
+				if other, ok := cells[[2]int{x, y}]; ok {
+					t.Errorf("panels %q and %q overlap at %d,%d", other, p.Title, x, y)
+				}
+				cells[[2]int{x, y}] = p.Title
+			}
+		}
+		if p.GridPos.X+p.GridPos.W > 24 {
+			t.Errorf("panel %q wider than the grid", p.Title)
+		}
+		if p.Type == "row" {
+			continue
+		}
+		if p.Datasource.Type != "prometheus" || p.Datasource.UID != "${datasource}" {
+			t.Errorf("panel %q on data source %+v", p.Title, p.Datasource)
+		}
+		if len(p.Targets) == 0 {
+			t.Errorf("panel %q has no query", p.Title)
+		}
+		refs := map[string]bool{}
+		for _, q := range p.Targets {
+			if refs[q.RefID] || q.RefID == "" || strings.TrimSpace(q.Expr) == "" {
+				t.Errorf("panel %q: refId %q repeated, empty, or without a query", p.Title, q.RefID)
+			}
+			refs[q.RefID] = true
+		}
+	}
+}
