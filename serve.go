@@ -15,6 +15,7 @@ import (
 	"github.com/caproxy/caproxy/deadline"
 	"github.com/caproxy/caproxy/gcheadroom"
 	"github.com/caproxy/caproxy/proxy"
+	"github.com/caproxy/caproxy/statuspage"
 )
 
 // deadlineTick is how late, at most, the proxy listener's timeouts fire:
@@ -75,7 +76,7 @@ func serve(ctx context.Context, path string, cfg *config.Config, certs *servedCe
 			logger.Warn(w)
 		}
 	}
-	admin := &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	admin := &http.Server{Handler: statuspage.Wrap(d.AdminHandler()), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
 
 	// Refreshes run while the proxy serves (they do nothing unless
 	// cache.refresh_ahead is on) and stop before the drain.
