@@ -73,6 +73,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "caproxy: bad config: routes:", oneLine(err))
 		return 1
 	}
+	if err := daemon.CheckState(cfg); err != nil {
+		fmt.Fprintln(stderr, "caproxy: bad config:", oneLine(err))
+		return 1
+	}
 	if *check {
 		fmt.Fprintln(stderr, "caproxy: config ok:", *path)
 		return 0

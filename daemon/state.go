@@ -1,0 +1,208 @@
+package daemon
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/caproxy/caproxy/config"
+	"github.com/caproxy/caproxy/credential"
+	"github.com/caproxy/caproxy/limit"
+)
+
+// StateFile is the name of a single node's state file in state.dir.
+const StateFile = "caproxy.state"
+
+// stateLockWait is how long start waits for the state file's lock: another
+// running caproxy holds it for as long as it runs, so a short wait then a
+// clear error beats hanging.
+const stateLockWait = time.Second
+
+// The state file's meta bucket names its format, so a bbolt file written by
+// anything else is told apart from caproxy's.
+var (
+	stateMetaBucket = []byte("caproxy")
+	stateFormatKey  = []byte("format")
+	stateFormat     = []byte("1")
+)
+
+// state is a single node's open state file and the stores kept in it.
+type state struct {
+	db     *bolt.DB
+	budget *limit.BoltStore
+	tokens *credential.BoltTokenStore
+}
+
+// openState opens (creating it if needed) the state file in dir and the
+// budget and token stores in it, on the clock now (nil: the wall clock). A
+// file locked by another process is an error. A file that is not a
+// readable caproxy state file (corrupt, truncated, written by something
+// else) is set aside, renamed with a timestamp suffix, with a log line,
+// and a fresh one is started: a bad file must not keep caproxy from
+// starting again and again.
+func openState(dir string, now func() time.Time, logger *slog.Logger) (*state, error) {
+	path := filepath.Join(dir, StateFile)
+	if err := checkStateDir(dir); err != nil {
+		return nil, err
+	}
+	st, err := loadState(path, now)
+	var bad *badStateError
+	if !errors.As(err, &bad) {
+		return st, err
+	}
+	aside := fmt.Sprintf("%s.bad-%s", path, time.Now().UTC().Format("20060102T150405.000000000Z"))
+	if rerr := os.Rename(path, aside); rerr != nil {
+		return nil, fmt.Errorf("state file %s is unreadable (%v) and could not be set aside: %w", path, bad.err, rerr)
+	}
+	logger.Error("state file unreadable: set aside, starting with an empty one; token generations and budget calls made before are not known",
+		"file", path, "set_aside_as", aside, "err", bad.err)
+	st, err = loadState(path, now)
+	if errors.As(err, &bad) {
+		return nil, fmt.Errorf("state file %s: a fresh file is unreadable: %w", path, bad.err)
+	}
+	return st, err
+}
+
+// badStateError says the state file is not a readable caproxy state file.
+type badStateError struct{ err error }
+
+func (e *badStateError) Error() string { return e.err.Error() }
+
+// loadState opens the state file at path and its stores. A
+// *badStateError says the file cannot be used as it is.
+func loadState(path string, now func() time.Time) (st *state, err error) {
+	if now == nil {
+		now = time.Now
+	}
+	var db *bolt.DB
+	defer func() {
+		// bbolt trusts the file's pages; a damaged one can make it panic.
+		if r := recover(); r != nil {
+			err = &badStateError{fmt.Errorf("reading it failed: %v", r)}
+		}
+		if err != nil && db != nil {
+			db.Close()
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: stateLockWait})
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("state file %s is locked by another process (another caproxy with the same state.dir?); "+
+			"give each caproxy its own state.dir, or share state through redis", path)
+	case err != nil:
+		var pe *fs.PathError
+		if errors.As(err, &pe) && pe.Op == "open" {
+			return nil, fmt.Errorf("state file: %w", err)
+		}
+		return nil, &badStateError{err}
+	}
+	// bbolt applies the mode only when it creates the file.
+	if err := os.Chmod(path, 0o600); err != nil {
+		return nil, fmt.Errorf("state file: %w", err)
+	}
+	if err := checkStateFormat(db); err != nil {
+		return nil, err
+	}
+	st = &state{db: db}
+	if st.budget, err = limit.OpenBoltStore(db, &limit.MemoryStore{Now: now}); err != nil {
+		return nil, &badStateError{err}
+	}
+	if st.tokens, err = credential.OpenBoltTokenStore(db, now); err != nil {
+		return nil, &badStateError{err}
+	}
+	return st, nil
+}
+
+// checkStateFormat checks db's pages and that it is a caproxy state file
+// (or a new, empty one, which it marks as such).
+func checkStateFormat(db *bolt.DB) error {
+	var fresh bool
+	err := db.View(func(tx *bolt.Tx) error {
+		var damaged error
+		for err := range tx.Check() { // drained: Check's goroutine holds tx until done
+			if damaged == nil {
+				damaged = err
+			}
+		}
+		if damaged != nil {
+			return &badStateError{fmt.Errorf("damaged: %w", damaged)}
+		}
+		meta := tx.Bucket(stateMetaBucket)
+		if meta == nil {
+			empty := true
+			tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+			if !empty {
+				return &badStateError{errors.New("not a caproxy state file")}
+			}
+			fresh = true
+			return nil
+		}
+		if f := meta.Get(stateFormatKey); !bytes.Equal(f, stateFormat) {
+			return &badStateError{fmt.Errorf("unknown state file format %q", f)}
+		}
+		return nil
+	})
+	if err != nil || !fresh {
+		return err
+	}
+	return db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucketIfNotExists(stateMetaBucket)
+		if err != nil {
+			return err
+		}
+		return meta.Put(stateFormatKey, stateFormat)
+	})
+}
+
+// Close closes the state file.
+func (s *state) Close() {
+	s.db.Close()
+}
+
+// checkStateDir says why dir cannot hold the state file, if it cannot.
+func checkStateDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("state.dir: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("state.dir %s is not a directory", dir)
+	}
+	f, err := os.CreateTemp(dir, ".caproxy-check-*")
+	if err != nil {
+		return fmt.Errorf("state.dir %s is not writable: %w", dir, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
+}
+
+// CheckState says why the state file cfg asks for could not be used, for
+// -check: state.dir must be a writable directory and an existing state file
+// must be writable. It does not open the file (a running caproxy holds its
+// lock). Nothing is checked when state is off or Redis holds it.
+func CheckState(cfg *config.Config) error {
+	if cfg.Redis.Enabled() || cfg.State.Dir == "" {
+		return nil
+	}
+	if err := checkStateDir(cfg.State.Dir); err != nil {
+		return err
+	}
+	path := filepath.Join(cfg.State.Dir, StateFile)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("state file: %w", err)
+	}
+	return f.Close()
+}
