@@ -1,6 +1,7 @@
 package credential
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,7 +12,8 @@ import (
 )
 
 // BoltTokenBucket is the top-level bucket of a bbolt database that a
-// BoltTokenStore keeps tokens in, one entry per account.
+// BoltTokenStore keeps tokens in: a nested bucket per upstream, in it one
+// entry per account.
 var BoltTokenBucket = []byte("tokens")
 
 // boltToken is a token as a BoltTokenStore writes it.
@@ -36,45 +38,72 @@ type boltToken struct {
 //
 // Open it with OpenBoltTokenStore, once per database and process.
 type BoltTokenStore struct {
-	mem MemoryTokenStore
-	db  *bolt.DB
+	mem   MemoryTokenStore
+	db    *bolt.DB
+	scope []byte // the upstream's bucket in BoltTokenBucket
 	// mu serializes changes, each an in-memory step and its transaction.
 	mu sync.Mutex
 }
 
 var _ TokenStore = (*BoltTokenStore)(nil)
 
-// OpenBoltTokenStore returns a BoltTokenStore keeping its tokens in db's
-// BoltTokenBucket, on the clock now (nil: time.Now). It loads the tokens
-// still valid and drops the expired ones. An entry it cannot read is an
-// error: the file is not one this store wrote.
-func OpenBoltTokenStore(db *bolt.DB, now func() time.Time) (*BoltTokenStore, error) {
-	s := &BoltTokenStore{mem: MemoryTokenStore{Now: now}, db: db}
+// OpenBoltTokenStore returns a BoltTokenStore keeping the tokens of the
+// upstream named scope (its configured URL) in db's BoltTokenBucket, on the
+// clock now (nil: time.Now). Tokens are kept per upstream so that a token
+// is only ever sent back to the upstream that issued it, even when the
+// configuration changes between runs. It loads the scope's tokens still
+// valid and drops every expired one. An entry it cannot read is an error:
+// the file is not one this store wrote.
+func OpenBoltTokenStore(db *bolt.DB, scope string, now func() time.Time) (*BoltTokenStore, error) {
+	s := &BoltTokenStore{mem: MemoryTokenStore{Now: now}, db: db, scope: []byte(scope)}
 	t := s.mem.now()
 	err := db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucketIfNotExists(BoltTokenBucket)
+		root, err := tx.CreateBucketIfNotExists(BoltTokenBucket)
 		if err != nil {
 			return err
 		}
-		var expired []string
-		err = b.ForEach(func(account, v []byte) error {
-			var bt boltToken
-			if v == nil || json.Unmarshal(v, &bt) != nil || bt.ID == "" || bt.Value == "" {
-				return fmt.Errorf("malformed entry for account %q", account)
+		var emptied [][]byte
+		err = root.ForEach(func(name, v []byte) error {
+			b := root.Bucket(name)
+			if v != nil || b == nil {
+				return fmt.Errorf("unexpected value at %q", name)
 			}
-			tok := Token{ID: bt.ID, Value: bt.Value, Expires: time.Unix(0, bt.Expires)}
-			if !t.Before(tok.Expires) {
-				expired = append(expired, string(account))
-				return nil
+			load := bytes.Equal(name, s.scope)
+			var expired [][]byte
+			err := b.ForEach(func(account, v []byte) error {
+				var bt boltToken
+				if v == nil || json.Unmarshal(v, &bt) != nil || bt.ID == "" || bt.Value == "" {
+					return fmt.Errorf("malformed entry for account %q", account)
+				}
+				tok := Token{ID: bt.ID, Value: bt.Value, Expires: time.Unix(0, bt.Expires)}
+				if !t.Before(tok.Expires) {
+					expired = append(expired, bytes.Clone(account))
+					return nil
+				}
+				if !load {
+					return nil
+				}
+				_, err := s.mem.Put(context.Background(), string(account), "", tok, tok.Expires.Sub(t))
+				return err
+			})
+			if err != nil {
+				return err
 			}
-			_, err := s.mem.Put(context.Background(), string(account), "", tok, tok.Expires.Sub(t))
-			return err
+			for _, a := range expired {
+				if err := b.Delete(a); err != nil {
+					return err
+				}
+			}
+			if k, _ := b.Cursor().First(); k == nil {
+				emptied = append(emptied, bytes.Clone(name))
+			}
+			return nil
 		})
 		if err != nil {
 			return err
 		}
-		for _, a := range expired {
-			if err := b.Delete([]byte(a)); err != nil {
+		for _, name := range emptied {
+			if err := root.DeleteBucket(name); err != nil {
 				return err
 			}
 		}
@@ -84,6 +113,22 @@ func OpenBoltTokenStore(db *bolt.DB, now func() time.Time) (*BoltTokenStore, err
 		return nil, fmt.Errorf("credential: bolt token store: loading %s: %w", db.Path(), err)
 	}
 	return s, nil
+}
+
+// bucket returns the scope's bucket in tx, creating it when create is set;
+// nil when it does not exist.
+func (s *BoltTokenStore) bucket(tx *bolt.Tx, create bool) (*bolt.Bucket, error) {
+	if !create {
+		if root := tx.Bucket(BoltTokenBucket); root != nil {
+			return root.Bucket(s.scope), nil
+		}
+		return nil, nil
+	}
+	root, err := tx.CreateBucketIfNotExists(BoltTokenBucket)
+	if err != nil {
+		return nil, err
+	}
+	return root.CreateBucketIfNotExists(s.scope)
 }
 
 // Get returns account's token; see TokenStore.
@@ -116,7 +161,7 @@ func (s *BoltTokenStore) Put(ctx context.Context, account, owner string, tok Tok
 	v, err := json.Marshal(boltToken{ID: tok.ID, Value: tok.Value, Expires: tok.Expires.UnixNano()})
 	if err == nil {
 		err = s.db.Update(func(tx *bolt.Tx) error {
-			b, err := tx.CreateBucketIfNotExists(BoltTokenBucket)
+			b, err := s.bucket(tx, true)
 			if err != nil {
 				return err
 			}
@@ -139,7 +184,7 @@ func (s *BoltTokenStore) Drop(ctx context.Context, account, id string) (bool, er
 		return dropped, err
 	}
 	err = s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(BoltTokenBucket)
+		b, _ := s.bucket(tx, false)
 		if b == nil {
 			return nil
 		}

@@ -31,7 +31,7 @@ func openTokenDB(t *testing.T, path string) *bolt.DB {
 
 func openBoltTokens(t *testing.T, db *bolt.DB, now func() time.Time) *BoltTokenStore {
 	t.Helper()
-	s, err := OpenBoltTokenStore(db, now)
+	s, err := OpenBoltTokenStore(db, "https://upstream.test", now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestBoltTokenStoreDropsExpired(t *testing.T) {
 		t.Fatal("an expired token was loaded")
 	}
 	db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(BoltTokenBucket).Get([]byte("a")); v != nil {
+		if b := tx.Bucket(BoltTokenBucket).Bucket([]byte("https://upstream.test")); b != nil {
 			t.Error("an expired token is still in the file")
 		}
 		return nil
@@ -169,9 +169,44 @@ func TestBoltTokenStoreMalformed(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		if b, err = b.CreateBucketIfNotExists([]byte("https://upstream.test")); err != nil {
+			return err
+		}
 		return b.Put([]byte("a"), []byte("not json"))
 	})
-	if _, err := OpenBoltTokenStore(db, nil); err == nil {
+	if _, err := OpenBoltTokenStore(db, "https://upstream.test", nil); err == nil {
 		t.Fatal("OpenBoltTokenStore on a malformed entry: no error")
+	}
+}
+
+// TestBoltTokenStoreScope checks that a token is kept for the upstream
+// that issued it: opened for another upstream, the store has none (a
+// config pointing elsewhere must not send the token there), and the
+// first upstream's token is still there when the config points back.
+func TestBoltTokenStoreScope(t *testing.T) {
+	ctx := context.Background()
+	clk := fakeclock.New(shT0)
+	db := openTokenDB(t, filepath.Join(t.TempDir(), "state"))
+	real, err := OpenBoltTokenStore(db, "https://real.test", clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := Token{ID: TokenID("v"), Value: "v", Expires: shT0.Add(time.Hour)}
+	if ok, err := real.Put(ctx, "a", "", tok, time.Hour); !ok || err != nil {
+		t.Fatalf("Put = %v, %v", ok, err)
+	}
+	other, err := OpenBoltTokenStore(db, "http://127.0.0.1:1", clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := other.Get(ctx, "a"); ok {
+		t.Fatal("a store opened for another upstream has the token")
+	}
+	again, err := OpenBoltTokenStore(db, "https://real.test", clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, _ := again.Get(ctx, "a"); !ok || got.Value != "v" {
+		t.Fatalf("the upstream's own token after opening another: %+v, %v", got, ok)
 	}
 }

@@ -170,7 +170,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 		// A single node keeps its budget logs and upstream tokens in its
 		// state file, so a restart neither spends a window twice nor
 		// generates a token it already has.
-		st, err := openState(cfg.State.Dir, now, d.logger)
+		st, err := openState(cfg.State.Dir, cfg.Upstream.URL, now, d.logger)
 		if err != nil {
 			return nil, err
 		}

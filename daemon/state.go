@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -42,18 +44,19 @@ type state struct {
 }
 
 // openState opens (creating it if needed) the state file in dir and the
-// budget and token stores in it, on the clock now (nil: the wall clock). A
+// budget and token stores in it, the tokens kept for upstream (the
+// configured upstream.url), on the clock now (nil: the wall clock). A
 // file locked by another process is an error. A file that is not a
 // readable caproxy state file (corrupt, truncated, written by something
 // else) is set aside, renamed with a timestamp suffix, with a log line,
 // and a fresh one is started: a bad file must not keep caproxy from
 // starting again and again.
-func openState(dir string, now func() time.Time, logger *slog.Logger) (*state, error) {
+func openState(dir, upstream string, now func() time.Time, logger *slog.Logger) (*state, error) {
 	path := filepath.Join(dir, StateFile)
 	if err := checkStateDir(dir); err != nil {
 		return nil, err
 	}
-	st, err := loadState(path, now)
+	st, err := loadState(path, upstream, now)
 	var bad *badStateError
 	if !errors.As(err, &bad) {
 		return st, err
@@ -64,7 +67,7 @@ func openState(dir string, now func() time.Time, logger *slog.Logger) (*state, e
 	}
 	logger.Error("state file unreadable: set aside, starting with an empty one; token generations and budget calls made before are not known",
 		"file", path, "set_aside_as", aside, "err", bad.err)
-	st, err = loadState(path, now)
+	st, err = loadState(path, upstream, now)
 	if errors.As(err, &bad) {
 		return nil, fmt.Errorf("state file %s: a fresh file is unreadable: %w", path, bad.err)
 	}
@@ -78,13 +81,16 @@ func (e *badStateError) Error() string { return e.err.Error() }
 
 // loadState opens the state file at path and its stores. A
 // *badStateError says the file cannot be used as it is.
-func loadState(path string, now func() time.Time) (st *state, err error) {
+func loadState(path, upstream string, now func() time.Time) (st *state, err error) {
 	if now == nil {
 		now = time.Now
 	}
 	var db *bolt.DB
 	defer func() {
-		// bbolt trusts the file's pages; a damaged one can make it panic.
+		// bbolt trusts the file's pages: a damaged one can make it panic,
+		// and a truncated one fault (SIGBUS) on reading the mapped file,
+		// which SetPanicOnFault below turns into a panic on this goroutine.
+		// (A fault inside Open leaks its descriptor; the file is set aside.)
 		if r := recover(); r != nil {
 			err = &badStateError{fmt.Errorf("reading it failed: %v", r)}
 		}
@@ -92,6 +98,9 @@ func loadState(path string, now func() time.Time) (st *state, err error) {
 			db.Close()
 		}
 	}()
+	// Everything that reads the file first runs here, on this goroutine,
+	// so a fault on any page it uses is caught rather than fatal.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: stateLockWait})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
@@ -115,7 +124,7 @@ func loadState(path string, now func() time.Time) (st *state, err error) {
 	if st.budget, err = limit.OpenBoltStore(db, &limit.MemoryStore{Now: now}); err != nil {
 		return nil, &badStateError{err}
 	}
-	if st.tokens, err = credential.OpenBoltTokenStore(db, now); err != nil {
+	if st.tokens, err = credential.OpenBoltTokenStore(db, upstream, now); err != nil {
 		return nil, &badStateError{err}
 	}
 	return st, nil
@@ -126,6 +135,12 @@ func loadState(path string, now func() time.Time) (st *state, err error) {
 func checkStateFormat(db *bolt.DB) error {
 	var fresh bool
 	err := db.View(func(tx *bolt.Tx) error {
+		// Read every key and value on this goroutine first (see loadState);
+		// then Check, which reads on a goroutine of its own, finds the pages
+		// readable and checks their structure.
+		if err := readAll(tx.Cursor(), 0); err != nil {
+			return err
+		}
 		var damaged error
 		for err := range tx.Check() { // drained: Check's goroutine holds tx until done
 			if damaged == nil {
@@ -160,6 +175,32 @@ func checkStateFormat(db *bolt.DB) error {
 		}
 		return meta.Put(stateFormatKey, stateFormat)
 	})
+}
+
+// maxStateDepth bounds how deep readAll follows nested buckets; caproxy's
+// file nests two levels.
+const maxStateDepth = 4
+
+// readAll reads every key and value under c, following nested buckets, so
+// that a page that cannot be read faults now, where it is caught.
+func readAll(c *bolt.Cursor, depth int) error {
+	if depth > maxStateDepth {
+		return &badStateError{errors.New("buckets nested too deep: not a caproxy state file")}
+	}
+	h := crc32.NewIEEE()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		h.Write(k)
+		if v != nil {
+			h.Write(v)
+			continue
+		}
+		if b := c.Bucket().Bucket(k); b != nil {
+			if err := readAll(b.Cursor(), depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Close closes the state file.
