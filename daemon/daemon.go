@@ -262,6 +262,7 @@ func (d *Daemon) Reload(cfg *config.Config) {
 		{"admin_token", string(old.AdminToken), string(cfg.AdminToken)},
 		{"upstream", fmt.Sprint(old.Upstream), fmt.Sprint(cfg.Upstream)},
 		{"redis", fmt.Sprint(old.Redis), fmt.Sprint(cfg.Redis)},
+		{"state.dir", old.State.Dir, cfg.State.Dir},
 		{"log", fmt.Sprint(old.Log), fmt.Sprint(cfg.Log)},
 		{"limit.window", old.Limit.Window.String(), cfg.Limit.Window.String()},
 		{"routes", fmt.Sprint(old.Routes), fmt.Sprint(cfg.Routes)},
