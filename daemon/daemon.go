@@ -169,8 +169,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 	} else if cfg.State.Dir != "" {
 		// A single node keeps its budget logs and upstream tokens in its
 		// state file, so a restart neither spends a window twice nor
-		// generates a token it already has.
-		st, err := openState(cfg.State.Dir, cfg.Upstream.URL, now, d.logger)
+		// generates a token it already has. Tokens are kept per upstream
+		// address: the built-in simulator's changes with each start, and
+		// its tokens die with it.
+		st, err := openState(cfg.State.Dir, d.endpoint.String(), now, d.logger)
 		if err != nil {
 			return nil, err
 		}

@@ -45,7 +45,7 @@ type state struct {
 
 // openState opens (creating it if needed) the state file in dir and the
 // budget and token stores in it, the tokens kept for upstream (the
-// configured upstream.url), on the clock now (nil: the wall clock). A
+// upstream's base URL), on the clock now (nil: the wall clock). A
 // file locked by another process is an error. A file that is not a
 // readable caproxy state file (corrupt, truncated, written by something
 // else) is set aside, renamed with a timestamp suffix, with a log line,
