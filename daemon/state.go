@@ -208,18 +208,22 @@ func (s *state) Close() {
 	s.db.Close()
 }
 
+// stateDirHint ends every error about state.dir: its default (the config
+// file's directory) may be read-only, as a mounted config often is.
+const stateDirHint = `; set state.dir (default: the config file's directory) to a directory caproxy may write, or to "" to keep state in memory only`
+
 // checkStateDir says why dir cannot hold the state file, if it cannot.
 func checkStateDir(dir string) error {
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("state.dir: %w", err)
+		return fmt.Errorf("state.dir: %w%s", err, stateDirHint)
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("state.dir %s is not a directory", dir)
+		return fmt.Errorf("state.dir %s is not a directory%s", dir, stateDirHint)
 	}
 	f, err := os.CreateTemp(dir, ".caproxy-check-*")
 	if err != nil {
-		return fmt.Errorf("state.dir %s is not writable: %w", dir, err)
+		return fmt.Errorf("state.dir %s is not writable: %w%s", dir, err, stateDirHint)
 	}
 	f.Close()
 	os.Remove(f.Name())

@@ -251,6 +251,7 @@ state: {dir: "`+dir+`"}
 	if err != nil {
 		t.Fatal(err)
 	}
+	// miss asks for agent's AHT (a miss the first time, a hit after).
 	miss := func(d *Daemon, agent string) int {
 		px := httptest.NewServer(d.Handler())
 		defer px.Close()
@@ -270,6 +271,22 @@ state: {dir: "`+dir+`"}
 			t.Fatal(err)
 		}
 		codes := []int{miss(d, agents[0]), miss(d, agents[1])}
+		if run == 0 {
+			// Cache hits never write the file.
+			before, err := os.Stat(filepath.Join(dir, StateFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 20 {
+				if code := miss(d, agents[0]); code != http.StatusOK {
+					t.Fatalf("hit: %d", code)
+				}
+			}
+			after, _ := os.Stat(filepath.Join(dir, StateFile))
+			if !after.ModTime().Equal(before.ModTime()) || after.Size() != before.Size() {
+				t.Fatalf("20 cache hits wrote the state file (modified %v, then %v)", before.ModTime(), after.ModTime())
+			}
+		}
 		d.Close()
 		want := []int{http.StatusOK, http.StatusOK}
 		if run == 1 {
