@@ -1,16 +1,19 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/cloudagent/sim"
 )
 
 // startProxyIn starts caproxy with the config render returns, written to
@@ -127,6 +130,62 @@ func TestKillKeepsBudget(t *testing.T) {
 	if t.Failed() {
 		t.Logf("output of the restarted node:\n%s", p.out.String())
 	}
+}
+
+// TestKillMidBurst kills a single node (SIGKILL) while a burst of misses
+// is in flight, some sent, some about to be, restarts it and sends 60 more
+// distinct misses within the minute: whatever the kill interrupted, the
+// simulator sees no more than 50 calls in any minute and refuses none for
+// its limit (a slot is on disk before its call goes out).
+func TestKillMidBurst(t *testing.T) {
+	s := startSim(t, "-latency", "300ms") // answers slowly: calls stay in flight
+	c := newClient(t)
+	dir := t.TempDir()
+	cfg := proxyConfig{Upstream: s.url()}
+	p := startProxyIn(t, dir, cfg.render)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 1; i <= 80; i++ {
+		wg.Go(func() {
+			c.try(http.MethodPost, p.url(cloudagent.PathAHT), ahtBody("demo", fmt.Sprintf("agent%03d", i)), cloudagent.HeaderAPIKey, demoKey)
+		})
+	}
+	eventually(t, waitEvent, "20 calls to reach the simulator", func() bool {
+		st, err := simStats(s)
+		return err == nil && st.AHTCalls >= 20
+	}, p.process)
+	kill9(t, p.process)
+	wg.Wait()
+
+	p = startProxyIn(t, dir, cfg.render)
+	for i := 101; i <= 160; i++ {
+		c.aht(p, demoKey, "demo", fmt.Sprintf("agent%03d", i))
+	}
+	if took := time.Since(start); took >= 55*time.Second {
+		t.Fatalf("the burst, the restart and 60 calls took %v, more than the window allows judging; machine too slow", took)
+	}
+	// The simulator counts a call when it arrives (its latency comes
+	// after), so every call sent is counted by now.
+	st := s.stats(t, c)
+	if st.AHTLimited != 0 || st.LimitViolations != 0 || st.MaxArrivalsInWindow > 50 {
+		t.Errorf("simulator: %d AHT calls refused for the limit (%d violations in all), most in a window %d of %d calls; want 0, 0, at most 50",
+			st.AHTLimited, st.LimitViolations, st.MaxArrivalsInWindow, st.AHTCalls)
+	}
+	if t.Failed() {
+		t.Logf("output of the restarted node:\n%s", p.out.String())
+	}
+}
+
+// simStats reads the simulator's counters without a test to fail, for
+// polling from eventually.
+func simStats(s *simulator) (sim.Stats, error) {
+	var st sim.Stats
+	resp, err := http.Get(s.url() + sim.PathStats)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	return st, json.NewDecoder(resp.Body).Decode(&st)
 }
 
 // TestStateFileLocked starts a second single node on the state file of a
