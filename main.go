@@ -82,6 +82,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
+	if err := daemon.CheckState(cfg); err != nil {
+		fmt.Fprintln(stderr, "caproxy: bad config:", oneLine(err))
+		return 1
+	}
 	if *check {
 		if certs != nil {
 			if w := expiresSoon(certs.leaf(), time.Now()); w != "" {

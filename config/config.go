@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -105,6 +106,8 @@ type Config struct {
 	ClientAuth string `yaml:"client_auth"`
 	// Redis shares state between replicas; empty URL keeps it in memory.
 	Redis Redis `yaml:"redis"`
+	// State keeps a single node's tokens and budget logs across restarts.
+	State State `yaml:"state"`
 	// Log selects the log format and level.
 	Log Log `yaml:"log"`
 	// Routes add routes to caproxy's built-in route table, or replace a
@@ -265,6 +268,16 @@ type Redis struct {
 	Replicas int `yaml:"replicas"`
 }
 
+// State is where a single node keeps what must outlive the process: its
+// upstream tokens, its token-generation log and its budget logs. With Redis
+// configured, Redis holds them and no state file is used.
+type State struct {
+	// Dir is the directory of the state file (caproxy.state); default the
+	// config file's directory, "" to keep state in memory only. It must
+	// exist and be writable.
+	Dir string `yaml:"dir"`
+}
+
 // Enabled reports whether replicas share state through Redis.
 func (r Redis) Enabled() bool { return r.URL != "" || len(r.Addrs) > 0 }
 
@@ -316,7 +329,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return parse(path, data, os.LookupEnv)
+	return parse(path, filepath.Dir(path), data, os.LookupEnv)
 }
 
 // Parse expands ${VAR} and ${VAR:-default} in data using lookupEnv (nil
@@ -332,12 +345,15 @@ func Load(path string) (*Config, error) {
 // value is an error (references in comments are ignored). ${VAR:-default}
 // uses default when VAR is unset or empty. An unquoted value is typed by
 // what it holds after substitution (a number, a boolean; empty keeps the
-// default).
+// default). With no file there is no default state.dir: state is kept in
+// memory unless the data sets one.
 func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
-	return parse("config.yaml", data, lookupEnv)
+	return parse("config.yaml", "", data, lookupEnv)
 }
 
-func parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+// parse is Load and Parse: file names the config in problems, stateDir is
+// the default of state.dir.
+func parse(file, stateDir string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 	if lookupEnv == nil {
 		lookupEnv = func(string) (string, bool) { return "", false }
 	}
@@ -346,6 +362,7 @@ func parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		return nil, newError(file, exp.problems)
 	}
 	cfg := defaults()
+	cfg.State.Dir = stateDir
 	d := &decoder{exp: exp, lines: map[string]int{}, tainted: map[string]bool{}}
 	d.decodeDocument(cfg)
 	if !d.fatal {

@@ -64,7 +64,11 @@ func TestShippedConfig(t *testing.T) {
 		load func() (*Config, error)
 		want *Config
 	}{
-		{"Load, no env", func() (*Config, error) { return Load("../config.yaml") }, demo("demo-key")},
+		{"Load, no env", func() (*Config, error) { return Load("../config.yaml") }, func() *Config {
+			c := demo("demo-key")
+			c.State.Dir = ".." // beside the file by default
+			return c
+		}()},
 		{"Parse, key set", func() (*Config, error) {
 			return Parse(data, env(map[string]string{"CLOUDAGENT_API_KEY": "real-key"}))
 		}, demo("real-key")},

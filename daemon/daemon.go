@@ -65,7 +65,8 @@ type Daemon struct {
 	clock     limit.Clock      // nil: the wall clock
 	// tokenGuard limits upstream token generations per account.
 	tokenGuard *limit.Budget
-	// tokens shares upstream tokens between replicas; nil on a single node.
+	// tokens shares upstream tokens between replicas, or keeps a single
+	// node's in its state file; nil on a single node without one.
 	tokens credential.TokenStore
 	// endpoint and client are where token sources generate tokens.
 	endpoint *url.URL
@@ -165,6 +166,19 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 		p.RefreshLease = proxy.RedisRefreshLease(conn.Client, "caproxy:refresh:", refreshLease(cfg))
 		d.tokens = credential.NewRedisTokenStore(conn.Client, "caproxy:token:")
 		d.logger.Info("sharing budgets, upstream tokens and cache through redis", "redis", cfg.Redis)
+	} else if cfg.State.Dir != "" {
+		// A single node keeps its budget logs and upstream tokens in its
+		// state file, so a restart neither spends a window twice nor
+		// generates a token it already has. Tokens are kept per upstream
+		// address: the built-in simulator's changes with each start, and
+		// its tokens die with it.
+		st, err := openState(cfg.State.Dir, d.endpoint.String(), now, d.logger)
+		if err != nil {
+			return nil, err
+		}
+		d.closers = append(d.closers, st.Close)
+		store, d.tokens = st.budget, st.tokens
+		d.logger.Info("keeping budgets and upstream tokens in the state file", "file", st.db.Path())
 	} else {
 		mem := limit.NewMemoryStore()
 		mem.Now = now
@@ -253,6 +267,7 @@ func (d *Daemon) Reload(cfg *config.Config) {
 		{"admin_token", string(old.AdminToken), string(cfg.AdminToken)},
 		{"upstream", fmt.Sprint(old.Upstream), fmt.Sprint(cfg.Upstream)},
 		{"redis", fmt.Sprint(old.Redis), fmt.Sprint(cfg.Redis)},
+		{"state.dir", old.State.Dir, cfg.State.Dir},
 		{"log", fmt.Sprint(old.Log), fmt.Sprint(cfg.Log)},
 		{"limit.window", old.Limit.Window.String(), cfg.Limit.Window.String()},
 		{"routes", fmt.Sprint(old.Routes), fmt.Sprint(cfg.Routes)},
