@@ -45,7 +45,7 @@ type request struct {
 // (open), then a pass-through or the cached path (cache, coalesced fetch).
 func (p *Proxy) serveRoute(w http.ResponseWriter, r *http.Request, rec *record, rt *Route) {
 	rec.route = rt.Name
-	st := p.settings.Load()
+	st := p.current()
 	now := p.now()
 	var q request
 	acct := p.open(w, r, rec, rt, st, now, &q)

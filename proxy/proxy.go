@@ -76,34 +76,40 @@ type Settings struct {
 }
 
 // Proxy is an http.Handler that fronts CloudAgent. Set its fields, call
-// SetSettings, then serve; fields must not change after the first request.
+// SetSettings (until then every request is refused: no account is known),
+// then serve; fields must not change after the first request. Upstream,
+// Cache and Budget are required; every other field's zero value works.
 type Proxy struct {
 	// Upstream is CloudAgent's base URL. Required.
 	Upstream *url.URL
 	// Transport makes upstream requests; nil means http.DefaultTransport.
 	Transport http.RoundTripper
-	// Timeout bounds one upstream fetch, retries included.
+	// Timeout bounds one upstream fetch, retries included, and a whole
+	// pass-through exchange; zero means no bound of caproxy's own.
 	Timeout time.Duration
 	// MaxAnswer caps an upstream answer read whole (cached routes, AHT);
 	// a larger one is refused with 502, never cut. Zero means
 	// DefaultMaxAnswer.
 	MaxAnswer int64
-	// Cache holds AHT answers. Required.
+	// Cache holds AHT's and cached routes' answers; its clock is the
+	// proxy's. Required.
 	Cache *cache.Cache
 	// Shared, if not nil, is the cache level replicas share (Redis): asked
 	// on a local miss before any budget is spent, and given every answer
 	// the local cache stores.
 	Shared cache.Shared
-	// Budget guards upstream AHT calls per account. Required.
+	// Budget guards upstream AHT calls per account (AHT's route budget).
+	// Required: without it AHT would call CloudAgent unbounded.
 	Budget *limit.Budget
 	// Routes are the paths besides AHT and generateToken with a policy of
-	// their own (see Route).
+	// their own (see Route); nil: none, every other path passed through.
 	Routes *RouteTable
 	// RefuseUnknownPaths answers a path that is neither AHT, a token path
 	// nor in Routes with 404, instead of passing it through with the
 	// account's credentials (the default, so every CloudAgent path works).
 	RefuseUnknownPaths bool
-	// Issuer signs and checks the tokens handed out by generateToken.
+	// Issuer signs and checks the tokens handed out by generateToken; its
+	// zero value works (see credential.Issuer).
 	Issuer credential.Issuer
 	// Logger receives operational events (never secrets); nil means slog.Default().
 	Logger *slog.Logger
@@ -146,8 +152,20 @@ type Proxy struct {
 // call while serving: cache, budget and tokens are untouched.
 func (p *Proxy) SetSettings(s *Settings) { p.settings.Store(s) }
 
-// Settings returns the settings in force.
+// Settings returns the settings in force, nil before SetSettings.
 func (p *Proxy) Settings() *Settings { return p.settings.Load() }
+
+// noSettings serves requests before SetSettings: no account, so every
+// request is refused as CloudAgent refuses unknown credentials.
+var noSettings = &Settings{}
+
+// current is the settings a request is served with.
+func (p *Proxy) current() *Settings {
+	if st := p.settings.Load(); st != nil {
+		return st
+	}
+	return noSettings
+}
 
 func (p *Proxy) init() {
 	p.initOnce.Do(func() {

@@ -25,7 +25,7 @@ func (p *Proxy) serveGenerateToken(w http.ResponseWriter, r *http.Request, rec *
 		cloudagent.WriteTokenError(w, http.StatusBadRequest, "request body must be a JSON object with a string userName")
 		return
 	}
-	st := p.settings.Load()
+	st := p.current()
 	acct := st.Accounts[req.UserName]
 	if acct == nil || (st.ClientAuth && !acct.keyMatches(apiKeyOf(r))) {
 		rec.outcome = OutcomeUnauthorized
