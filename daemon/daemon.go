@@ -10,8 +10,6 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"github.com/caproxy/caproxy/accesslog"
-	"github.com/caproxy/caproxy/observe"
 	"io"
 	"log/slog"
 	"net"
@@ -25,12 +23,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/caproxy/caproxy/accesslog"
 	"github.com/caproxy/caproxy/cache"
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/cloudagent/sim"
 	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/observe"
 	"github.com/caproxy/caproxy/proxy"
 	"github.com/caproxy/caproxy/redisconn"
 	"github.com/caproxy/caproxy/refresh"

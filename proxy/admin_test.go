@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"encoding/json"
-	"github.com/caproxy/caproxy/observe"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -10,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/observe"
 	"github.com/caproxy/caproxy/proxy"
 )
 

@@ -2,11 +2,12 @@ package proxy_test
 
 import (
 	"bytes"
-	"github.com/caproxy/caproxy/accesslog"
 	"io"
 	"net/http"
 	"strconv"
 	"testing"
+
+	"github.com/caproxy/caproxy/accesslog"
 )
 
 // discardWriter is a reusable ResponseWriter, so the benchmarks measure

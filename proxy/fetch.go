@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/caproxy/caproxy/route"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/route"
 )
 
 // answer is the outcome of one coalesced fetch, shared by all its waiters.

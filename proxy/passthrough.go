@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"github.com/caproxy/caproxy/route"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -13,6 +12,7 @@ import (
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/route"
 )
 
 // upstreamCreds is what servePassThrough resolved for the reverse proxy's

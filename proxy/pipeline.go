@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/caproxy/caproxy/route"
 	"io"
 	"net/http"
 	"net/url"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/caproxy/caproxy/cache"
 	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/route"
 )
 
 // lookup returns the route serving the canonical path: AHT first, then the

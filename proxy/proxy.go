@@ -6,9 +6,6 @@ package proxy
 
 import (
 	"context"
-	"github.com/caproxy/caproxy/accesslog"
-	"github.com/caproxy/caproxy/cleanpath"
-	"github.com/caproxy/caproxy/route"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,10 +15,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caproxy/caproxy/accesslog"
 	"github.com/caproxy/caproxy/cache"
+	"github.com/caproxy/caproxy/cleanpath"
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/route"
 )
 
 // MaxBodyBytes caps every request body the proxy reads.

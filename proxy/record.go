@@ -3,14 +3,15 @@ package proxy
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"github.com/caproxy/caproxy/accesslog"
-	"github.com/caproxy/caproxy/route"
 	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/caproxy/caproxy/accesslog"
+	"github.com/caproxy/caproxy/route"
 )
 
 // RouteAHT is AHT's route name, in metrics and logs.

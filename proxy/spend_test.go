@@ -3,7 +3,6 @@ package proxy_test
 import (
 	"context"
 	"encoding/json"
-	"github.com/caproxy/caproxy/observe"
 	"net/http"
 	"net/url"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/observe"
 	"github.com/caproxy/caproxy/proxy"
 )
 

@@ -7,13 +7,13 @@ package route
 import (
 	"errors"
 	"fmt"
-	"github.com/caproxy/caproxy/cleanpath"
 	"net/http"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/caproxy/caproxy/cleanpath"
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/limit"
 )
