@@ -22,7 +22,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/caproxy/caproxy/breaker"
+	"github.com/caproxy/caproxy/redisconn/breaker"
 )
 
 // DefaultTimeout bounds each Redis call when Options.Timeout is zero: well
