@@ -55,6 +55,10 @@ var dropLua string
 
 var dropScript = redis.NewScript(dropLua)
 
+// RedisScripts returns the Lua scripts (their source) a RedisTokenStore
+// runs, for a check at connect that the Redis user may run them.
+func RedisScripts() []string { return []string{claimLua, putLua, releaseLua, dropLua} }
+
 // RedisTokenStore is a TokenStore in Redis, so that several proxy replicas
 // share one upstream token per account. Tokens are stored in clear: Redis
 // is trusted infrastructure here, as it is for the shared cache, and should

@@ -52,6 +52,10 @@ var slidingScript string
 
 var redisSliding = redis.NewScript(slidingScript)
 
+// RedisScripts returns the Lua scripts (their source) a RedisStore runs,
+// for a check at connect that the Redis user may run them.
+func RedisScripts() []string { return []string{slidingScript} }
+
 // ErrUnavailable is wrapped by the errors of a RedisStore that cannot reach
 // Redis under the Deny policy: the caller must not make the call.
 var ErrUnavailable = errors.New("limit: shared budget unavailable")
