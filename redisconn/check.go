@@ -89,6 +89,18 @@ func (c *Conn) check(ctx context.Context) error {
 	return nil
 }
 
+// refused reports whether err is Redis refusing a command for this user
+// or server (NOPERM, unknown command), as opposed to not answering or a
+// wrong password.
+func refused(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	msg := re.Error()
+	return strings.HasPrefix(msg, "NOPERM") || strings.Contains(strings.ToLower(msg), "unknown command")
+}
+
 // unusable turns what Redis answered to op into an error wrapping
 // ErrUnusable when it says the user or the server cannot do op; other
 // errors (Redis not answering) are returned as they are.

@@ -68,6 +68,9 @@ func TestUnusableRedisUser(t *testing.T) {
 		{"keys outside its pattern", []any{"~other:*", "+@all"}, "keys"},
 		{"a command the scripts call", []any{"~*", "+@all", "-zadd"}, "ZADD on key caproxy:check"},
 		{"a command the stores run", []any{"~*", "+@all", "-unlink"}, "UNLINK"},
+		{"no ping", []any{"~*", "+@all", "-ping"}, "'ping'"},
+		{"the README's least ACL without TIME", []any{"~caproxy:*", "+@read", "+@write", "+@scripting", "+@keyspace", "+ping"}, "TIME"},
+		{"the README's least ACL", []any{"~caproxy:*", "+@read", "+@write", "+@scripting", "+@keyspace", "+time", "+ping"}, ""},
 		{"everything", []any{"~*", "+@all"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -214,7 +214,14 @@ func (c *Conn) probe(ctx context.Context) error {
 	} else {
 		err = c.Client.Ping(ctx).Err()
 	}
-	if err != nil || !c.checks() {
+	if !c.checks() {
+		return err
+	}
+	if err != nil {
+		if refused(err) { // the user may not even PING
+			err = unusable("PING", err)
+			c.setUnusable(err)
+		}
 		return err
 	}
 	err = c.check(ctx)
@@ -222,12 +229,18 @@ func (c *Conn) probe(ctx context.Context) error {
 	case err == nil:
 		c.unusable.Store(nil)
 	case errors.Is(err, ErrUnusable):
-		prev := c.unusable.Swap(&err)
-		if (prev == nil || (*prev).Error() != err.Error()) && c.onUnusable != nil {
-			c.onUnusable(err)
-		}
+		c.setUnusable(err)
 	}
 	return err
+}
+
+// setUnusable records why Redis cannot be used, telling OnUnusable when
+// the reason is new.
+func (c *Conn) setUnusable(err error) {
+	prev := c.unusable.Swap(&err)
+	if (prev == nil || (*prev).Error() != err.Error()) && c.onUnusable != nil {
+		c.onUnusable(err)
+	}
 }
 
 // hook puts the breaker and the timeout in front of every command and
