@@ -102,7 +102,15 @@ func TestImage(t *testing.T) {
 	// must pass -check once the admin token is given.
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "caproxy"), bin.data, 0o755)
-	os.WriteFile(filepath.Join(dir, "config.yaml"), files["etc/caproxy/config.yaml"].data, 0o600)
+	cfg := files["etc/caproxy/config.yaml"].data
+	// The state directory is the image's /var/lib/caproxy, which this host
+	// does not have: -check (which checks it is writable) gets a temp dir.
+	if !bytes.Contains(cfg, []byte("  dir: /var/lib/caproxy\n")) {
+		t.Error("the image's config does not keep its state in /var/lib/caproxy")
+	}
+	stateDir := t.TempDir()
+	cfg = bytes.Replace(cfg, []byte("  dir: /var/lib/caproxy\n"), []byte("  dir: "+stateDir+"\n"), 1)
+	os.WriteFile(filepath.Join(dir, "config.yaml"), cfg, 0o600)
 	chk := exec.CommandContext(ctx, filepath.Join(dir, "caproxy"), "-config", filepath.Join(dir, "config.yaml"), "-check")
 	chk.Env = append(os.Environ(), "CAPROXY_ADMIN_TOKEN=image-test-admin-token")
 	if out, err := chk.CombinedOutput(); err != nil {
