@@ -61,10 +61,10 @@ func (c *canonical) value(dst, b []byte, i int) ([]byte, int) {
 		i = skipSpace(b, i+1)
 		for b[i] != '}' {
 			end := skipString(b, i)
-			m := span{start: i + 1, end: end - 1, escaped: hasBackslash(b[i+1 : end-1])}
+			m := span{start: int32(i + 1), end: int32(end - 1), escaped: hasBackslash(b[i+1 : end-1])}
 			i = skipSpace(b, end)
 			i = skipSpace(b, i+1) // past ':'
-			m.val = i
+			m.val = int32(i)
 			c.members.push(m)
 			i = skipSpace(b, skipValue(b, i))
 			if b[i] == ',' {
@@ -87,7 +87,7 @@ func (c *canonical) value(dst, b []byte, i int) ([]byte, int) {
 			m := c.members.at(k)
 			dst = appendQuoted(dst, m.name(b, buf[:]))
 			dst = append(dst, ':')
-			dst, _ = c.value(dst, b, m.val)
+			dst, _ = c.value(dst, b, int(m.val))
 		}
 		c.members.n = first
 		return append(dst, '}'), i + 1

@@ -22,6 +22,9 @@ import (
 // cost to a small fixed stack.
 const MaxDepth = 64
 
+// maxBody is the longest body Parse reads: its offsets are int32.
+const maxBody = 1<<31 - 1
+
 // Errors of Parse. Their texts are meant for the client; a syntax error
 // wraps ErrNotJSON with where and why.
 var (
@@ -30,6 +33,10 @@ var (
 	ErrNotUTF8      = errors.New("request body is not valid UTF-8")
 	ErrDuplicateKey = errors.New("request body repeats a key (or spells one in two cases)")
 	ErrTooDeep      = fmt.Errorf("request body nests arrays and objects deeper than %d levels", MaxDepth)
+	// ErrTooLarge refuses a body over 2 GiB, which Parse's offsets
+	// (32 bits, to keep its scratch small) cannot address; Read's limit
+	// keeps real bodies far below.
+	ErrTooLarge = errors.New("request body is too large")
 	// ErrNotString is wrapped by Doc.String, with the field's name, for a
 	// field that is neither a string nor null.
 	ErrNotString = errors.New("request body field must be a string")
@@ -110,13 +117,15 @@ type Doc struct {
 
 // Parse reads body as exactly one JSON value, surrounded by optional
 // space, and refuses it unless it is strict JSON (see the package doc).
-// The errors are ErrEmpty (nothing but space), a syntax error wrapping
-// ErrNotJSON, ErrNotUTF8, ErrTooDeep, and else ErrDuplicateKey; a syntax
+// The errors are ErrEmpty (nothing but space), ErrTooLarge (over 2 GiB),
+// a syntax error wrapping ErrNotJSON, ErrNotUTF8, ErrTooDeep, and else
+// ErrDuplicateKey; a syntax
 // error is reported before a repeated key found earlier, as it says more.
 // On error the Doc is zero.
 //
 // Parse allocates nothing for a body whose keys have no escapes and whose
-// objects each have at most 32 keys (the cache-hit path of AHT runs it).
+// objects together have at most 16 keys open at a time (the cache-hit
+// path of AHT runs it); more cost an allocation now and then.
 func Parse(body []byte) (Doc, error) {
 	return ParseFunc(body, nil)
 }
@@ -128,8 +137,8 @@ func Parse(body []byte) (Doc, error) {
 // caller uses what it saw only if the error is nil or ErrDuplicateKey.
 // This lets one pass serve a reader of a few fields (cache.ParseRequest).
 func ParseFunc(body []byte, member func(name []byte, v Value)) (Doc, error) {
-	s := scanner{b: body, member: member}
-	v, err := s.parse()
+	s := scanner{b: body}
+	v, err := s.parse(member)
 	if err != nil {
 		return Doc{}, err
 	}

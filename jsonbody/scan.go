@@ -17,10 +17,8 @@ type scanner struct {
 	b []byte
 	i int
 
-	member func(name []byte, v Value)
-
 	depth    int
-	inObject [MaxDepth]bool  // per open container: object (true) or array
+	inObject uint64          // bit d: the container at depth d+1 is an object (MaxDepth is 64)
 	keyStart [MaxDepth]int32 // per open object: its first key in keys
 
 	// keys holds the names of the open objects' members, for the
@@ -33,13 +31,19 @@ type scanner struct {
 }
 
 // parse checks the whole body and returns its value.
-func (s *scanner) parse() (Value, error) {
+// member, unless nil, is called for each member of a top-level object:
+// a parameter, not a field, so that the closure it usually is stays on
+// the caller's stack.
+func (s *scanner) parse(member func(name []byte, v Value)) (Value, error) {
+	if len(s.b) > maxBody {
+		return Value{}, ErrTooLarge
+	}
 	s.skipSpace()
 	if s.i == len(s.b) {
 		return Value{}, ErrEmpty
 	}
 	start := s.i
-	if err := s.value(); err != nil {
+	if err := s.value(member); err != nil {
 		return Value{}, err
 	}
 	end := s.i
@@ -82,7 +86,7 @@ func (s *scanner) syntaxError(expected string) error {
 }
 
 // value checks one JSON value at s.i and moves past it.
-func (s *scanner) value() error {
+func (s *scanner) value(member func(name []byte, v Value)) error {
 	for {
 		// A value is expected at s.i.
 		s.skipSpace()
@@ -92,7 +96,11 @@ func (s *scanner) value() error {
 				return ErrTooDeep
 			}
 			s.i++
-			s.inObject[s.depth] = c == '{'
+			if c == '{' {
+				s.inObject |= 1 << s.depth
+			} else {
+				s.inObject &^= 1 << s.depth
+			}
 			s.keyStart[s.depth] = int32(s.keys.n)
 			s.depth++
 			s.skipSpace()
@@ -102,7 +110,7 @@ func (s *scanner) value() error {
 					s.depth--
 					break
 				}
-				if err := s.objectKey(); err != nil {
+				if err := s.objectKey(member != nil); err != nil {
 					return err
 				}
 				continue
@@ -143,22 +151,22 @@ func (s *scanner) value() error {
 				return nil
 			}
 			top := s.depth - 1
-			if s.depth == 1 && s.inObject[0] && s.member != nil {
-				s.member(s.name, Value{raw: s.b[s.valStart:s.i]})
+			if s.depth == 1 && s.inObject&1 != 0 && member != nil {
+				member(s.name, Value{raw: s.b[s.valStart:s.i]})
 			}
 			s.skipSpace()
 			c := s.peek()
-			if s.inObject[top] {
+			if s.inObject&(1<<top) != 0 {
 				if c == ',' {
 					s.i++
 					s.skipSpace()
-					if err := s.objectKey(); err != nil {
+					if err := s.objectKey(member != nil); err != nil {
 						return err
 					}
 					break
 				}
 				if c != '}' {
-					return s.syntaxError("',' or '}' after an object member")
+					return s.syntaxError("',' or '}' after a field")
 				}
 				k := int(s.keyStart[top])
 				if !s.dup && s.repeated(k) {
@@ -180,8 +188,9 @@ func (s *scanner) value() error {
 	}
 }
 
-// objectKey reads a member's name and the colon after it.
-func (s *scanner) objectKey() error {
+// objectKey reads a member's name and the colon after it; decode says
+// whether a top-level name is wanted decoded.
+func (s *scanner) objectKey(decode bool) error {
 	if s.peek() != '"' {
 		return s.syntaxError("a field name")
 	}
@@ -190,8 +199,8 @@ func (s *scanner) objectKey() error {
 	if err != nil {
 		return err
 	}
-	s.keys.push(span{start: start, end: s.i - 1, escaped: !plain})
-	if !plain && s.depth == 1 && s.member != nil {
+	s.keys.push(span{start: int32(start), end: int32(s.i - 1), escaped: !plain})
+	if !plain && s.depth == 1 && decode {
 		raw = appendUnquoted(nil, raw)
 	}
 	s.skipSpace()

@@ -7,9 +7,9 @@ import "slices"
 // where its value starts. Offsets, not slices, so that the scratch that
 // holds spans has no pointers and can stay on the goroutine's stack.
 type span struct {
-	start, end int
+	start, end int32
+	val        int32
 	escaped    bool
-	val        int
 }
 
 // spanStack holds the members of the objects being read, outer objects'
@@ -17,7 +17,7 @@ type span struct {
 // flat body allocates nothing); more spill to the heap.
 type spanStack struct {
 	n     int
-	fixed [48]span
+	fixed [16]span
 	more  []span
 }
 
