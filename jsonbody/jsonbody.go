@@ -184,13 +184,12 @@ func (d Doc) Field(name string) (Value, bool) {
 // as a string. A missing field and JSON null are absent (ok false, err
 // nil); any other non-string value is an error wrapping ErrNotString.
 func (d Doc) String(name string) (v string, ok bool, err error) {
-	f, found := d.Field(name)
+	f, _ := d.Field(name)
 	switch f.Kind() {
 	case KindString:
 		s, _ := f.Text()
 		return s, true, nil
 	case KindNone, KindNull:
-		_ = found
 		return "", false, nil
 	}
 	return "", false, fmt.Errorf("%w: %s", ErrNotString, name)
