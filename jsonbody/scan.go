@@ -199,7 +199,7 @@ func (s *scanner) objectKey(decode bool) error {
 	if err != nil {
 		return err
 	}
-	s.keys.push(span{start: int32(start), end: int32(s.i - 1), escaped: !plain})
+	s.keys.push(span{start: int32(start), end: int32(s.i - 1), escaped: !plain, ascii: plain && isASCII(raw)})
 	if !plain && s.depth == 1 && decode {
 		raw = appendUnquoted(nil, raw)
 	}
@@ -223,9 +223,14 @@ func (s *scanner) repeated(first int) bool {
 	if n <= 32 {
 		var bx, by [64]byte
 		for i := first + 1; i < s.keys.n; i++ {
-			x := s.keys.at(i).name(s.b, bx[:])
+			kx := s.keys.at(i)
+			x := kx.name(s.b, bx[:])
 			for j := first; j < i; j++ {
-				if bytes.EqualFold(x, s.keys.at(j).name(s.b, by[:])) {
+				ky := s.keys.at(j)
+				if kx.ascii && ky.ascii && (len(x) != int(ky.end-ky.start) || lower(x[0]) != lower(s.b[ky.start])) {
+					continue // the common case, decided without EqualFold
+				}
+				if bytes.EqualFold(x, ky.name(s.b, by[:])) {
 					return true
 				}
 			}
@@ -244,6 +249,24 @@ func (s *scanner) repeated(first int) bool {
 		}
 	}
 	return false
+}
+
+// isASCII says whether b has no byte over 0x7f.
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// lower is c in lower case, for an ASCII letter.
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // appendFolded appends k with every rune replaced by the smallest rune of

@@ -10,6 +10,7 @@ type span struct {
 	start, end int32
 	val        int32
 	escaped    bool
+	ascii      bool // no escapes and no byte over 0x7f: folding keeps its length
 }
 
 // spanStack holds the members of the objects being read, outer objects'
