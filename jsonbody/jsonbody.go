@@ -119,9 +119,8 @@ type Doc struct {
 // space, and refuses it unless it is strict JSON (see the package doc).
 // The errors are ErrEmpty (nothing but space), ErrTooLarge (over 2 GiB),
 // a syntax error wrapping ErrNotJSON, ErrNotUTF8, ErrTooDeep, and else
-// ErrDuplicateKey; a syntax
-// error is reported before a repeated key found earlier, as it says more.
-// On error the Doc is zero.
+// ErrDuplicateKey: a syntax error is reported before a repeated key
+// found earlier, as it says more. On error the Doc is zero.
 //
 // Parse allocates nothing for a body whose keys have no escapes and whose
 // objects together have at most 16 keys open at a time (the cache-hit

@@ -22,10 +22,11 @@ var bufPool = sync.Pool{New: func() any {
 }}
 
 // Read reads r's whole body, at most limit bytes. A body declared
-// (Content-Length) or found to be longer is refused with
-// *http.MaxBytesError, and then, through http.MaxBytesReader, the server
-// closes the connection after the answer. A missing body reads as empty;
-// a body cut short is io.ErrUnexpectedEOF or the transport's error.
+// (Content-Length) longer is refused with *http.MaxBytesError before a
+// byte is read; one found longer too, and then (http.MaxBytesReader) the
+// server closes the connection after the answer. A missing or empty body
+// reads as nil; a body cut short is io.ErrUnexpectedEOF or the
+// transport's error. w may be nil (no connection to close).
 //
 // The buffer grows only as bytes arrive, never to the declared length
 // beforehand. The returned slice is the caller's; it comes from a pool,
