@@ -52,6 +52,8 @@ var parseCases = []struct {
 	{"invalid utf8 key", "{\"\xc3\":1}", ErrNotUTF8, ""},
 	{"surrogate bytes", "\"\xed\xa0\x80\"", ErrNotUTF8, ""},
 	{"repeated key", `{"a":1,"a":2}`, ErrDuplicateKey, ""},
+	{"empty key repeated", `{"":1,"":2}`, ErrDuplicateKey, ""},
+	{"empty key", `{"":1,"a":2}`, nil, `{"":1,"a":2}`},
 	{"repeated key nested", `[{"a":{"b":1,"b":2}}]`, ErrDuplicateKey, ""},
 	{"repeated key escaped", `{"a":1,"\u0061":2}`, ErrDuplicateKey, ""},
 	{"keys equal but for case", `{"userName":"a","USERNAME":"b"}`, ErrDuplicateKey, ""},

@@ -227,7 +227,7 @@ func (s *scanner) repeated(first int) bool {
 			x := kx.name(s.b, bx[:])
 			for j := first; j < i; j++ {
 				ky := s.keys.at(j)
-				if kx.ascii && ky.ascii && (len(x) != int(ky.end-ky.start) || lower(x[0]) != lower(s.b[ky.start])) {
+				if kx.ascii && ky.ascii && (len(x) != int(ky.end-ky.start) || len(x) > 0 && lower(x[0]) != lower(s.b[ky.start])) {
 					continue // the common case, decided without EqualFold
 				}
 				if bytes.EqualFold(x, ky.name(s.b, by[:])) {
