@@ -452,6 +452,28 @@ func checkParse(t *testing.T, body []byte) {
 	if err != nil || !bytes.Equal(d2.AppendCanonical(nil), got) {
 		t.Fatalf("canonical form %q is not its own canonical form (%v)", got, err)
 	}
+	// Every top-level field reads through String as encoding/json reads it.
+	m, isObject := a.(map[string]any)
+	if isObject != d.IsObject() {
+		t.Fatalf("%q: IsObject %v", body, d.IsObject())
+	}
+	for k, want := range m {
+		v, ok, err := d.String(k)
+		switch want := want.(type) {
+		case string:
+			if !ok || err != nil || v != want {
+				t.Fatalf("%q: String(%q) = %q, %v, %v; want %q", body, k, v, ok, err, want)
+			}
+		case nil:
+			if ok || err != nil {
+				t.Fatalf("%q: String(%q) of null = %q, %v, %v", body, k, v, ok, err)
+			}
+		default:
+			if ok || !errors.Is(err, ErrNotString) {
+				t.Fatalf("%q: String(%q) of %v = %q, %v, %v", body, k, want, v, ok, err)
+			}
+		}
+	}
 }
 
 // errorClass groups Parse's errors for comparison with the reference:
