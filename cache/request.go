@@ -62,40 +62,10 @@ var (
 // repeated elsewhere; one of the *NotString errors for the first
 // offending field. On error the request returned is empty.
 func ParseRequest(body []byte) (cloudagent.AHTRequest, error) {
-	var (
-		r                cloudagent.AHTRequest
-		typeErr, nameErr error
-		seen             [fieldCampaignName + 1]bool
-	)
-	_, err := jsonbody.ParseFunc(body, func(name []byte, v jsonbody.Value) {
-		f := fieldOf(name)
-		switch {
-		case f == fieldCase:
-			if nameErr == nil {
-				nameErr = ErrFieldCase
-			}
-			return
-		case f == fieldOther:
-			return
-		case seen[f]:
-			if nameErr == nil {
-				nameErr = ErrFieldRepeated
-			}
-		}
-		seen[f] = true
-		s, ok := v.Text()
-		if !ok && v.Kind() != jsonbody.KindNull && typeErr == nil {
-			typeErr = notStringErrors[f]
-		}
-		switch f {
-		case fieldUserName:
-			r.UserName = s
-		case fieldAgentID:
-			r.AgentID = s
-		case fieldCampaignName:
-			r.CampaignName = s
-		}
-	})
+	// One pass: jsonbody checks the whole body and hands over the
+	// top-level members as it meets them.
+	var f fields
+	_, err := jsonbody.ParseFunc(body, func(name []byte, v jsonbody.Value) { f.add(name, v) })
 	switch {
 	case err == nil, errors.Is(err, jsonbody.ErrDuplicateKey):
 	case errors.Is(err, jsonbody.ErrTooDeep), errors.Is(err, jsonbody.ErrNotUTF8):
@@ -103,21 +73,59 @@ func ParseRequest(body []byte) (cloudagent.AHTRequest, error) {
 	default:
 		return cloudagent.AHTRequest{}, err
 	}
-	// A field of the wrong type is reported only if the body is otherwise
-	// acceptable, as encoding/json does: a syntax error says more.
 	if !isObject(body) {
 		return cloudagent.AHTRequest{}, ErrNotObject
 	}
-	if nameErr != nil {
-		return cloudagent.AHTRequest{}, nameErr
+	return f.result(err)
+}
+
+// fields collects the three fields from an object's members.
+type fields struct {
+	r                cloudagent.AHTRequest
+	typeErr, nameErr error
+	seen             [fieldCampaignName + 1]bool
+}
+
+func (f *fields) add(name []byte, v jsonbody.Value) {
+	k := fieldOf(name)
+	switch {
+	case k == fieldCase:
+		if f.nameErr == nil {
+			f.nameErr = ErrFieldCase
+		}
+		return
+	case k == fieldOther:
+		return
+	case f.seen[k]:
+		if f.nameErr == nil {
+			f.nameErr = ErrFieldRepeated
+		}
 	}
-	if err != nil {
-		return cloudagent.AHTRequest{}, err
+	f.seen[k] = true
+	s, ok := v.Text()
+	if !ok && v.Kind() != jsonbody.KindNull && f.typeErr == nil {
+		f.typeErr = notStringErrors[k]
 	}
-	if typeErr != nil {
-		return cloudagent.AHTRequest{}, typeErr
+	switch k {
+	case fieldUserName:
+		f.r.UserName = s
+	case fieldAgentID:
+		f.r.AgentID = s
+	case fieldCampaignName:
+		f.r.CampaignName = s
 	}
-	return r, nil
+}
+
+// result is the request, or the first error: a name error, then parseErr
+// (a key repeated elsewhere), then a type error. A field of the wrong
+// type is reported last, as encoding/json does: the rest says more.
+func (f *fields) result(parseErr error) (cloudagent.AHTRequest, error) {
+	for _, err := range []error{f.nameErr, parseErr, f.typeErr} {
+		if err != nil {
+			return cloudagent.AHTRequest{}, err
+		}
+	}
+	return f.r, nil
 }
 
 // isObject says whether the body jsonbody has read is an object: its

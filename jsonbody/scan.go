@@ -122,7 +122,7 @@ func (s *scanner) value(member func(name []byte, v Value)) error {
 			}
 			continue
 		case c == '"':
-			if _, _, err := s.scanString(); err != nil {
+			if _, _, _, err := s.scanString(); err != nil {
 				return err
 			}
 		case c == 't':
@@ -195,11 +195,11 @@ func (s *scanner) objectKey(decode bool) error {
 		return s.syntaxError("a field name")
 	}
 	start := s.i + 1
-	raw, plain, err := s.scanString()
+	raw, plain, ascii, err := s.scanString()
 	if err != nil {
 		return err
 	}
-	s.keys.push(span{start: int32(start), end: int32(s.i - 1), escaped: !plain, ascii: plain && isASCII(raw)})
+	s.keys.push(span{start: int32(start), end: int32(s.i - 1), escaped: !plain, ascii: ascii})
 	if !plain && s.depth == 1 && decode {
 		raw = appendUnquoted(nil, raw)
 	}
@@ -220,17 +220,23 @@ func (s *scanner) objectKey(decode bool) error {
 // simple folding).
 func (s *scanner) repeated(first int) bool {
 	n := s.keys.n - first
+	if n < 2 {
+		return false
+	}
 	if n <= 32 {
-		var bx, by [64]byte
 		for i := first + 1; i < s.keys.n; i++ {
 			kx := s.keys.at(i)
-			x := kx.name(s.b, bx[:])
 			for j := first; j < i; j++ {
 				ky := s.keys.at(j)
-				if kx.ascii && ky.ascii && (len(x) != int(ky.end-ky.start) || len(x) > 0 && lower(x[0]) != lower(s.b[ky.start])) {
-					continue // the common case, decided without EqualFold
+				if kx.ascii && ky.ascii {
+					// The common case: ASCII folding keeps the length.
+					x, y := s.b[kx.start:kx.end], s.b[ky.start:ky.end]
+					if len(x) == len(y) && bytes.EqualFold(x, y) {
+						return true
+					}
+					continue
 				}
-				if bytes.EqualFold(x, ky.name(s.b, by[:])) {
+				if s.equalFold(kx, ky) {
 					return true
 				}
 			}
@@ -251,22 +257,11 @@ func (s *scanner) repeated(first int) bool {
 	return false
 }
 
-// isASCII says whether b has no byte over 0x7f.
-func isASCII(b []byte) bool {
-	for _, c := range b {
-		if c >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
-}
-
-// lower is c in lower case, for an ASCII letter.
-func lower(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
-	}
-	return c
+// equalFold says whether two keys, one with escapes or non-ASCII
+// bytes, are equal when case is folded.
+func (s *scanner) equalFold(x, y span) bool {
+	var bx, by [64]byte
+	return bytes.EqualFold(x.name(s.b, bx[:]), y.name(s.b, by[:]))
 }
 
 // appendFolded appends k with every rune replaced by the smallest rune of
@@ -304,7 +299,7 @@ var special = func() (t [256]bool) {
 // scanString checks the string starting at s.i (a '"') and moves past
 // it. It returns the bytes between the quotes, and plain if they are
 // already the decoded value (no escapes). Invalid UTF-8 is ErrNotUTF8.
-func (s *scanner) scanString() (raw []byte, plain bool, err error) {
+func (s *scanner) scanString() (raw []byte, plain, ascii bool, err error) {
 	b := s.b
 	start := s.i + 1
 	j := start
@@ -315,21 +310,21 @@ func (s *scanner) scanString() (raw []byte, plain bool, err error) {
 		}
 		if j >= len(b) {
 			s.i = j
-			return nil, false, s.syntaxError("a closing quote")
+			return nil, false, false, s.syntaxError("a closing quote")
 		}
 		switch c := b[j]; {
 		case c == '"':
 			s.i = j + 1
 			raw = b[start:j]
 			if high && !utf8.Valid(raw) {
-				return nil, false, ErrNotUTF8
+				return nil, false, false, ErrNotUTF8
 			}
-			return raw, !escaped, nil
+			return raw, !escaped, !escaped && !high, nil
 		case c == '\\':
 			escaped = true
 			if j+1 >= len(b) {
 				s.i = len(b)
-				return nil, false, s.syntaxError("an escape character")
+				return nil, false, false, s.syntaxError("an escape character")
 			}
 			switch b[j+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
@@ -338,17 +333,17 @@ func (s *scanner) scanString() (raw []byte, plain bool, err error) {
 				for k := j + 2; k < j+6; k++ {
 					if k >= len(b) || !isHex(b[k]) {
 						s.i = k
-						return nil, false, s.syntaxError(`four hex digits after \u`)
+						return nil, false, false, s.syntaxError(`four hex digits after \u`)
 					}
 				}
 				j += 6
 			default:
 				s.i = j + 1
-				return nil, false, s.syntaxError("a valid escape character")
+				return nil, false, false, s.syntaxError("a valid escape character")
 			}
 		case c < 0x20:
 			s.i = j
-			return nil, false, s.syntaxError("a string character, not a control character")
+			return nil, false, false, s.syntaxError("a string character, not a control character")
 		default: // c >= 0x80: checked as UTF-8 at the end
 			high = true
 			j++
