@@ -81,7 +81,7 @@ func ParseRequest(body []byte) (cloudagent.AHTRequest, error) {
 
 // fields collects the three fields from an object's members.
 type fields struct {
-	r                cloudagent.AHTRequest
+	vals             [fieldCampaignName + 1]jsonbody.Value
 	typeErr, nameErr error
 	seen             [fieldCampaignName + 1]bool
 }
@@ -102,17 +102,9 @@ func (f *fields) add(name []byte, v jsonbody.Value) {
 		}
 	}
 	f.seen[k] = true
-	s, ok := v.Text()
-	if !ok && v.Kind() != jsonbody.KindNull && f.typeErr == nil {
+	f.vals[k] = v
+	if kind := v.Kind(); kind != jsonbody.KindString && kind != jsonbody.KindNull && f.typeErr == nil {
 		f.typeErr = notStringErrors[k]
-	}
-	switch k {
-	case fieldUserName:
-		f.r.UserName = s
-	case fieldAgentID:
-		f.r.AgentID = s
-	case fieldCampaignName:
-		f.r.CampaignName = s
 	}
 }
 
@@ -125,7 +117,21 @@ func (f *fields) result(parseErr error) (cloudagent.AHTRequest, error) {
 			return cloudagent.AHTRequest{}, err
 		}
 	}
-	return f.r, nil
+	// The three strings share one allocation: on a cache hit this is
+	// the only one ParseRequest makes.
+	var buf [128]byte
+	text := buf[:0]
+	var end [fieldCampaignName + 1]int
+	for k := fieldUserName; k <= fieldCampaignName; k++ {
+		text, _ = f.vals[k].AppendText(text)
+		end[k] = len(text)
+	}
+	all := string(text)
+	return cloudagent.AHTRequest{
+		UserName:     all[:end[fieldUserName]],
+		AgentID:      all[end[fieldUserName]:end[fieldAgentID]],
+		CampaignName: all[end[fieldAgentID]:end[fieldCampaignName]],
+	}, nil
 }
 
 // isObject says whether the body jsonbody has read is an object: its
