@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"errors"
+	"unsafe"
 
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/jsonbody"
@@ -117,16 +118,21 @@ func (f *fields) result(parseErr error) (cloudagent.AHTRequest, error) {
 			return cloudagent.AHTRequest{}, err
 		}
 	}
-	// The three strings share one allocation: on a cache hit this is
-	// the only one ParseRequest makes.
-	var buf [128]byte
-	text := buf[:0]
+	// The three strings share one allocation, the only one ParseRequest
+	// makes on a cache hit. Decoding never lengthens a JSON string, so
+	// the raw lengths bound the buffer.
+	n := 0
+	for _, v := range f.vals[fieldUserName:] {
+		n += len(v.Raw())
+	}
+	text := make([]byte, 0, n)
 	var end [fieldCampaignName + 1]int
 	for k := fieldUserName; k <= fieldCampaignName; k++ {
 		text, _ = f.vals[k].AppendText(text)
 		end[k] = len(text)
 	}
-	all := string(text)
+	// text is not written again: share it rather than copy it.
+	all := unsafe.String(unsafe.SliceData(text), len(text))
 	return cloudagent.AHTRequest{
 		UserName:     all[:end[fieldUserName]],
 		AgentID:      all[end[fieldUserName]:end[fieldAgentID]],

@@ -223,6 +223,26 @@ func (s *scanner) repeated(first int) bool {
 	if n < 2 {
 		return false
 	}
+	if n <= len(s.keys.fixed) && s.keys.n <= len(s.keys.fixed) {
+		// All in the fixed array: index it directly.
+		keys := s.keys.fixed[first:s.keys.n]
+		for i := 1; i < len(keys); i++ {
+			kx := keys[i]
+			for _, ky := range keys[:i] {
+				if kx.ascii && ky.ascii {
+					// The common case: ASCII folding keeps the length.
+					if kx.end-kx.start == ky.end-ky.start && bytes.EqualFold(s.b[kx.start:kx.end], s.b[ky.start:ky.end]) {
+						return true
+					}
+					continue
+				}
+				if s.equalFold(kx, ky) {
+					return true
+				}
+			}
+		}
+		return false
+	}
 	if n <= 32 {
 		for i := first + 1; i < s.keys.n; i++ {
 			kx := s.keys.at(i)
