@@ -165,7 +165,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 		}
 		store = limit.NewRedisStore(conn.Client, "caproxy:", limit.WithOutagePolicy(policy, cfg.Redis.Replicas))
 		p.Shared = cache.NewRedisShared(conn.Client, cache.DefaultSharedPrefix, cache.WithSharedClock(c.Now), cache.WithEntryCeiling(c.MaxEntryBytes))
-		p.Redis = &proxy.RedisStatus{Up: conn.Up, Errors: conn.Errors, OnFailure: cfg.Redis.OnFailure, Replicas: cfg.Redis.Replicas}
+		p.Redis = &proxy.RedisStatus{Up: conn.Up, Unusable: conn.Unusable, Errors: conn.Errors, OnFailure: cfg.Redis.OnFailure, Replicas: cfg.Redis.Replicas}
 		p.RefreshLease = proxy.RedisRefreshLease(conn.Client, "caproxy:refresh:", refreshLease(cfg))
 		d.tokens = credential.NewRedisTokenStore(conn.Client, "caproxy:token:")
 		d.logger.Info("sharing budgets, upstream tokens and cache through redis", "redis", cfg.Redis)
@@ -384,6 +384,11 @@ func CheckRoutes(cfg *config.Config) error {
 	return err
 }
 
+// redisCommands are the commands the Redis-backed stores run outside
+// their scripts: the shared cache (GET, SET, UNLINK, SCAN), the budget
+// store's reset (DEL) and the refresh lease (SET NX).
+var redisCommands = []string{"GET", "SET", "UNLINK", "SCAN", "DEL"}
+
 // openRedis opens the Redis connection replicas share state through, with
 // a log line on each transition of its circuit breaker (go-redis's own
 // messages go to the debug log).
@@ -395,6 +400,13 @@ func openRedis(r config.Redis, logger *slog.Logger) (*redisconn.Conn, error) {
 	}
 	return redisconn.Open(redisconn.Options{
 		URL: url, Addrs: r.Addrs, MasterName: r.MasterName, Timeout: r.Timeout,
+		// What the stores run, checked at start and on every reconnect.
+		Scripts:  append(limit.RedisScripts(), credential.RedisScripts()...),
+		Commands: redisCommands,
+		Keys:     []string{"caproxy:check", cache.DefaultSharedPrefix + "check", "caproxy:token:{check}:token", "caproxy:refresh:check"},
+		OnUnusable: func(err error) {
+			logger.Error("redis answers but caproxy may not use it: grant what is missing; until then it counts as down", "redis", r, "err", err)
+		},
 		OnChange: func(up bool, err error) {
 			if up {
 				logger.Info("redis is back: shared budget, tokens and cache in use again", "redis", r)

@@ -33,6 +33,9 @@ func TestImage(t *testing.T) {
 	if _, err := exec.LookPath("make"); err != nil {
 		t.Skip("make not installed: make image is not run")
 	}
+	if out, err := exec.Command(podman, "info").CombinedOutput(); err != nil {
+		t.Skipf("podman cannot run on this machine, so the image is not built: podman info: %v\n%s", err, out)
+	}
 	tag := fmt.Sprintf("localhost/caproxy-test:%d", rand.Uint32())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -102,7 +105,15 @@ func TestImage(t *testing.T) {
 	// must pass -check once the admin token is given.
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "caproxy"), bin.data, 0o755)
-	os.WriteFile(filepath.Join(dir, "config.yaml"), files["etc/caproxy/config.yaml"].data, 0o600)
+	cfg := files["etc/caproxy/config.yaml"].data
+	// The state directory is the image's /var/lib/caproxy, which this host
+	// does not have: -check (which checks it is writable) gets a temp dir.
+	if !bytes.Contains(cfg, []byte("  dir: /var/lib/caproxy\n")) {
+		t.Error("the image's config does not keep its state in /var/lib/caproxy")
+	}
+	stateDir := t.TempDir()
+	cfg = bytes.Replace(cfg, []byte("  dir: /var/lib/caproxy\n"), []byte("  dir: "+stateDir+"\n"), 1)
+	os.WriteFile(filepath.Join(dir, "config.yaml"), cfg, 0o600)
 	chk := exec.CommandContext(ctx, filepath.Join(dir, "caproxy"), "-config", filepath.Join(dir, "config.yaml"), "-check")
 	chk.Env = append(os.Environ(), "CAPROXY_ADMIN_TOKEN=image-test-admin-token")
 	if out, err := chk.CombinedOutput(); err != nil {

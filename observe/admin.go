@@ -42,6 +42,11 @@ func Mux(p *proxy.Proxy, g prometheus.Gatherer) *http.ServeMux {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		if p.Redis != nil && p.Redis.Unusable != nil && p.Redis.Unusable() != nil {
+			// A misconfigured Redis user, not an outage: the log says which.
+			http.Error(w, "not ready: redis unusable (a permission is missing; see the log)", http.StatusServiceUnavailable)
+			return
+		}
 		if p.Degraded() {
 			// Still ready: memory serves hits and stale answers, and the
 			// outage policy decides misses.
