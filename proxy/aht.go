@@ -1,17 +1,16 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/caproxy/caproxy/cache"
 	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/jsonbody"
 	"github.com/caproxy/caproxy/limit"
 )
 
@@ -40,45 +39,6 @@ var (
 	jsonContentType = []string{"application/json"}
 )
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
-
-// maxPooledBody is the largest buffer kept in bufPool: a request waiting
-// for its body holds one, so a pooled buffer grown by one large body
-// must not be what thousands of idle connections each hold.
-const maxPooledBody = 4 << 10
-
-// putBody returns a buffer of readBody to bufPool.
-func putBody(buf *bytes.Buffer) {
-	if buf.Cap() <= maxPooledBody {
-		bufPool.Put(buf)
-	}
-}
-
-// readBody reads at most MaxBodyBytes of r's body into a pooled buffer the
-// caller must return with putBody. The buffer grows as bytes arrive, never
-// to a declared Content-Length before they do: a connection that declares
-// 64 KiB and sends nothing holds a small buffer.
-func readBody(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, error) {
-	if r.ContentLength > MaxBodyBytes {
-		return nil, &http.MaxBytesError{Limit: MaxBodyBytes}
-	}
-	buf := bufPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	var err error
-	if r.ContentLength >= 0 {
-		// The length is known and allowed: net/http ends the body there,
-		// so no limiting reader is needed (nor allocated).
-		_, err = buf.ReadFrom(r.Body)
-	} else {
-		_, err = buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-	}
-	if err != nil {
-		putBody(buf)
-		return nil, err
-	}
-	return buf, nil
-}
-
 // errorWriter writes a CloudAgent-shaped error: cloudagent.WriteError, or
 // cloudagent.WriteTokenError on the token API.
 type errorWriter func(w http.ResponseWriter, code int, msg string)
@@ -94,21 +54,22 @@ func writeBodyError(w http.ResponseWriter, err error, writeErr errorWriter) {
 }
 
 // readPost reads the body of a request that must be a POST, or answers
-// why not with writeErr and returns false. The buffer goes back with putBody.
-func readPost(w http.ResponseWriter, r *http.Request, rec *record, writeErr errorWriter) (*bytes.Buffer, bool) {
+// why not with writeErr and returns false. The caller may give the body
+// back with jsonbody.Release.
+func readPost(w http.ResponseWriter, r *http.Request, rec *record, writeErr errorWriter) ([]byte, bool) {
 	if r.Method != http.MethodPost {
 		rec.outcome = OutcomeInvalid
 		w.Header().Set("Allow", http.MethodPost)
 		writeErr(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use POST")
 		return nil, false
 	}
-	buf, err := readBody(w, r)
+	body, err := jsonbody.Read(w, r, MaxBodyBytes)
 	if err != nil {
 		rec.outcome = OutcomeInvalid
 		writeBodyError(w, err, writeErr)
 		return nil, false
 	}
-	return buf, true
+	return body, true
 }
 
 // writeAnswerError writes a failed fetch's error with writeErr (the

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/credential"
+	"github.com/caproxy/caproxy/jsonbody"
 	"github.com/caproxy/caproxy/limit"
 	"github.com/caproxy/caproxy/route"
 )
@@ -69,15 +69,23 @@ func (p *Proxy) passThrough(w http.ResponseWriter, r *http.Request, rec *record,
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
-// userNameOf returns the top-level "userName" of a JSON object, or "".
-func userNameOf(body []byte) string {
-	var v struct {
-		UserName string `json:"userName"`
+// userNameOf is pass-through's reading of a body, by the one strict
+// reader: its top-level string "userName", or "" for a body that is not
+// JSON at all (forwarded as sent: it names no account). A body that looks
+// like JSON but that JSON readers could read differently (a repeated key,
+// keys equal but for case, invalid UTF-8, nesting too deep, trailing data)
+// is an error: the account caproxy authenticates could differ from the
+// one CloudAgent reads.
+func userNameOf(body []byte) (string, error) {
+	doc, err := jsonbody.Parse(body)
+	if err != nil {
+		if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || (t[0] != '{' && t[0] != '[') {
+			return "", nil
+		}
+		return "", err
 	}
-	if json.Unmarshal(body, &v) != nil {
-		return ""
-	}
-	return v.UserName
+	name, _, _ := doc.String("userName")
+	return name, nil
 }
 
 func (p *Proxy) newReverseProxy(rt http.RoundTripper) *httputil.ReverseProxy {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/caproxy/caproxy/cache"
 	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/jsonbody"
 	"github.com/caproxy/caproxy/route"
 )
 
@@ -135,21 +136,14 @@ func (p *Proxy) open(w http.ResponseWriter, r *http.Request, rec *record, rt *Ro
 		rt.WriteError(w, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed; use "+strings.Join(rt.Methods, " or "))
 		return nil
 	}
-	var body []byte
-	var buf *bytes.Buffer
-	if r.Body != nil && r.Body != http.NoBody {
-		var err error
-		if buf, err = readBody(w, r); err != nil {
-			rec.outcome = OutcomeInvalid
-			writeBodyError(w, err, rt.WriteError)
-			return nil
-		}
-		body = buf.Bytes()
+	body, err := jsonbody.Read(w, r, MaxBodyBytes)
+	if err != nil {
+		rec.outcome = OutcomeInvalid
+		writeBodyError(w, err, rt.WriteError)
+		return nil
 	}
 	code, msg := p.readRequest(r, rt, st, now, body, q)
-	if buf != nil {
-		putBody(buf) // the readers keep copies of what they need
-	}
+	jsonbody.Release(body) // the readers keep copies of what they need
 	if msg == "" && q.userName == "" {
 		code, msg = http.StatusBadRequest, cloudagent.MsgUserNameEmpty
 	}
@@ -192,7 +186,11 @@ func (p *Proxy) readRequest(r *http.Request, rt *Route, st *Settings, now time.T
 		}
 	case route.ReadJSON:
 		canon, userName, err := canonicalJSON(body)
-		if rt.BodyMessage != "" && (errors.Is(err, errBodyNotJSON) || len(canon) == 0 || canon[0] != '{') {
+		if err != nil && !errors.Is(err, jsonbody.ErrNotJSON) {
+			// JSON that readers could read differently: say why.
+			return http.StatusBadRequest, err.Error()
+		}
+		if rt.BodyMessage != "" && (err != nil || len(canon) == 0 || canon[0] != '{') {
 			return http.StatusBadRequest, rt.BodyMessage
 		}
 		if err != nil {
@@ -225,8 +223,9 @@ func (p *Proxy) readRequest(r *http.Request, rt *Route, st *Settings, now time.T
 			q.body = bytes.Clone(body)
 			r.Body = io.NopCloser(bytes.NewReader(q.body))
 			r.ContentLength = int64(len(q.body))
-			if len(q.body) > 0 {
-				bodyUser = userNameOf(q.body)
+			var err error
+			if bodyUser, err = userNameOf(q.body); err != nil {
+				return http.StatusBadRequest, err.Error()
 			}
 		}
 		userName := r.URL.Query().Get("userName")
