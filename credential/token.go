@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -510,9 +509,9 @@ func (ts *TokenSource) fetch(ctx context.Context) (string, error) {
 		}
 	}
 	msg, _ := cloudagent.ErrorMessage(answer)
-	if ts.APIKey != "" {
-		msg = strings.ReplaceAll(msg, ts.APIKey, redacted)
-	}
+	// An upstream may echo the key in any case or escaped; the message goes
+	// into client answers and logs.
+	msg = Redact(msg, ts.APIKey)
 	return "", &UpstreamError{UserName: ts.UserName, StatusCode: resp.StatusCode, Message: msg}
 }
 
