@@ -167,6 +167,14 @@ func (ts *TokenSource) obtain(ctx context.Context) sharedResult {
 			continue
 		case cl.Hold.For > 0:
 			until := now.Add(cl.Hold.For)
+			if cl.Hold.Recovering {
+				// Continue the run of refused fresh tokens where the
+				// replica that saw the last one left it, so the next
+				// pause here is as long as it would be there.
+				ts.mu.Lock()
+				ts.refused = max(ts.refused, cl.Hold.Refused)
+				ts.mu.Unlock()
+			}
 			ts.logger().Debug("not generating upstream token: another replica's generation failed", "account", ts.UserName, "retry_at", until)
 			return sharedResult{tok: keep, err: ts.heldError(cl.Hold, until), retryAt: until}
 		}
@@ -286,6 +294,9 @@ func (ts *TokenSource) gaveUp(cause error) error {
 
 // heldError is the error of a round that found another replica's hold.
 func (ts *TokenSource) heldError(h Hold, until time.Time) error {
+	if h.Recovering {
+		return &RecoveringError{UserName: ts.UserName, RetryAt: until, Refused: h.Refused}
+	}
 	if h.Limited {
 		return &GenerationLimitError{UserName: ts.UserName, NextFree: until}
 	}
@@ -306,20 +317,46 @@ func (ts *TokenSource) rejectShared(handle string) {
 		return
 	}
 	ts.rejected = handle
+	var pause time.Duration
+	var fresh bool
 	if ts.token != "" && handle == ts.handle {
+		pause, fresh = ts.noteRefusalLocked(handle, ts.now())
 		ts.token, ts.handle, ts.expires = "", "", time.Time{}
 	}
+	retryAt, n := ts.retryAt, ts.refused
 	ts.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
+	if fresh {
+		ts.logPause(pause, retryAt, n)
+		ts.holdOthers(ctx, handle, pause, n)
+	}
 	dropped, err := ts.Shared.Drop(ctx, ts.UserName, handle)
 	switch {
 	case err != nil:
 		// The next round still replaces it: it never uses a token it saw
 		// rejected, and claims to replace it.
 		ts.logger().Warn("could not drop rejected upstream token from the shared store", "account", ts.UserName, "err", err)
-	case dropped:
+	case dropped && !fresh:
 		ts.logger().Info("upstream token rejected; the next call generates a new one", "account", ts.UserName, "token_id", handle)
+	}
+}
+
+// holdOthers extends a recovery pause to every replica: while the refused
+// token is still the store's and nobody claims its replacement, it claims
+// it, drops the token and gives the claim up leaving a hold for pause, so
+// no replica generates in between. Otherwise another replica got there
+// first: it is generating, or has dropped the token (and held the others).
+func (ts *TokenSource) holdOthers(ctx context.Context, handle string, pause time.Duration, refused int) {
+	cl, err := ts.Shared.Claim(ctx, ts.UserName, ts.owner, handle, claimLease)
+	if err == nil && cl.Won {
+		if _, err = ts.Shared.Drop(ctx, ts.UserName, handle); err == nil {
+			err = ts.Shared.Release(ctx, ts.UserName, ts.owner, Hold{For: pause, Recovering: true, Refused: refused,
+				Message: "upstream refused a freshly generated token"})
+		}
+	}
+	if err != nil {
+		ts.logger().Warn("could not share the token generation pause", "account", ts.UserName, "err", err)
 	}
 }

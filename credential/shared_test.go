@@ -228,6 +228,11 @@ func TestSharedRejectRegeneratesOnce(t *testing.T) {
 	e := newShEnv(t, false)
 	rs := e.replicas(4)
 	h1, tok1 := sameToken(t, applyAll(rs, 8, nil))
+	// The token worked: its refusal now is a token that ended, replaced at
+	// once (a fresh token's refusal pauses generation instead).
+	for _, ts := range rs {
+		ts.Accept(h1)
+	}
 
 	rejecting := rs[:2]
 	h2, tok2 := sameToken(t, applyAll(rejecting, 50, func(_ int, ts *TokenSource) { ts.Reject(h1) }))
@@ -354,6 +359,7 @@ func TestSharedFailureHoldsOtherReplicas(t *testing.T) {
 			limit.WithPrefix("tokengen:"), limit.WithClock(e.clk))
 		rs := e.replicas(3)
 		h1, _ := shApply(t, rs[0])
+		rs[0].Accept(h1) // a working token: replaced at once when refused
 		rs[0].Reject(h1)
 
 		_, err := rs[1].Apply(context.Background(), http.Header{})
@@ -453,6 +459,7 @@ func TestSharedStoreDown(t *testing.T) {
 	if h, tok := shApply(t, ts); h != h1 || tok != tok1 {
 		t.Fatal("store down: the current token was not kept")
 	}
+	ts.Accept(h1) // a working token: replaced at once when refused
 	ts.Reject(h1)
 	_, err := ts.Apply(context.Background(), http.Header{})
 	if err == nil || !strings.Contains(err.Error(), "shared token store unavailable") {
@@ -582,6 +589,12 @@ func TestTokenStores(t *testing.T) {
 			drop("a", tok1.ID, true)
 			get("a", Token{}, false)
 			drop("a", tok1.ID, false)
+
+			// A recovery hold keeps its kind and count.
+			recov := Hold{For: time.Hour, Recovering: true, Refused: 3, Message: "fresh token refused"}
+			claim("r", "o1", "", time.Minute, won)
+			release("r", "o1", recov)
+			claim("r", "o2", "", time.Minute, Claim{Hold: recov})
 
 			// With nobody claiming and no token, anyone may store; not
 			// over a token.

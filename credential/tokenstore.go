@@ -52,6 +52,12 @@ type Hold struct {
 	// Limited says the generation guard was spent (ErrGenerationLimit); else
 	// the upstream or the network failed.
 	Limited bool
+	// Recovering says CloudAgent refused a freshly generated token, so
+	// generation pauses (ErrRecovering).
+	Recovering bool
+	// Refused is, when Recovering, how many fresh tokens were refused in a
+	// row, so every replica's next pause grows from the same count.
+	Refused int
 	// Message is the failure as the failing replica saw it, for the errors of
 	// the others. It never holds a secret (no error of this package does).
 	Message string

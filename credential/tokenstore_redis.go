@@ -5,19 +5,22 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Values of a claim key: "=" + owner while an owner holds it, "!L" or "!F"
-// + message during a hold (L: the guard was spent; F: another failure). The
+// Values of a claim key: "=" + owner while an owner holds it, "!L", "!R" or
+// "!F" + message during a hold (L: the guard was spent; R: a fresh token was
+// refused; F: another failure). The
 // marks keep any owner string apart from a hold.
 const (
 	claimOwnerMark   = "="
 	claimHoldMark    = "!"
 	holdLimitedMark  = "L"
 	holdFailedMark   = "F"
+	holdRecoverMark  = "R"
 	maxHoldMessage   = 512 // bytes of a hold's message kept in Redis
 	minRedisDuration = time.Millisecond
 )
@@ -161,10 +164,16 @@ func (s *RedisTokenStore) Claim(ctx context.Context, account, owner, seen string
 // holdValue encodes hold as a claim key's value.
 func holdValue(h Hold) string {
 	mark := holdFailedMark
-	if h.Limited {
+	switch {
+	case h.Limited:
 		mark = holdLimitedMark
+	case h.Recovering:
+		mark = holdRecoverMark
 	}
 	msg := h.Message
+	if h.Recovering && !h.Limited {
+		msg = strconv.Itoa(h.Refused) + " " + msg
+	}
 	if len(msg) > maxHoldMessage {
 		msg = msg[:maxHoldMessage]
 	}
@@ -176,7 +185,13 @@ func parseHold(value string, left time.Duration) Hold {
 	h := Hold{For: left}
 	if len(value) >= 2 {
 		h.Limited = value[1:2] == holdLimitedMark
+		h.Recovering = value[1:2] == holdRecoverMark
 		h.Message = value[2:]
+		if h.Recovering {
+			n, msg, _ := strings.Cut(h.Message, " ")
+			h.Refused, _ = strconv.Atoi(n)
+			h.Message = msg
+		}
 	}
 	return h
 }
