@@ -120,10 +120,12 @@ func (ts *TokenSource) obtain(ctx context.Context) sharedResult {
 		if err != nil {
 			return ts.storeFailed(ctx, err)
 		}
-		if !ok {
-			if tok, put := ts.putBack(ctx); put {
-				return sharedResult{tok: tok}
-			}
+		var stored *Token
+		if ok {
+			stored = &cur
+		}
+		if tok, put := ts.putBack(ctx, stored); put {
+			return sharedResult{tok: tok}
 		}
 		now := ts.now()
 		ts.mu.Lock()
@@ -191,11 +193,14 @@ func (ts *TokenSource) obtain(ctx context.Context) sharedResult {
 
 // putBack puts this replica's copy of the token into a store that has
 // none (Redis restarted empty, or came back after an outage without its
-// data), so the replicas keep the token they share instead of generating a
-// new one that would log every copy out. A copy this replica saw rejected,
-// or one due for refresh, is not put back; Put stores only while nobody
-// holds the claim to generate.
-func (ts *TokenSource) putBack(ctx context.Context) (Token, bool) {
+// data), or that has an older one than this copy (another replica, holding
+// a token this one's generation superseded, put it back first after the
+// data loss), so the replicas keep the newest token instead of generating
+// a new one that would log every copy out. A copy this replica saw
+// rejected, or one due for refresh, is not put back; Put stores only while
+// nobody holds the claim to generate, and only the newest token the
+// account had (its epoch), so a superseded copy loses to its successor.
+func (ts *TokenSource) putBack(ctx context.Context, stored *Token) (Token, bool) {
 	ts.mu.Lock()
 	tok := Token{ID: ts.handle, Value: ts.token, Expires: ts.expires}
 	rejected := ts.rejected
@@ -204,11 +209,19 @@ func (ts *TokenSource) putBack(ctx context.Context) (Token, bool) {
 	if tok.Value == "" || tok.ID == rejected || !now.Before(tok.Expires.Add(-ts.refreshBefore())) {
 		return Token{}, false
 	}
-	stored, err := ts.Shared.Put(ctx, ts.UserName, ts.owner, tok, tok.Expires.Sub(now))
-	if err != nil || !stored {
+	if stored != nil && !tok.Expires.After(stored.Expires) {
 		return Token{}, false
 	}
-	ts.logger().Info("shared token store had no upstream token; put this replica's back", "account", ts.UserName, "token_id", tok.ID)
+	put, err := ts.Shared.Put(ctx, ts.UserName, ts.owner, tok, tok.Expires.Sub(now))
+	if err != nil || !put {
+		return Token{}, false
+	}
+	if stored != nil {
+		ts.logger().Info("shared token store had an older upstream token than this replica's; put this replica's back",
+			"account", ts.UserName, "token_id", tok.ID, "replaced_token_id", stored.ID)
+	} else {
+		ts.logger().Info("shared token store had no upstream token; put this replica's back", "account", ts.UserName, "token_id", tok.ID)
+	}
 	return tok, true
 }
 

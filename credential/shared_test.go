@@ -596,11 +596,25 @@ func TestTokenStores(t *testing.T) {
 			release("r", "o1", recov)
 			claim("r", "o2", "", time.Minute, Claim{Hold: recov})
 
-			// With nobody claiming and no token, anyone may store; not
-			// over a token.
+			// With nobody claiming and no token, anyone may store; over a
+			// token only a newer one (a replica's copy after the store lost
+			// its data), never an older one (a superseded token).
 			put("c", "anyone", tok1, time.Hour, true)
-			put("c", "anyone", tok2, time.Hour, false)
+			put("c", "anyone", tok1, time.Hour, false)
 			get("c", tok1, true)
+			put("c", "anyone", tok2, time.Hour, true)
+			put("c", "anyone", tok1, time.Hour, false)
+			get("c", tok2, true)
+			// A dropped token is never put back; a newer one may be.
+			if dropped, err := s.Drop(ctx, "c", tok2.ID); err != nil || !dropped {
+				t.Fatalf("Drop = %v, %v", dropped, err)
+			}
+			put("c", "anyone", tok2, time.Hour, false)
+			put("c", "anyone", tok1, time.Hour, false)
+			get("c", Token{}, false)
+			tok3 := Token{ID: TokenID("tok-3"), Value: "tok-3", Expires: shT0.Add(3 * time.Hour)}
+			put("c", "anyone", tok3, time.Hour, true)
+			get("c", tok3, true)
 
 			// Leases, holds and tokens lapse.
 			claim("d", "dead", "", shortLease, won)

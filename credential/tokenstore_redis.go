@@ -25,6 +25,13 @@ const (
 	minRedisDuration = time.Millisecond
 )
 
+// olderLua defines older(a, b): whether expiry a (Unix ns, a decimal
+// string) is before b. Compared as strings, not numbers: Lua's doubles
+// cannot hold nanoseconds exactly.
+const olderLua = `
+local function older(a, b) return #a < #b or (#a == #b and a < b) end
+`
+
 // claimScript is Claim. KEYS: token, claim. ARGV: marked owner, seen ID,
 // lease in ms. Returns {state, hold value, hold ms left}; state 0 busy,
 // 1 won, 2 changed, 3 held.
@@ -43,18 +50,34 @@ end
 return {0, '', 0}
 `)
 
-// putScript is Put. KEYS: token, claim. ARGV: marked owner, value, expiry
-// (Unix ns), ID, keep in ms. Returns 1 if stored.
-var putScript = redis.NewScript(`
+// putScript is Put. KEYS: token, claim, epoch. ARGV: marked owner, value,
+// expiry (Unix ns), ID, keep in ms. Returns 1 if stored.
+//
+// The claim holder always stores. Anyone else (a replica putting its copy
+// back) stores only a token newer than the newest the account had: the
+// epoch's, else the stored token's; or the epoch's own token, not dropped,
+// when its token key is gone (evicted). So a replica's superseded copy
+// never replaces its successor.
+var putScript = redis.NewScript(olderLua + `
 local holder = redis.call('GET', KEYS[2])
-if holder == ARGV[1] or ((not holder) and redis.call('EXISTS', KEYS[1]) == 0) then
-	redis.call('DEL', KEYS[1])
-	redis.call('HSET', KEYS[1], 'v', ARGV[2], 'e', ARGV[3], 'id', ARGV[4])
-	redis.call('PEXPIRE', KEYS[1], ARGV[5])
-	if holder then redis.call('DEL', KEYS[2]) end
-	return 1
+local ok = holder == ARGV[1]
+if not holder then
+	local ep = redis.call('HMGET', KEYS[3], 'e', 'id', 'dead')
+	local cur = redis.call('HGET', KEYS[1], 'e')
+	if ep[1] then
+		ok = older(ep[1], ARGV[3]) or (ep[1] == ARGV[3] and ep[2] == ARGV[4] and not ep[3] and not cur)
+	else
+		ok = (not cur) or older(cur, ARGV[3])
+	end
 end
-return 0
+if not ok then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[2], 'e', ARGV[3], 'id', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('DEL', KEYS[3])
+redis.call('HSET', KEYS[3], 'e', ARGV[3], 'id', ARGV[4])
+if holder then redis.call('DEL', KEYS[2]) end
+return 1
 `)
 
 // releaseScript is Release. KEYS: claim. ARGV: marked owner, hold value,
@@ -69,8 +92,12 @@ end
 return 1
 `)
 
-// dropScript is Drop. KEYS: token. ARGV: ID. Returns 1 if dropped.
+// dropScript is Drop. KEYS: token, epoch. ARGV: ID. Returns 1 if dropped.
+// The epoch remembers the drop, so the token is never put back.
 var dropScript = redis.NewScript(`
+if redis.call('HGET', KEYS[2], 'id') == ARGV[1] then
+	redis.call('HSET', KEYS[2], 'dead', '1')
+end
 if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then
 	redis.call('DEL', KEYS[1])
 	return 1
@@ -83,11 +110,16 @@ return 0
 // is trusted infrastructure here, as it is for the shared cache, and should
 // be reachable only by the replicas (password, TLS, private network).
 //
-// An account has two keys, hash-tagged by account so a cluster keeps them
+// An account has three keys, hash-tagged by account so a cluster keeps them
 // in one slot: prefix+"{account}:token", a hash of the token's value (v),
 // expiry in Unix nanoseconds (e) and ID (id), set to expire with the token;
-// and prefix+"{account}:claim", the generator's claim or a hold after a
-// failure, set to expire with its lease or hold. Every operation that reads
+// prefix+"{account}:claim", the generator's claim or a hold after a
+// failure, set to expire with its lease or hold; and prefix+"{account}:epoch",
+// the expiry (e) and ID (id) of the newest token stored and whether it was
+// dropped (dead), kept without expiry (a few bytes per account) so that
+// when the token key is evicted a replica's older copy is not put back in
+// its place. The expiry serves as the generation time: every replica
+// counts a token's life from its generation with the same TTL. Every operation that reads
 // and writes is one Lua script, so it is atomic. Leases, holds and key
 // lifetimes run on the Redis server's clock.
 type RedisTokenStore struct {
@@ -105,7 +137,7 @@ func NewRedisTokenStore(client redis.UniversalClient, prefix string) *RedisToken
 
 func (s *RedisTokenStore) keys(account string) []string {
 	base := s.prefix + "{" + account + "}:"
-	return []string{base + "token", base + "claim"}
+	return []string{base + "token", base + "claim", base + "epoch"}
 }
 
 // millis returns d in whole milliseconds, rounded up and at least one, as
@@ -135,7 +167,7 @@ func (s *RedisTokenStore) Get(ctx context.Context, account string) (Token, bool,
 
 // Claim elects owner the generator; see TokenStore.
 func (s *RedisTokenStore) Claim(ctx context.Context, account, owner, seen string, lease time.Duration) (Claim, error) {
-	v, err := claimScript.Run(ctx, s.client, s.keys(account), claimOwnerMark+owner, seen, millis(lease)).Slice()
+	v, err := claimScript.Run(ctx, s.client, s.keys(account)[:2], claimOwnerMark+owner, seen, millis(lease)).Slice()
 	if err != nil {
 		return Claim{}, fmt.Errorf("credential: redis token store: claim %q: %w", account, err)
 	}
@@ -212,7 +244,7 @@ func (s *RedisTokenStore) Release(ctx context.Context, account, owner string, ho
 	if hold.For > 0 {
 		ms = millis(hold.For)
 	}
-	err := releaseScript.Run(ctx, s.client, s.keys(account)[1:], claimOwnerMark+owner, holdValue(hold), ms).Err()
+	err := releaseScript.Run(ctx, s.client, s.keys(account)[1:2], claimOwnerMark+owner, holdValue(hold), ms).Err()
 	if err != nil {
 		return fmt.Errorf("credential: redis token store: release %q: %w", account, err)
 	}
@@ -221,7 +253,8 @@ func (s *RedisTokenStore) Release(ctx context.Context, account, owner string, ho
 
 // Drop deletes account's token if it is still id; see TokenStore.
 func (s *RedisTokenStore) Drop(ctx context.Context, account, id string) (bool, error) {
-	n, err := dropScript.Run(ctx, s.client, s.keys(account)[:1], id).Int64()
+	k := s.keys(account)
+	n, err := dropScript.Run(ctx, s.client, []string{k[0], k[2]}, id).Int64()
 	if err != nil {
 		return false, fmt.Errorf("credential: redis token store: drop %q: %w", account, err)
 	}
