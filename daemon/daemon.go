@@ -164,6 +164,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 		p.Redis = &proxy.RedisStatus{Up: conn.Up, Errors: conn.Errors, OnFailure: cfg.Redis.OnFailure, Replicas: cfg.Redis.Replicas}
 		p.RefreshLease = proxy.RedisRefreshLease(conn.Client, "caproxy:refresh:", refreshLease(cfg))
 		d.tokens = credential.NewRedisTokenStore(conn.Client, "caproxy:token:")
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		credential.CheckEvictionPolicy(pctx, conn.Client, d.logger) // warns unless noeviction
+		pcancel()
 		d.logger.Info("sharing budgets, upstream tokens and cache through redis", "redis", cfg.Redis)
 	} else {
 		mem := limit.NewMemoryStore()
