@@ -100,8 +100,8 @@ func TestFreshTokenRefusedPausesGeneration(t *testing.T) {
 			if n := strings.Count(e.logs.String(), "pausing token generation"); int64(n) != e.ts.RecoveryPauses() {
 				t.Errorf("%d pause log lines for %d pauses:\n%s", n, e.ts.RecoveryPauses(), e.logs)
 			}
-			if e.ts.Ready() {
-				t.Error("Ready during a pause with no token = true")
+			if !e.ts.Ready() {
+				t.Error("Ready during a recovery pause = false; a load balancer would drop this replica's hits too")
 			}
 			spent := e.gens()
 

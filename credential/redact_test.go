@@ -98,3 +98,30 @@ func TestUpstreamEchoOfKeyIsRedacted(t *testing.T) {
 		})
 	}
 }
+
+// TestSourceRedactsKeyAndTokens checks the Redact methods the proxy uses on
+// upstream text: a TokenSource hides its key and its current and replaced
+// tokens, an APIKey itself.
+func TestSourceRedactsKeyAndTokens(t *testing.T) {
+	e := newEnv(t, 10, nil)
+	h1, tok1 := e.apply(t)
+	e.ts.Accept(h1)
+	e.ts.Reject(h1)
+	_, tok2 := e.apply(t)
+	for _, in := range []string{
+		"key " + strings.ToUpper(demoKey),
+		"old token " + url.QueryEscape(strings.ToUpper(tok1)),
+		"token " + tok2,
+		"path /x/" + url.PathEscape(demoKey),
+	} {
+		got := e.ts.Redact(in)
+		low := strings.ToLower(got)
+		if !strings.Contains(got, redacted) || strings.Contains(low, strings.ToLower(demoKey)) ||
+			strings.Contains(low, strings.ToLower(tok1)) || strings.Contains(low, strings.ToLower(tok2)) {
+			t.Errorf("TokenSource.Redact(%q) = %q", in, got)
+		}
+	}
+	if got := APIKey(demoKey).Redact("x " + strings.ToLower(demoKey)); got != "x "+redacted {
+		t.Errorf("APIKey.Redact = %q", got)
+	}
+}

@@ -94,6 +94,7 @@ func (ts *TokenSource) syncShared(ctx context.Context, f *flight) {
 	if !r.storeDown {
 		// The store is the truth: follow it, also when it has no token.
 		ts.token, ts.handle, ts.expires = r.tok.Value, r.tok.ID, r.tok.Expires
+		ts.rememberLocked(r.tok.Value)
 	}
 	ts.checked = ts.now()
 	if r.err == nil {

@@ -63,6 +63,8 @@ const (
 	// per pause, three in the first 35 s.
 	minRecoveryPause = 5 * time.Second
 	maxRecoveryPause = 4 * time.Minute
+	// recentTokens is how many of the last tokens Redact hides.
+	recentTokens = 4
 )
 
 // ErrGenerationLimit is matched (errors.Is) by the error Apply returns when a
@@ -249,6 +251,9 @@ type TokenSource struct {
 	// pause; accepted is the handle of the last token seen accepted.
 	refused  int
 	accepted string
+	// recent are the last tokens held, for Redact: an upstream may echo a
+	// token in a message after it was replaced.
+	recent [recentTokens]string
 	// With Shared, token is the local copy of the store's token and handle
 	// its ID; these two serve Shared only.
 	checked  time.Time // when the local copy was last read from Shared
@@ -499,8 +504,9 @@ func (ts *TokenSource) Suspect(handle string) {
 
 // Ready reports whether Apply can be expected to succeed: a usable token is
 // held, or no generation has failed since the last success, or the backoff
-// after a failure has passed so the next Apply tries again. It makes no
-// upstream call.
+// after a failure has passed so the next Apply tries again, or the failure
+// is the shared store's or a recovery pause (see the comment inside). It
+// makes no upstream call.
 func (ts *TokenSource) Ready() bool {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
@@ -509,8 +515,12 @@ func (ts *TokenSource) Ready() bool {
 		return true
 	}
 	// A shared store that is down is an outage of its own (reported as
-	// degraded); this replica still serves what its memory holds.
-	return ts.lastErr == nil || !now.Before(ts.retryAt) || errors.Is(ts.lastErr, ErrStoreUnavailable)
+	// degraded); this replica still serves what its memory holds. So does
+	// a replica pausing after refused fresh tokens: every replica pauses
+	// together, and a load balancer that dropped them all would drop their
+	// hits and stale answers too.
+	return ts.lastErr == nil || !now.Before(ts.retryAt) || errors.Is(ts.lastErr, ErrStoreUnavailable) ||
+		errors.Is(ts.lastErr, ErrRecovering)
 }
 
 // Generations returns how many tokens this source has generated.
@@ -540,6 +550,7 @@ func (ts *TokenSource) generate(ctx context.Context, f *flight) {
 		}
 		ts.seq++
 		ts.token, ts.handle = token, strconv.FormatUint(ts.seq, 10)
+		ts.rememberLocked(token)
 		// Counted from before the call went out, so we never believe a
 		// token lives longer than CloudAgent does.
 		ts.expires = start.Add(ts.ttl())
@@ -632,6 +643,27 @@ func (ts *TokenSource) fetch(ctx context.Context) (string, error) {
 	// into client answers and logs.
 	msg = Redact(msg, ts.APIKey)
 	return "", &UpstreamError{UserName: ts.UserName, StatusCode: resp.StatusCode, Message: msg}
+}
+
+// rememberLocked adds token to the recent tokens Redact hides; ts.mu must
+// be held.
+func (ts *TokenSource) rememberLocked(token string) {
+	if token == "" || token == ts.recent[0] {
+		return
+	}
+	copy(ts.recent[1:], ts.recent[:])
+	ts.recent[0] = token
+}
+
+// Redact returns s with the account's apiKey and the last tokens this
+// source held hidden, in any case and escaped form (see the package
+// function Redact). Use it on upstream text (an error message, a body
+// logged) before it reaches a client's answer or a log line.
+func (ts *TokenSource) Redact(s string) string {
+	ts.mu.Lock()
+	secrets := append([]string{ts.APIKey}, ts.recent[:]...)
+	ts.mu.Unlock()
+	return Redact(s, secrets...)
 }
 
 // String names the account only.
