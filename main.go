@@ -73,13 +73,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "caproxy: bad config: routes:", oneLine(err))
 		return 1
 	}
+	// The certificate and key are checked here, not by package config,
+	// so that -check and the start refuse the same files.
+	var certs *servedCert
+	if cfg.TLS.Enabled() {
+		if certs, err = newServedCert(cfg.TLS, time.Now()); err != nil {
+			fmt.Fprintln(stderr, "caproxy: bad config:", oneLine(err))
+			return 1
+		}
+	}
+	if err := daemon.CheckState(cfg); err != nil {
+		fmt.Fprintln(stderr, "caproxy: bad config:", oneLine(err))
+		return 1
+	}
 	if *check {
+		if certs != nil {
+			if w := expiresSoon(certs.leaf(), time.Now()); w != "" {
+				fmt.Fprintln(stderr, "caproxy: warning:", w)
+			}
+		}
 		fmt.Fprintln(stderr, "caproxy: config ok:", *path)
 		return 0
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, *path, cfg, hup, stderr); err != nil {
+	if err := serve(ctx, *path, cfg, certs, hup, stderr); err != nil {
 		fmt.Fprintln(stderr, "caproxy:", oneLine(err))
 		return 1
 	}
@@ -102,6 +120,8 @@ func runSim(args []string, stderr io.Writer) int {
 	limit := fs.Int("limit", 0, "AHT calls per account per window (0: CloudAgent's 50)")
 	window := fs.Duration("window", 0, "trailing window of the limit (0: 60s)")
 	delay := fs.Duration("delay", 0, "one-way network delay: a call is counted and answered this long after it is received")
+	seed := fs.Int64("seed", 0, "seed of the generated call records and summaries (the same seed, the same answers)")
+	callsPerAgent := fs.Int("calls-per-agent", sim.DefaultCallsPerAgent, fmt.Sprintf("calls each agent makes a day in the generated CDRs (0 to %d; 50 agents x 100 calls is a busy day of megabytes)", sim.MaxCallsPerAgent))
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -109,7 +129,16 @@ func runSim(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "caproxy sim: unexpected argument %q (usage: caproxy sim -listen ADDR [flags])\n", fs.Arg(0))
 		return 2
 	}
-	opts := sim.Options{Latency: *latency, ErrorRate: *errorRate, Limit: *limit, Window: *window, Delay: *delay}
+	if *callsPerAgent < 0 || *callsPerAgent > sim.MaxCallsPerAgent {
+		fmt.Fprintf(stderr, "caproxy sim: -calls-per-agent %d is not between 0 and %d\n", *callsPerAgent, sim.MaxCallsPerAgent)
+		return 2
+	}
+	perDay := *callsPerAgent
+	if perDay == 0 {
+		perDay = -1 // Options: 0 is the default, negative none
+	}
+	opts := sim.Options{Latency: *latency, ErrorRate: *errorRate, Limit: *limit, Window: *window, Delay: *delay,
+		Seed: *seed, CallsPerAgent: perDay}
 	if *data != "" {
 		d, err := sim.LoadData(*data)
 		if err != nil {

@@ -34,10 +34,60 @@ const (
 	// day per call; CDRRetentionDays days kept.
 	PathFetchCDRDetails = "/ca_reports/fetchCDRDetails"
 	// PathFetchCdrByPagination is like PathFetchCDRDetails, with paging in
-	// query parameters beside the JSON body.
+	// query parameters (pageNo, pageSize) beside the JSON body; the answer
+	// adds totalCount. CDRPaginationLimit calls per account per minute
+	// (docs.ozonetel.com/reference/get_ca-reports-fetchcdrbypagination).
 	PathFetchCdrByPagination = "/ca_reports/fetchCdrByPagination"
+	// PathFetchCdrByUCID is one call's CDR: a GET with a JSON body like
+	// PathFetchCDRDetails' plus the mandatory "ucid", the same day and
+	// retention rules, CDRByUCIDLimit calls per account per minute
+	// (docs.ozonetel.com/reference/get_ca-reports-fetchcdrbyucid and
+	// get_ca-reports-fetchcdrbyucid-1).
+	PathFetchCdrByUCID = "/ca_reports/fetchCdrByUCID"
 	// PathAgentManualDial places a call: a write, never cached or retried.
+	// It answers {"ucid":"…","status":"queued successfully"}
+	// (docs.ozonetel.com/reference/post_ca-apis-agentmanualdial-2).
 	PathAgentManualDial = "/ca_apis/AgentManualDial"
+	// PathPhoneManualDial places a call to an offline agent's phone: a
+	// write. POST, JSON body (userName, custNumber, phoneName, did,
+	// campaignName, uui, checkStatus); it answers
+	// {"status":"queued","message":"<ucid>"}. No rate limit is published
+	// (docs.ozonetel.com/reference/post_ca-apis-phonemanualdial-1).
+	PathPhoneManualDial = "/ca_apis/PhoneManualDial"
+	// PathCallControl holds, mutes, conferences or drops a call: a write.
+	// POST, JSON body (userName, action, ucid, conferenceNumber, did,
+	// agentPhoneName); it answers {"status":"Success","message":…,"ucid":…}.
+	// No rate limit is published
+	// (docs.ozonetel.com/reference/post_ca-apis-callcontrol-v4).
+	PathCallControl = "/ca_apis/CallControl_V4"
+	// PathGetAgentLogins lists logged-in agents and their states: POST, a
+	// JSON body with userName, AgentLoginsLimit calls per account per
+	// minute; it answers {"status":"success","message":[AgentLogin…]}
+	// (docs.ozonetel.com/reference/post_ca-apis-getagentlogins and
+	// post_ca-apis-getagentlogins-1).
+	PathGetAgentLogins = "/ca_apis/getAgentLogins"
+	// PathChangeAgentState sets an offline agent Ready or Pause: a write.
+	// POST, JSON body (userName, agentId, state, phoneName, pauseReason).
+	// No rate limit is published
+	// (docs.ozonetel.com/reference/post_ca-apis-changeagentstate-1).
+	PathChangeAgentState = "/ca_apis/changeAgentState"
+	// AgentStatusPrefix starts GET /ca_apis/v2/agents/{id}/status, one
+	// agent's live status. It is not in the public documentation; public
+	// client code calls it with the apiKey header and a bearer token (an
+	// OzonetelService.getAgentStatus seen in the code corpus, 2026), so its
+	// answer shape and limit are unknown: it stays pass-through.
+	AgentStatusPrefix = "/ca_apis/v2/agents/"
+	// LegacyPrefix starts the legacy CAServices API, which takes its
+	// credentials in the query string (api_key, username), not in headers.
+	LegacyPrefix = "/CAServices/"
+	// PathLegacyAgentManualDial is the legacy manual dial, still called by
+	// public clients as POST with an empty body and
+	// ?api_key=…&username=…&agentID=…&campaignName=…&customerNumber=…&format=json.
+	// It answers {"status":"queued successfully","ucid":"…"}, and
+	// {"status":"fail","message":"please provide proper user credentials"}
+	// for bad credentials; no rate limit is published
+	// (docs.ozonetel.com/reference/get_caservices-agentmanualdial-php-2).
+	PathLegacyAgentManualDial = "/CAServices/AgentManualDial.php"
 	// PathAgentDetails returns an agent's details: POST, a JSON body with
 	// userName and agentId, AgentDetailsLimit calls per account per
 	// minute (docs.ozonetel.com/reference/post_ca-apis-agentdetails).
@@ -51,10 +101,16 @@ const (
 )
 
 // Documented limits of CloudAgent's other APIs, per account per minute
-// (the pages named beside PathAgentDetails and PathSummaryReport).
+// (the pages named beside PathAgentDetails, PathSummaryReport,
+// PathGetAgentLogins, PathFetchCdrByPagination and PathFetchCdrByUCID).
+// PhoneManualDial, CallControl_V4, changeAgentState, AgentManualDial, the
+// v2 agent status and the legacy CAServices paths publish none.
 const (
 	AgentDetailsLimit  = 10
 	SummaryReportLimit = 5
+	AgentLoginsLimit   = 5
+	CDRPaginationLimit = 2
+	CDRByUCIDLimit     = 2
 )
 
 // TokenPaths are every path CloudAgent serves generateToken at, in
@@ -84,6 +140,150 @@ type CDRRequest struct {
 	ToDate   string `json:"toDate"`
 	UserName string `json:"userName"`
 }
+
+// CDRAnswer is a successful answer of PathFetchCDRDetails,
+// PathFetchCdrByPagination and PathFetchCdrByUCID:
+// {"status":"success","message":"success","details":[…]}, plus totalCount
+// on PathFetchCdrByPagination (the whole day's count, not the page's). A
+// day with no calls, and a day past retention, answer "details":[], not an
+// error. The envelope and fields are those of a February 2026 production
+// answer committed by a public client (DESIGN.md, "Production answer
+// shapes"); the docs' sample (docs.ozonetel.com/reference/
+// get_ca-reports-fetchcdrdetails) shows the same "details" list.
+type CDRAnswer struct {
+	Status  string      `json:"status"`
+	Message string      `json:"message"`
+	Details []CDRRecord `json:"details"`
+	// TotalCount is set on PathFetchCdrByPagination only. Public clients
+	// read it as a number; the legacy paginated API documented it as a
+	// string ("1703"), so its JSON type in production is not confirmed.
+	TotalCount *int `json:"totalCount,omitempty"`
+}
+
+// CDRRecord is one call of a CDRAnswer. Every value is a string: CallDate
+// "YYYY-MM-DD"; StartTime, EndTime, PickupTime and the WrapUp times
+// "HH:MM:SS"; durations "HH:MM:SS"; CallID and UCID 17-digit numbers as
+// strings ("3", the call's Unix second, six more digits, as in the docs'
+// sample 31733467784618213); CallAudio a recording URL or ""; Status
+// "Answered" or "Unanswered"; unset fields "". These are the 46 fields of
+// the February 2026 answer (DESIGN.md). A 47th, DialCount, is documented by
+// one other public client but absent from that answer, so it is left out:
+// a client that needs it fails here as it may in production.
+type CDRRecord struct {
+	AgentDialStatus     string `json:"AgentDialStatus"`
+	AgentID             string `json:"AgentID"`
+	AgentName           string `json:"AgentName"`
+	CallAudio           string `json:"CallAudio"`
+	CallDate            string `json:"CallDate"`
+	CallFlow            string `json:"CallFlow"`
+	CallID              string `json:"CallID"`
+	CallerConfAudioFile string `json:"CallerConfAudioFile"`
+	CallerID            string `json:"CallerID"`
+	CampaignName        string `json:"CampaignName"`
+	Comments            string `json:"Comments"`
+	ConferenceDuration  string `json:"ConferenceDuration"`
+	CustomerDialStatus  string `json:"CustomerDialStatus"`
+	CustomerRingTime    string `json:"CustomerRingTime"`
+	DID                 string `json:"DID"`
+	DialOutName         string `json:"DialOutName"`
+	DialStatus          string `json:"DialStatus"`
+	DialedNumber        string `json:"DialedNumber"`
+	Disposition         string `json:"Disposition"`
+	Duration            string `json:"Duration"`
+	DynamicDID          string `json:"DynamicDID"`
+	E164                string `json:"E164"`
+	EndTime             string `json:"EndTime"`
+	Event               string `json:"Event"`
+	HandlingTime        string `json:"HandlingTime"`
+	HangupBy            string `json:"HangupBy"`
+	HoldDuration        string `json:"HoldDuration"`
+	Location            string `json:"Location"`
+	PickupTime          string `json:"PickupTime"`
+	QueueTime           string `json:"QueueTime"`
+	Rating              string `json:"Rating"`
+	RatingComments      string `json:"RatingComments"`
+	Skill               string `json:"Skill"`
+	StartTime           string `json:"StartTime"`
+	Status              string `json:"Status"`
+	TalkTime            string `json:"TalkTime"`
+	TimeToAnswer        string `json:"TimeToAnswer"`
+	TransferType        string `json:"TransferType"`
+	TransferredTo       string `json:"TransferredTo"`
+	Type                string `json:"Type"`
+	UCID                string `json:"UCID"`
+	UUI                 string `json:"UUI"`
+	VideoRecordingURL   string `json:"VideoRecordingURL"`
+	WrapUpEndTime       string `json:"WrapUpEndTime"`
+	WrapUpStartTime     string `json:"WrapUpStartTime"`
+	WrapupDuration      string `json:"WrapupDuration"`
+}
+
+// CDRByUCIDRequest is the JSON body of GET PathFetchCdrByUCID.
+type CDRByUCIDRequest struct {
+	CDRRequest
+	UCID string `json:"ucid"`
+}
+
+// Values of a CDRRecord's Status.
+const (
+	CallAnswered   = "Answered"
+	CallUnanswered = "Unanswered"
+)
+
+// SummaryAnswer is a successful PathSummaryReport answer:
+// {"status":"success","message":"success","details":[row…]} as public
+// clients read it (DESIGN.md). The docs
+// (docs.ozonetel.com/reference/post_ca-reports-summaryreport-1) print the
+// row under "message" instead; the clients' committed answers win.
+type SummaryAnswer struct {
+	Status  string       `json:"status"`
+	Message string       `json:"message"`
+	Details []SummaryRow `json:"details"`
+}
+
+// SummaryRow is one agent's day in a SummaryAnswer; times "HH:MM:SS"
+// (fields as in the docs page named at SummaryAnswer).
+type SummaryRow struct {
+	AgentIncrID        string `json:"AgentIncrID"`
+	AgentName          string `json:"AgentName"`
+	AgentUniqueID      string `json:"AgentUniqueID"`
+	CallDate           string `json:"CallDate"`
+	ModeType           string `json:"ModeType"`
+	TotalBusyTime      string `json:"TotalBusyTime"`
+	TotalDialTime      string `json:"TotalDialTime"`
+	TotalIdleTime      string `json:"TotalIdleTime"`
+	TotalLoginDuration string `json:"TotalLoginDuration"`
+	TotalPauseTime     string `json:"TotalPauseTime"`
+	TotalWrapupTime    string `json:"TotalWrapupTime"`
+}
+
+// ManualDialAnswer is a successful AgentManualDial answer, on
+// PathAgentManualDial and PathLegacyAgentManualDial:
+// {"ucid":"…","status":"queued successfully"}; clients check the status
+// and read ucid (the docs pages named at those paths).
+type ManualDialAnswer struct {
+	UCID   string `json:"ucid"`
+	Status string `json:"status"`
+}
+
+// AgentLogin is one agent in a PathGetAgentLogins answer's message list
+// (the docs pages named at PathGetAgentLogins).
+type AgentLogin struct {
+	AgentID     string `json:"AgentId"`
+	AgentName   string `json:"AgentName"`
+	PhoneNumber string `json:"PhoneNumber"`
+	AgentState  string `json:"AgentState"`
+	SkillName   string `json:"SkillName"`
+}
+
+// Statuses of the dial APIs' success answers (pages named at the paths).
+const (
+	StatusQueuedSuccessfully = "queued successfully" // AgentManualDial, both paths
+	StatusQueued             = "queued"              // PhoneManualDial
+)
+
+// MsgSuccess is the "message" of a reporting API success answer.
+const MsgSuccess = "success"
 
 // Headers CloudAgent reads.
 const (

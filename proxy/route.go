@@ -100,11 +100,19 @@ func DefaultRoutes() []Route {
 		ErrorStatus: cloudagent.StatusFalse, LimitMessage: cloudagent.MsgLimitExceeded,
 		BodyMessage: cloudagent.MsgInvalidJSONPassValid,
 	}, {
-		// Like fetchCDRDetails, paged by query parameters. Its own limit is
-		// not published; CDRDetails' is assumed.
+		// Like fetchCDRDetails, paged by query parameters (pageNo,
+		// pageSize); its own documented limit is 2 calls a minute.
 		Name: "cdr_pages", Path: cloudagent.PathFetchCdrByPagination,
 		Methods: []string{http.MethodGet}, Auth: AuthAPIKey,
-		BudgetCalls: cloudagent.CDRLimit, BudgetWindow: time.Minute, CacheTTL: time.Minute,
+		BudgetCalls: cloudagent.CDRPaginationLimit, BudgetWindow: time.Minute, CacheTTL: time.Minute,
+		ErrorStatus: cloudagent.StatusFalse, LimitMessage: cloudagent.MsgLimitExceeded,
+		BodyMessage: cloudagent.MsgInvalidJSONPassValid,
+	}, {
+		// One call's CDR: a GET with a JSON body (ucid and its day), apiKey
+		// only, documented 2 calls a minute; a past call does not change.
+		Name: "cdr_by_ucid", Path: cloudagent.PathFetchCdrByUCID,
+		Methods: []string{http.MethodGet}, Auth: AuthAPIKey,
+		BudgetCalls: cloudagent.CDRByUCIDLimit, BudgetWindow: time.Minute, CacheTTL: time.Minute,
 		ErrorStatus: cloudagent.StatusFalse, LimitMessage: cloudagent.MsgLimitExceeded,
 		BodyMessage: cloudagent.MsgInvalidJSONPassValid,
 	}, {
@@ -123,9 +131,29 @@ func DefaultRoutes() []Route {
 		Name: "agent_details", Path: cloudagent.PathAgentDetails, Auth: AuthAccount,
 		BudgetCalls: cloudagent.AgentDetailsLimit, BudgetWindow: time.Minute,
 	}, {
+		// Agents' live states: passed through (they change by the minute)
+		// under CloudAgent's documented 5 calls a minute.
+		Name: "agent_logins", Path: cloudagent.PathGetAgentLogins,
+		Methods: []string{http.MethodPost}, Auth: AuthAccount,
+		BudgetCalls: cloudagent.AgentLoginsLimit, BudgetWindow: time.Minute,
+	}, {
 		// Places a call: a write.
 		Name: "manual_dial", Path: cloudagent.PathAgentManualDial,
 		Methods: []string{http.MethodPost}, Auth: AuthAccount, Write: true,
+	}, {
+		// Writes with no published limit: passed through, never retried.
+		Name: "phone_manual_dial", Path: cloudagent.PathPhoneManualDial,
+		Methods: []string{http.MethodPost}, Auth: AuthAccount, Write: true,
+	}, {
+		Name: "call_control", Path: cloudagent.PathCallControl,
+		Methods: []string{http.MethodPost}, Auth: AuthAccount, Write: true,
+	}, {
+		Name: "change_agent_state", Path: cloudagent.PathChangeAgentState,
+		Methods: []string{http.MethodPost}, Auth: AuthAccount, Write: true,
+	}, {
+		// v2/agents/{id}/status: undocumented, no published limit.
+		Name: "agent_status", Path: cloudagent.AgentStatusPrefix + "*",
+		Methods: []string{http.MethodGet}, Auth: AuthAccount,
 	}}
 }
 

@@ -1,13 +1,16 @@
 // Package sim is caproxy's built-in CloudAgent simulator: an http.Handler
 // that answers CloudAgent's AHT, token (at both of its paths), agent-details,
-// reporting (fetchCDRDetails, fetchCdrByPagination) and AgentManualDial APIs
-// and enforces CloudAgent's contract, documented and observed in production
-// (exact messages, 50 AHT calls per account in any trailing minute, 2
-// reporting calls per minute with the apiKey header only and a JSON body on
-// a GET, 60-minute tokens, 10 token generations per hour across both token
-// paths, regeneration invalidating earlier tokens). It is the one fake of the
-// upstream used by every test in the project, so tests catch the proxy
-// breaking the rules, and it doubles as a load-testing target.
+// reporting (fetchCDRDetails, fetchCdrByPagination, fetchCdrByUCID,
+// summaryReport), dial (AgentManualDial, its legacy CAServices path,
+// PhoneManualDial), call-control and agent-state APIs in production's
+// answer shapes, and enforces CloudAgent's contract, documented and observed
+// in production (exact messages, 50 AHT calls per account in any trailing
+// minute, 2 reporting calls per minute with the apiKey header only and a
+// JSON body on a GET, 60-minute tokens, 10 token generations per hour across
+// both token paths, regeneration invalidating earlier tokens). It is the one
+// fake of the upstream used by every test in the project, so tests catch
+// the proxy breaking the rules, and it doubles as a load-testing target:
+// its call records are generated from a seed, as many a day as asked.
 //
 // Time comes from an injectable clock so tests can step through windows and
 // token lifetimes without sleeping. GET /sim/stats and POST /sim/reset expose
@@ -101,6 +104,14 @@ type Options struct {
 	// 200. DESIGN.md: production's errors come with real HTTP statuses
 	// (401, 405, 429), so tests check the proxy under 401 as well.
 	AuthFailureStatus int
+	// Seed makes the generated call records (fetchCDRDetails and its
+	// siblings) and summary rows: the same Seed, accounts, agents and
+	// campaigns always give the same answers, byte for byte.
+	Seed int64
+	// CallsPerAgent is how many calls each agent makes a day in the
+	// generated records; 0: DefaultCallsPerAgent; negative: none; at most
+	// MaxCallsPerAgent. 50 agents × 100 calls make a day of megabytes.
+	CallsPerAgent int
 	// Now is the clock; nil: time.Now.
 	Now func() time.Time
 	// After waits on the clock of Now (a fake clock's After in tests); nil:
@@ -134,6 +145,10 @@ type Server struct {
 	campaigns map[string]string
 	// agentDetails is the fixed answer of PathAgentDetails.
 	agentDetails []byte
+	// calls generates the CDRs; read-only after New.
+	calls *callGen
+	// dials numbers the UCIDs of placed calls.
+	dials atomic.Uint64
 
 	stats counters
 }
@@ -151,6 +166,8 @@ type account struct {
 	gens       slidingLog // successful token generations
 	cdr        slidingLog // admitted fetchCDRDetails calls
 	cdrPaged   slidingLog // admitted fetchCdrByPagination calls
+	cdrUCID    slidingLog // admitted fetchCdrByUCID calls
+	logins     slidingLog // admitted getAgentLogins calls
 	summary    slidingLog // admitted summaryReport calls
 	token      string     // current token; "" before the first generation
 	tokenIssue time.Time  // when token was generated
@@ -233,8 +250,27 @@ func New(opts Options) *Server {
 		details = append(details, agentDetail{id, s.agents[id]})
 	}
 	s.agentDetails = mustMarshal(successBody[[]agentDetail]{cloudagent.StatusSuccess, details})
+
+	camps := make([]string, 0, len(s.campaigns))
+	for c := range s.campaigns {
+		camps = append(camps, c)
+	}
+	slices.Sort(camps)
+	perDay := opts.CallsPerAgent
+	switch {
+	case perDay == 0:
+		perDay = DefaultCallsPerAgent
+	case perDay < 0:
+		perDay = 0
+	case perDay > MaxCallsPerAgent:
+		perDay = MaxCallsPerAgent
+	}
+	s.calls = &callGen{seed: uint64(opts.Seed), perDay: perDay, agents: ids, names: s.agents, camps: camps, campIDs: s.campaigns}
 	return s
 }
+
+// newUCID returns the UCID of a call placed now: 17 digits like a CDR's.
+func (s *Server) newUCID() string { return callID(s.now(), s.dials.Add(1)) }
 
 func copyMap(m map[string]string, def func() map[string]string) map[string]string {
 	if m == nil {
@@ -284,12 +320,14 @@ func (s *Server) SetErrorRate(rate float64) { s.errorRate.Store(math.Float64bits
 
 // ServeHTTP answers CloudAgent's paths and the simulator's /sim/ paths.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	upstream := strings.HasPrefix(r.URL.Path, "/ca_apis/") || strings.HasPrefix(r.URL.Path, cloudagent.ReportsPrefix)
+	upstream := strings.HasPrefix(r.URL.Path, "/ca_apis/") || strings.HasPrefix(r.URL.Path, cloudagent.ReportsPrefix) ||
+		strings.HasPrefix(r.URL.Path, cloudagent.LegacyPrefix)
 	if upstream && !s.arrive(r.Context()) {
 		return // the caller gave up before the call arrived
 	}
 	var a answer
-	switch servletPath(r.URL.Path) {
+	p := servletPath(r.URL.Path)
+	switch p {
 	case cloudagent.PathAHT:
 		if !allow(w, r, http.MethodPost, &a) {
 			break
@@ -311,6 +349,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a = s.serveReport(w, r, false)
 	case cloudagent.PathFetchCdrByPagination:
 		a = s.serveReport(w, r, true)
+	case cloudagent.PathFetchCdrByUCID:
+		a = s.serveCdrByUCID(w, r)
 	case cloudagent.PathSummaryReport:
 		a = s.serveSummaryReport(w, r)
 	case cloudagent.PathAgentManualDial:
@@ -318,6 +358,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		a = s.serveManualDial(r)
+	case cloudagent.PathLegacyAgentManualDial:
+		if r.Method != http.MethodGet && !allow(w, r, http.MethodPost, &a) {
+			break
+		}
+		a = s.serveLegacyManualDial(r)
+	case cloudagent.PathPhoneManualDial:
+		if !allow(w, r, http.MethodPost, &a) {
+			break
+		}
+		a = s.servePhoneManualDial(r)
+	case cloudagent.PathCallControl:
+		if !allow(w, r, http.MethodPost, &a) {
+			break
+		}
+		a = s.serveCallControl(r)
+	case cloudagent.PathGetAgentLogins:
+		if !allow(w, r, http.MethodPost, &a) {
+			break
+		}
+		a = s.serveGetAgentLogins(r)
+	case cloudagent.PathChangeAgentState:
+		if !allow(w, r, http.MethodPost, &a) {
+			break
+		}
+		a = s.serveChangeAgentState(r)
 	case PathStats:
 		if !allow(w, r, http.MethodGet, &a) {
 			break
@@ -330,6 +395,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.ResetStats()
 		a = ok(mustMarshal(successBody[string]{cloudagent.StatusSuccess, "stats reset"}))
 	default:
+		if id, found := agentStatusID(p); found {
+			if allow(w, r, http.MethodGet, &a) {
+				a = s.serveAgentStatus(r, id)
+			}
+			break
+		}
 		a = statusError(http.StatusNotFound, MsgNotFound)
 	}
 	if upstream && !s.delay(r.Context()) {

@@ -18,9 +18,11 @@ type Stats struct {
 	ReportAdmitted    int64 // reporting calls counted against cloudagent.CDRLimit
 	ReportLimited     int64 // reporting calls refused with HTTP 429
 	ReportAuthFailed  int64 // reporting calls refused for credentials (a bearer token included)
-	ManualDials       int64 // calls placed by AgentManualDial
+	ManualDials       int64 // calls placed (AgentManualDial, its legacy path, PhoneManualDial)
+	ControlCalls      int64 // calls to getAgentLogins, changeAgentState, CallControl_V4 and v2 agent status
 	// LimitViolations counts calls refused for a rate limit of any kind:
-	// AHT "max limit exceeded", AgentDetails over its limit, reporting 429s
+	// AHT "max limit exceeded", AgentDetails and getAgentLogins over their
+	// limits, reporting 429s
 	// and token generations over the hourly limit. Against a proxy that
 	// keeps CloudAgent's limits it is 0; every proxy test of a budget
 	// checks that.
@@ -62,7 +64,7 @@ type counters struct {
 	tokenGenerations, tokenRejected, otherCalls                         atomic.Int64
 	maxInWindow, maxArrivalsInWindow                                    atomic.Int64
 	reportCalls, reportAdmitted, reportLimited, reportAuthFailed        atomic.Int64
-	manualDials, maxReportInWindow, limitViolations                     atomic.Int64
+	manualDials, maxReportInWindow, limitViolations, controlCalls       atomic.Int64
 }
 
 // accountCounters are one account's counters behind AccountStats.
@@ -113,6 +115,7 @@ func (s *Server) Stats() Stats {
 		ReportLimited:       c.reportLimited.Load(),
 		ReportAuthFailed:    c.reportAuthFailed.Load(),
 		ManualDials:         c.manualDials.Load(),
+		ControlCalls:        c.controlCalls.Load(),
 		MaxReportInWindow:   int(c.maxReportInWindow.Load()),
 		LimitViolations:     c.limitViolations.Load(),
 		PerAccount:          make(map[string]AccountStats, len(s.accounts)),
@@ -139,7 +142,7 @@ func (s *Server) ResetStats() {
 		&c.ahtCalls, &c.ahtAdmitted, &c.ahtLimited, &c.ahtAuthFailed, &c.ahtInjectedErrors,
 		&c.tokenGenerations, &c.tokenRejected, &c.otherCalls, &c.maxInWindow, &c.maxArrivalsInWindow,
 		&c.reportCalls, &c.reportAdmitted, &c.reportLimited, &c.reportAuthFailed,
-		&c.manualDials, &c.maxReportInWindow, &c.limitViolations,
+		&c.manualDials, &c.maxReportInWindow, &c.limitViolations, &c.controlCalls,
 	} {
 		v.Store(0)
 	}
