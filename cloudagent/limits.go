@@ -19,10 +19,13 @@ type documentedLimit struct {
 // path in lower case (see DocumentedLimit). Add a path here when its limit
 // is learnt, so configuration checks guard it too.
 var documentedLimits = map[string]documentedLimit{
-	strings.ToLower(PathAHT):             {AHTLimit, time.Minute},
-	strings.ToLower(PathAgentDetails):    {AgentDetailsLimit, time.Minute},
-	strings.ToLower(PathSummaryReport):   {SummaryReportLimit, time.Minute},
-	strings.ToLower(PathFetchCDRDetails): {CDRLimit, time.Minute},
+	strings.ToLower(PathAHT):                  {AHTLimit, time.Minute},
+	strings.ToLower(PathAgentDetails):         {AgentDetailsLimit, time.Minute},
+	strings.ToLower(PathSummaryReport):        {SummaryReportLimit, time.Minute},
+	strings.ToLower(PathFetchCDRDetails):      {CDRLimit, time.Minute},
+	strings.ToLower(PathFetchCdrByPagination): {CDRPaginationLimit, time.Minute},
+	strings.ToLower(PathFetchCdrByUCID):       {CDRByUCIDLimit, time.Minute},
+	strings.ToLower(PathGetAgentLogins):       {AgentLoginsLimit, time.Minute},
 }
 
 // DocumentedLimit returns CloudAgent's documented limit for path: at most

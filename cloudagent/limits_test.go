@@ -16,6 +16,10 @@ func TestDocumentedLimit(t *testing.T) {
 		{"/CA_APIS/agentdetails/", AgentDetailsLimit, true},
 		{PathSummaryReport, SummaryReportLimit, true},
 		{PathFetchCDRDetails, CDRLimit, true},
+		{PathFetchCdrByPagination, CDRPaginationLimit, true},
+		{PathFetchCdrByUCID, CDRByUCIDLimit, true},
+		{PathGetAgentLogins, AgentLoginsLimit, true},
+		{PathAgentManualDial, 0, false},
 		{"/ca_apis/unknown", 0, false},
 	} {
 		calls, window, ok := DocumentedLimit(c.path)
