@@ -168,6 +168,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 		p.Redis = &proxy.RedisStatus{Up: conn.Up, Unusable: conn.Unusable, Errors: conn.Errors, OnFailure: cfg.Redis.OnFailure, Replicas: cfg.Redis.Replicas}
 		p.RefreshLease = proxy.RedisRefreshLease(conn.Client, "caproxy:refresh:", refreshLease(cfg))
 		d.tokens = credential.NewRedisTokenStore(conn.Client, "caproxy:token:")
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		credential.CheckEvictionPolicy(pctx, conn.Client, d.logger) // warns unless noeviction
+		pcancel()
 		d.logger.Info("sharing budgets, upstream tokens and cache through redis", "redis", cfg.Redis)
 	} else if cfg.State.Dir != "" {
 		// A single node keeps its budget logs and upstream tokens in its

@@ -136,6 +136,8 @@ type Server struct {
 	// errorRate holds the math.Float64bits of the share of AHT calls
 	// answered 503; SetErrorRate changes it while serving.
 	errorRate atomic.Uint64
+	// refuseTokens: see SetRefuseTokens (refuse.go).
+	refuseTokens atomic.Bool
 
 	// accounts, agents and campaigns are read-only after New.
 	accounts  map[string]*account
@@ -566,6 +568,9 @@ func (s *Server) authenticate(r *http.Request, userName string, now time.Time) (
 	acct.mu.Lock()
 	msg := acct.checkToken(token, now, s.tokenTTL)
 	acct.mu.Unlock()
+	if msg == "" && s.refuseTokens.Load() {
+		msg = cloudagent.MsgTokenInvalid
+	}
 	if msg != "" {
 		return nil, caTokenError(msg)
 	}
