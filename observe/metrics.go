@@ -157,6 +157,8 @@ var (
 		"Upstream AHT calls the account may still make in the trailing window.", []string{"account"}, nil)
 	tokenGenerationsDesc = prometheus.NewDesc("caproxy_token_generations_total",
 		"Upstream tokens generated.", []string{"account"}, nil)
+	tokenPausesDesc = prometheus.NewDesc("caproxy_token_recovery_pauses_total",
+		"Pauses of token generation after CloudAgent refused a freshly generated token.", []string{"account"}, nil)
 	tokenFailuresDesc = prometheus.NewDesc("caproxy_token_generation_failures_total",
 		"Upstream token generations that failed or were refused by the hourly limit.", []string{"account"}, nil)
 )
@@ -165,6 +167,7 @@ func (c accountCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- budgetRemainingDesc
 	ch <- tokenGenerationsDesc
 	ch <- tokenFailuresDesc
+	ch <- tokenPausesDesc
 }
 
 func (c accountCollector) Collect(ch chan<- prometheus.Metric) {
@@ -181,6 +184,9 @@ func (c accountCollector) Collect(ch chan<- prometheus.Metric) {
 		if tc, ok := a.Upstream.(TokenCounter); ok {
 			ch <- prometheus.MustNewConstMetric(tokenGenerationsDesc, prometheus.CounterValue, float64(tc.Generations()), name)
 			ch <- prometheus.MustNewConstMetric(tokenFailuresDesc, prometheus.CounterValue, float64(tc.Failures()), name)
+			if rp, ok := a.Upstream.(interface{ RecoveryPauses() int64 }); ok {
+				ch <- prometheus.MustNewConstMetric(tokenPausesDesc, prometheus.CounterValue, float64(rp.RecoveryPauses()), name)
+			}
 		}
 	}
 }

@@ -241,9 +241,22 @@ func (p *Proxy) exchange(ctx context.Context, c *call, creds http.Header, handle
 			a.upstreamStatus = res.status
 			return a
 		}
+		// CloudAgent took the token: a recovery after refused fresh
+		// tokens is over.
+		if a, ok := upstreamFor(c.rt, c.acct).(accepter); ok {
+			a.Accept(handle)
+		}
 		return p.store(ctx, c, res, kind)
 	}
 }
+
+// accepter is an Upstream told when CloudAgent took its credentials
+// (credential.TokenSource.Accept).
+type accepter interface{ Accept(handle string) }
+
+// redacter is an Upstream that can hide its secrets (key, tokens) in any
+// spelling from upstream text (credential.TokenSource.Redact).
+type redacter interface{ Redact(s string) string }
 
 // limitRefused handles CloudAgent refusing a call for its limit on rt: the
 // route's budget is marked spent for a window; the answer is stale, else
@@ -269,6 +282,10 @@ func (p *Proxy) limitRefused(ctx context.Context, rt *Route, acct *Account, key 
 // whatever status CloudAgent gave it: the client's own credentials were
 // accepted, and a 401 would say they were not.
 func (p *Proxy) refused(c *call, msg string, status int) *answer {
+	// CloudAgent may echo the key or token, in any case or escaped.
+	if r, ok := upstreamFor(c.rt, c.acct).(redacter); ok {
+		msg = r.Redact(msg)
+	}
 	p.Logger.Warn("upstream refused the call", "route", c.rt.Name, "account", c.acct.UserName, "message", msg, "status", status)
 	a := p.fallback(c.key, http.StatusBadGateway, msg)
 	a.upstreamStatus = status
@@ -530,6 +547,19 @@ func (p *Proxy) credentialsFailed(key string, acct *Account, err error) *answer 
 		}
 		return &answer{outcome: OutcomeUpstreamError, code: http.StatusServiceUnavailable,
 			msg: "upstream token unavailable: shared token store down", retryAfter: 1}
+	case errors.Is(err, credential.ErrRecovering):
+		// CloudAgent refused a fresh token and generation pauses
+		// (credential logged the pause): stale, else 503 until it ends.
+		if a := p.stale(key); a != nil {
+			return a
+		}
+		re, _ := errors.AsType[*credential.RecoveringError](err)
+		retry := 1
+		if re != nil {
+			retry = re.RetryAfter(p.now())
+		}
+		return &answer{outcome: OutcomeUpstreamError, code: http.StatusServiceUnavailable,
+			msg: "upstream token unavailable: CloudAgent refused a fresh token; retrying later", retryAfter: retry}
 	case errors.Is(err, credential.ErrGenerationLimit):
 		p.Logger.Warn("no upstream token: hourly generation limit reached", "account", acct.UserName)
 		return p.fallback(key, http.StatusServiceUnavailable, "upstream token unavailable: token generation limit reached")
