@@ -327,6 +327,7 @@ func FuzzParseRequest(f *testing.F) {
 
 var benchBodies = []struct{ name, body string }{
 	{"agent", `{"userName":"demo","agentId":"agent1"}`},
+	{"aht", `{"userName":"demo","agentId":"agent001"}`},
 	{"campaign_extra", `{"campaignName":"Outbound Sales","userName":"demo","source":{"app":"wallboard","tags":["a","b"]},"v":2}`},
 }
 
@@ -338,6 +339,17 @@ func BenchmarkParseRequest(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			for b.Loop() {
 				if _, err := ParseRequest(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		// The scanner before jsonbody (request_old_test.go): the cache-hit
+		// path must not be slower than it was.
+		b.Run("old_scanner/"+bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if _, err := oldParseRequest(body); err != nil {
 					b.Fatal(err)
 				}
 			}
