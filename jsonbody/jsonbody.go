@@ -150,6 +150,29 @@ func Parse(body []byte) (Doc, error) {
 // caller uses what it saw only if the error is nil or ErrDuplicateKey.
 // This lets one pass serve a reader of a few fields (cache.ParseRequest).
 func ParseFunc(body []byte, member func(name []byte, v Value)) (Doc, error) {
+	var m [flatMax]flatMember
+	n, start, end, ok := scanFlat(body, &m)
+	if !ok {
+		return parseFull(body, member)
+	}
+	// The whole body is checked, so member sees what the general
+	// scanner would have shown it; a repeated name is reported after.
+	if member != nil {
+		for _, x := range m[:n] {
+			member(body[x.k0:x.k1], Value{raw: body[x.v0:x.v1]})
+		}
+	}
+	if flatRepeated(body, m[:n]) {
+		return Doc{}, ErrDuplicateKey
+	}
+	return Doc{v: Value{raw: body[start:end]}}, nil
+}
+
+// parseFull is ParseFunc for any body: the general scanner, whose state
+// is larger, kept out of the flat path's frame.
+//
+//go:noinline
+func parseFull(body []byte, member func(name []byte, v Value)) (Doc, error) {
 	s := scanner{b: body}
 	v, err := s.parse(member)
 	if err != nil {

@@ -1,0 +1,44 @@
+package jsonbody
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// TestPlainEnd checks the eight-bytes-at-a-time scan against the byte
+// table, with every byte value at every position of a word and random
+// mixes (borrows between bytes are where such tricks go wrong).
+func TestPlainEnd(t *testing.T) {
+	slow := func(b []byte, i int) int {
+		for i < len(b) && plainASCII[b[i]] {
+			i++
+		}
+		return i
+	}
+	check := func(b []byte) {
+		t.Helper()
+		for i := 0; i <= len(b); i++ {
+			if got, want := plainEnd(b, i), slow(b, i); got != want {
+				t.Fatalf("plainEnd(%q, %d) = %d, want %d", b, i, got, want)
+			}
+		}
+	}
+	for c := range 256 {
+		for pos := range 10 {
+			b := []byte("abcdefghijklmnop")
+			b[pos] = byte(c)
+			check(b)
+			b[pos+1] = byte(c) // two in a row: a borrow into a stop byte
+			check(b)
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	interesting := []byte{'"', '\\', 0, 1, 0x1f, 0x20, 0x21, 0x22, 0x23, 0x5b, 0x5c, 0x5d, 0x7f, 0x80, 0xff, 'a'}
+	b := make([]byte, 24)
+	for range 20000 {
+		for k := range b {
+			b[k] = interesting[rng.IntN(len(interesting))]
+		}
+		check(b)
+	}
+}
