@@ -1,6 +1,7 @@
 package jsonbody
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"testing"
 )
@@ -40,5 +41,19 @@ func TestPlainEnd(t *testing.T) {
 			b[k] = interesting[rng.IntN(len(interesting))]
 		}
 		check(b)
+	}
+}
+
+func TestHasBackslash(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	interesting := []byte{'\\', '\\' - 1, '\\' + 1, 0, 0xff, 0x80, 'a', '"'}
+	for range 20000 {
+		b := make([]byte, rng.IntN(20))
+		for k := range b {
+			b[k] = interesting[rng.IntN(len(interesting))]
+		}
+		if got, want := hasBackslash(b), bytes.IndexByte(b, '\\') >= 0; got != want {
+			t.Fatalf("hasBackslash(%q) = %v", b, got)
+		}
 	}
 }

@@ -12,6 +12,7 @@
 package jsonbody
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -241,6 +242,16 @@ func keyEquals(raw []byte, name string) bool {
 }
 
 func hasBackslash(b []byte) bool {
+	// Eight bytes at a time: a byte of x is 0 exactly where the
+	// subtraction first borrows from it (see stopBits).
+	const ones = 0x0101010101010101
+	for len(b) >= 8 {
+		x := binary.LittleEndian.Uint64(b) ^ (ones * '\\')
+		if (x-ones)&^x&(ones*0x80) != 0 {
+			return true
+		}
+		b = b[8:]
+	}
 	for _, c := range b {
 		if c == '\\' {
 			return true
