@@ -88,21 +88,11 @@ type fields struct {
 }
 
 func (f *fields) add(name []byte, v jsonbody.Value) {
-	// Most members are one of the three, spelled right: inlined into
-	// the callback, the rest are left to addOther.
-	switch string(name) { // no allocation: the compiler compares in place
-	case "userName":
-		f.set(fieldUserName, v)
-	case "agentId":
-		f.set(fieldAgentID, v)
-	case "campaignName":
-		f.set(fieldCampaignName, v)
-	default:
+	k := exactField(name)
+	if k == fieldOther {
 		f.addOther(name)
+		return
 	}
-}
-
-func (f *fields) set(k field, v jsonbody.Value) {
 	if f.seen[k] && f.nameErr == nil {
 		f.nameErr = ErrFieldRepeated
 	}
@@ -113,10 +103,24 @@ func (f *fields) set(k field, v jsonbody.Value) {
 	}
 }
 
+// exactField says which of the three a name is, case included, or
+// fieldOther.
+func exactField(name []byte) field {
+	switch string(name) { // no allocation: the compiler compares in place
+	case "userName":
+		return fieldUserName
+	case "agentId":
+		return fieldAgentID
+	case "campaignName":
+		return fieldCampaignName
+	}
+	return fieldOther
+}
+
 // addOther takes a member that is none of the three: it is refused if
 // its name is one of them in another case.
 func (f *fields) addOther(name []byte) {
-	if fieldOf(name) == fieldCase && f.nameErr == nil {
+	if foldsToField(name) && f.nameErr == nil {
 		f.nameErr = ErrFieldCase
 	}
 }
@@ -134,23 +138,39 @@ func (f *fields) result(parseErr error) (cloudagent.AHTRequest, error) {
 		return cloudagent.AHTRequest{}, f.typeErr
 	}
 	// The three strings share one allocation, the only one ParseRequest
-	// makes on a cache hit. Decoding never lengthens a JSON string, so
-	// the raw lengths bound the buffer; without the quotes, a buffer
-	// under 16 bytes comes from the runtime's cheaper tiny allocator.
-	// (A null's raw text is 4 bytes: over, never under, the bound.)
-	n := 0
-	for _, v := range f.vals[fieldUserName:] {
-		n += max(len(v.Raw())-2, 0)
+	// makes on a cache hit; most have no escapes and are copied as they
+	// are. (A buffer under 16 bytes comes from the runtime's cheaper
+	// tiny allocator.)
+	var raw [fieldCampaignName + 1][]byte
+	n, escaped := 0, false
+	for k := fieldUserName; k <= fieldCampaignName; k++ {
+		r := f.vals[k].Raw()
+		if len(r) < 2 || r[0] != '"' { // absent or null
+			continue
+		}
+		raw[k] = r[1 : len(r)-1]
+		n += len(raw[k])
+		escaped = escaped || bytes.IndexByte(raw[k], '\\') >= 0
 	}
 	if n == 0 {
 		return cloudagent.AHTRequest{}, nil
 	}
-	text := make([]byte, 0, n)
-	text, _ = f.vals[fieldUserName].AppendText(text)
-	endUser := len(text)
-	text, _ = f.vals[fieldAgentID].AppendText(text)
-	endAgent := len(text)
-	text, _ = f.vals[fieldCampaignName].AppendText(text)
+	var text []byte
+	var endUser, endAgent int
+	if !escaped {
+		text = make([]byte, n)
+		endUser = copy(text, raw[fieldUserName])
+		endAgent = endUser + copy(text[endUser:], raw[fieldAgentID])
+		copy(text[endAgent:], raw[fieldCampaignName])
+	} else {
+		// Decoding never lengthens a JSON string: n bounds the buffer.
+		text = make([]byte, 0, n)
+		text, _ = f.vals[fieldUserName].AppendText(text)
+		endUser = len(text)
+		text, _ = f.vals[fieldAgentID].AppendText(text)
+		endAgent = len(text)
+		text, _ = f.vals[fieldCampaignName].AppendText(text)
+	}
 	// text is not written again: share it rather than copy it.
 	all := unsafe.String(unsafe.SliceData(text), len(text))
 	return cloudagent.AHTRequest{
@@ -188,7 +208,6 @@ const (
 	fieldUserName
 	fieldAgentID
 	fieldCampaignName
-	fieldCase // one of the three names with another case
 )
 
 var notStringErrors = [...]error{
@@ -197,26 +216,20 @@ var notStringErrors = [...]error{
 	fieldCampaignName: ErrCampaignNameNotString,
 }
 
-func fieldOf(name []byte) field {
-	switch string(name) { // no allocation: the compiler compares in place
-	case "userName":
-		return fieldUserName
-	case "agentId":
-		return fieldAgentID
-	case "campaignName":
-		return fieldCampaignName
-	}
+// foldsToField says whether a name other than the three matches one of
+// them when case is ignored.
+func foldsToField(name []byte) bool {
 	// Each rune of a name that folds to a field name matches one ASCII
 	// letter, and is at least one byte: a shorter name cannot.
 	if len(name) < len("agentId") {
-		return fieldOther
+		return false
 	}
 	for _, n := range fieldNames {
 		if bytes.EqualFold(name, n) {
-			return fieldCase
+			return true
 		}
 	}
-	return fieldOther
+	return false
 }
 
 // fieldNames are the request's field names, for fieldOf's case check.

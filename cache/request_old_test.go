@@ -6,6 +6,7 @@ package cache
 // allows invalid UTF-8, repeated keys and deep nesting).
 
 import (
+	"bytes"
 	"fmt"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -55,7 +56,7 @@ func oldParseRequest(body []byte) (cloudagent.AHTRequest, error) {
 			p.i++
 			p.skipSpace()
 			switch {
-			case f == fieldCase:
+			case f == oldFieldCase:
 				f = fieldOther
 				if nameErr == nil {
 					nameErr = ErrFieldCase
@@ -171,10 +172,10 @@ func (p *oldParser) fieldName() (field, error) {
 		return fieldOther, err
 	}
 	if plain {
-		return fieldOf(raw), nil
+		return oldFieldOf(raw), nil
 	}
 	var buf [32]byte
-	return fieldOf(oldAppendUnquoted(buf[:0], raw)), nil
+	return oldFieldOf(oldAppendUnquoted(buf[:0], raw)), nil
 }
 
 // stringValue reads a quoted string and returns it decoded.
@@ -486,4 +487,25 @@ func (p *oldParser) objectKey() error {
 	}
 	p.i++
 	return nil
+}
+
+// oldFieldCase is oldFieldOf's answer for one of the three names in
+// another case.
+const oldFieldCase = fieldCampaignName + 1
+
+func oldFieldOf(name []byte) field {
+	switch string(name) {
+	case "userName":
+		return fieldUserName
+	case "agentId":
+		return fieldAgentID
+	case "campaignName":
+		return fieldCampaignName
+	}
+	for _, n := range fieldNames {
+		if bytes.EqualFold(name, n) {
+			return oldFieldCase
+		}
+	}
+	return fieldOther
 }
