@@ -66,7 +66,22 @@ func ParseRequest(body []byte) (cloudagent.AHTRequest, error) {
 	// One pass: jsonbody checks the whole body and hands over the
 	// top-level members as it meets them.
 	var f fields
-	_, err := jsonbody.ParseFunc(body, func(name []byte, v jsonbody.Value) { f.add(name, v) })
+	_, err := jsonbody.ParseFunc(body, func(name []byte, v jsonbody.Value) {
+		// Written out here, not in a method, to save a call per member.
+		k := exactField(name)
+		if k == fieldOther {
+			f.addOther(name)
+			return
+		}
+		if f.seen[k] && f.nameErr == nil {
+			f.nameErr = ErrFieldRepeated
+		}
+		f.seen[k] = true
+		f.vals[k] = v
+		if kind := v.Kind(); kind != jsonbody.KindString && kind != jsonbody.KindNull && f.typeErr == nil {
+			f.typeErr = notStringErrors[k]
+		}
+	})
 	switch {
 	case err == nil, errors.Is(err, jsonbody.ErrDuplicateKey):
 	case errors.Is(err, jsonbody.ErrTooDeep), errors.Is(err, jsonbody.ErrNotUTF8):
@@ -80,27 +95,12 @@ func ParseRequest(body []byte) (cloudagent.AHTRequest, error) {
 	return f.result(err)
 }
 
-// fields collects the three fields from an object's members.
+// fields collects the three fields from an object's members, as
+// ParseRequest's callback meets them.
 type fields struct {
 	vals             [fieldCampaignName + 1]jsonbody.Value
 	typeErr, nameErr error
 	seen             [fieldCampaignName + 1]bool
-}
-
-func (f *fields) add(name []byte, v jsonbody.Value) {
-	k := exactField(name)
-	if k == fieldOther {
-		f.addOther(name)
-		return
-	}
-	if f.seen[k] && f.nameErr == nil {
-		f.nameErr = ErrFieldRepeated
-	}
-	f.seen[k] = true
-	f.vals[k] = v
-	if kind := v.Kind(); kind != jsonbody.KindString && kind != jsonbody.KindNull && f.typeErr == nil {
-		f.typeErr = notStringErrors[k]
-	}
 }
 
 // exactField says which of the three a name is, case included, or
