@@ -13,25 +13,28 @@ import (
 // compares its few names pairwise in place. Anything else (nesting,
 // escapes, a non-ASCII name, more than flatMax members, any error) makes
 // it give up without a word, and the general scanner reads the body from
-// the start, so errors and their texts come from one place only.
+// the start, so errors and their texts come from one place only; it only
+// skips calling ParseFunc's member for the members already shown.
 
 // flatMax is how many members the flat path takes.
 const flatMax = 16
 
-// flatMember locates one member: its name's contents b[k0:k1] (between
-// the quotes) and its value b[v0:v1].
-type flatMember struct{ k0, k1, v0, v1 int32 }
+// keySpan locates a member's name: b[k0:k1], between the quotes.
+type keySpan struct{ k0, k1 int32 }
 
-// scanFlat reads b if it is a flat object as above, filling m, and returns
-// the number of members and where the object starts and ends; ok is false
-// if b is anything else.
-func scanFlat(b []byte, m *[flatMax]flatMember) (n, start, end int, ok bool) {
+// scanFlat reads b if it is a flat object as above, noting its names in
+// keys, and returns the number of members and where the object starts and
+// ends; ok is false if b is anything else. member, unless nil, is called
+// for each member as soon as its value is read, before the rest is
+// checked, as ParseFunc allows: when the flat path gives up, n says how
+// many members it has shown.
+func scanFlat(b []byte, keys *[flatMax]keySpan, member func(name []byte, v Value)) (n, start, end int, ok bool) {
 	if len(b) > maxBody {
-		return 0, 0, 0, false
+		return n, 0, 0, false
 	}
 	i := skipSpaceFast(b, 0)
 	if i >= len(b) || b[i] != '{' {
-		return 0, 0, 0, false
+		return n, 0, 0, false
 	}
 	start = i
 	i = skipSpaceFast(b, i+1)
@@ -43,22 +46,22 @@ func scanFlat(b []byte, m *[flatMax]flatMember) (n, start, end int, ok bool) {
 	for {
 		// A name: ASCII, no escapes, no control characters.
 		if i >= len(b) || b[i] != '"' || n == flatMax {
-			return 0, 0, 0, false
+			return n, 0, 0, false
 		}
 		i++
 		k0 := i
 		i = plainEnd(b, i)
 		if i >= len(b) || b[i] != '"' {
-			return 0, 0, 0, false
+			return n, 0, 0, false
 		}
 		k1 := i
 		i = skipSpaceFast(b, i+1)
 		if i >= len(b) || b[i] != ':' {
-			return 0, 0, 0, false
+			return n, 0, 0, false
 		}
 		i = skipSpaceFast(b, i+1)
 		if i >= len(b) {
-			return 0, 0, 0, false
+			return n, 0, 0, false
 		}
 		v0 := i
 		switch c := b[i]; {
@@ -75,43 +78,46 @@ func scanFlat(b []byte, m *[flatMax]flatMember) (n, start, end int, ok bool) {
 				i++
 			}
 			if i >= len(b) || b[i] != '"' {
-				return 0, 0, 0, false
+				return n, 0, 0, false
 			}
 			if high && !utf8.Valid(b[v0+1:i]) {
-				return 0, 0, 0, false
+				return n, 0, 0, false
 			}
 			i++
 		case c == '-' || isDigit(c):
 			if i, ok = scanNumber(b, i); !ok {
-				return 0, 0, 0, false
+				return n, 0, 0, false
 			}
 		case c == 't':
 			if i, ok = scanWord(b, i, "true"); !ok {
-				return 0, 0, 0, false
+				return n, 0, 0, false
 			}
 		case c == 'f':
 			if i, ok = scanWord(b, i, "false"); !ok {
-				return 0, 0, 0, false
+				return n, 0, 0, false
 			}
 		case c == 'n':
 			if i, ok = scanWord(b, i, "null"); !ok {
-				return 0, 0, 0, false
+				return n, 0, 0, false
 			}
 		default: // nested, or not JSON
-			return 0, 0, 0, false
+			return n, 0, 0, false
 		}
-		m[n] = flatMember{int32(k0), int32(k1), int32(v0), int32(i)}
+		keys[n] = keySpan{int32(k0), int32(k1)}
 		n++
+		if member != nil {
+			member(b[k0:k1], Value{raw: b[v0:i]})
+		}
 		i = skipSpaceFast(b, i)
 		if i >= len(b) {
-			return 0, 0, 0, false
+			return n, 0, 0, false
 		}
 		if b[i] == ',' {
 			i = skipSpaceFast(b, i+1)
 			continue
 		}
 		if b[i] != '}' {
-			return 0, 0, 0, false
+			return n, 0, 0, false
 		}
 		i++
 		end = i
@@ -119,12 +125,12 @@ func scanFlat(b []byte, m *[flatMax]flatMember) (n, start, end int, ok bool) {
 	}
 }
 
-// flatRepeated says whether two of the names in m are equal when ASCII
+// flatRepeated says whether two of the names in keys are equal when ASCII
 // case is folded; all are ASCII, so that is encoding/json's folding too.
-func flatRepeated(b []byte, m []flatMember) bool {
-	for x := 1; x < len(m); x++ {
-		kx := b[m[x].k0:m[x].k1]
-		for _, y := range m[:x] {
+func flatRepeated(b []byte, keys []keySpan) bool {
+	for x := 1; x < len(keys); x++ {
+		kx := b[keys[x].k0:keys[x].k1]
+		for _, y := range keys[:x] {
 			ky := b[y.k0:y.k1]
 			if len(kx) == len(ky) && equalFoldASCII(kx, ky) {
 				return true

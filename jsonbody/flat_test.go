@@ -2,7 +2,11 @@ package jsonbody
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"math/rand/v2"
+	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -54,6 +58,42 @@ func TestHasBackslash(t *testing.T) {
 		}
 		if got, want := hasBackslash(b), bytes.IndexByte(b, '\\') >= 0; got != want {
 			t.Fatalf("hasBackslash(%q) = %v", b, got)
+		}
+	}
+}
+
+// TestParseFuncMembersOnce: where the flat path gives up part way, the
+// general scanner goes on, and member sees each member exactly once, in
+// order.
+func TestParseFuncMembersOnce(t *testing.T) {
+	var many strings.Builder
+	var manyWant []string
+	many.WriteString("{")
+	for i := range flatMax + 2 {
+		k := fmt.Sprintf("k%02d", i)
+		fmt.Fprintf(&many, "%q:%d,", k, i)
+		manyWant = append(manyWant, fmt.Sprintf("%s=%d", k, i))
+	}
+	many.WriteString(`"z":"end"}`)
+	manyWant = append(manyWant, `z="end"`)
+	for _, tc := range []struct {
+		body string
+		want []string
+		err  error
+	}{
+		{`{"a":1,"b":"x","c":[1],"d":2}`, []string{"a=1", `b="x"`, "c=[1]", "d=2"}, nil},
+		{`{"a":1,"\u0062":2,"c":3}`, []string{"a=1", "b=2", "c=3"}, nil},
+		{`{"a":1,"b":"\u00e9","c":3}`, []string{"a=1", `b="\u00e9"`, "c=3"}, nil},
+		{`{"a":1,"A":{},"c":3}`, []string{"a=1", "A={}", "c=3"}, ErrDuplicateKey},
+		{`{"a":1,"b":2} x`, []string{"a=1", "b=2"}, ErrNotJSON},
+		{many.String(), manyWant, nil},
+	} {
+		var got []string
+		_, err := ParseFunc([]byte(tc.body), func(name []byte, v Value) {
+			got = append(got, string(name)+"="+string(v.Raw()))
+		})
+		if !errors.Is(err, tc.err) || (err == nil) != (tc.err == nil) || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("ParseFunc(%q): members %q, %v; want %q, %v", tc.body, got, err, tc.want, tc.err)
 		}
 	}
 }

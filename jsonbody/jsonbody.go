@@ -151,30 +151,26 @@ func Parse(body []byte) (Doc, error) {
 // caller uses what it saw only if the error is nil or ErrDuplicateKey.
 // This lets one pass serve a reader of a few fields (cache.ParseRequest).
 func ParseFunc(body []byte, member func(name []byte, v Value)) (Doc, error) {
-	var m [flatMax]flatMember
-	n, start, end, ok := scanFlat(body, &m)
+	var keys [flatMax]keySpan
+	n, start, end, ok := scanFlat(body, &keys, member)
 	if !ok {
-		return parseFull(body, member)
+		// The flat path has shown member its first n members, which
+		// the general scanner reads alike: it skips them.
+		return parseFull(body, member, n)
 	}
-	// The whole body is checked, so member sees what the general
-	// scanner would have shown it; a repeated name is reported after.
-	if member != nil {
-		for _, x := range m[:n] {
-			member(body[x.k0:x.k1], Value{raw: body[x.v0:x.v1]})
-		}
-	}
-	if flatRepeated(body, m[:n]) {
+	if flatRepeated(body, keys[:n]) {
 		return Doc{}, ErrDuplicateKey
 	}
 	return Doc{v: Value{raw: body[start:end]}}, nil
 }
 
-// parseFull is ParseFunc for any body: the general scanner, whose state
-// is larger, kept out of the flat path's frame.
+// parseFull is ParseFunc for any body, member seeing all but the first
+// skip top-level members: the general scanner, whose state is larger,
+// kept out of the flat path's frame.
 //
 //go:noinline
-func parseFull(body []byte, member func(name []byte, v Value)) (Doc, error) {
-	s := scanner{b: body}
+func parseFull(body []byte, member func(name []byte, v Value), skip int) (Doc, error) {
+	s := scanner{b: body, skip: skip}
 	v, err := s.parse(member)
 	if err != nil {
 		return Doc{}, err

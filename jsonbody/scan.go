@@ -28,6 +28,7 @@ type scanner struct {
 	name     []byte // the current top-level member's name, decoded
 	valStart int    // and where its value starts
 	dup      bool   // a repeated key was seen
+	skip     int    // top-level members not to show member: the flat path has
 }
 
 // parse checks the whole body and returns its value.
@@ -152,7 +153,11 @@ func (s *scanner) value(member func(name []byte, v Value)) error {
 			}
 			top := s.depth - 1
 			if s.depth == 1 && s.inObject&1 != 0 && member != nil {
-				member(s.name, Value{raw: s.b[s.valStart:s.i]})
+				if s.skip > 0 {
+					s.skip--
+				} else {
+					member(s.name, Value{raw: s.b[s.valStart:s.i]})
+				}
 			}
 			s.skipSpace()
 			c := s.peek()
