@@ -77,9 +77,15 @@ func ParseRequest(body []byte) (cloudagent.AHTRequest, error) {
 			f.nameErr = ErrFieldRepeated
 		}
 		f.seen[k] = true
-		f.vals[k] = v
-		if kind := v.Kind(); kind != jsonbody.KindString && kind != jsonbody.KindNull && f.typeErr == nil {
-			f.typeErr = notStringErrors[k]
+		f.span[k] = [2]int32{}
+		switch v.Kind() {
+		case jsonbody.KindString:
+			f.decode(k, v)
+		case jsonbody.KindNull:
+		default:
+			if f.typeErr == nil {
+				f.typeErr = notStringErrors[k]
+			}
 		}
 	})
 	switch {
@@ -92,15 +98,113 @@ func ParseRequest(body []byte) (cloudagent.AHTRequest, error) {
 	if !isObject(body) {
 		return cloudagent.AHTRequest{}, ErrNotObject
 	}
-	return f.result(err)
+	return f.result(body, err)
 }
 
 // fields collects the three fields from an object's members, as
-// ParseRequest's callback meets them.
+// ParseRequest's callback meets them. Their decoded text goes straight
+// into text, on the stack: fields holds no pointer into body, so the
+// callback's writes need no write barrier, and the result is made in
+// one allocation at the end.
 type fields struct {
-	vals             [fieldCampaignName + 1]jsonbody.Value
-	typeErr, nameErr error
+	text             [128]byte
+	n                int                             // text[:n] is used
+	span             [fieldCampaignName + 1][2]int32 // each field's text[from:to]
+	long             bool                            // a field did not fit in text
 	seen             [fieldCampaignName + 1]bool
+	typeErr, nameErr error
+}
+
+// decode appends the string v to f.text.
+func (f *fields) decode(k field, v jsonbody.Value) {
+	raw := v.Raw()
+	raw = raw[1 : len(raw)-1]
+	// Decoding never lengthens a JSON string: if the raw text fits, the
+	// decoded one does.
+	if len(raw) > len(f.text)-f.n {
+		f.long = true
+		return
+	}
+	// Most strings have no escapes, and are short: copied byte by byte
+	// (cheaper than a call) until a backslash, if any, says to decode.
+	dst := f.text[f.n:][:len(raw)]
+	n := len(raw)
+	for i, c := range raw {
+		if c == '\\' {
+			text, _ := v.AppendText(dst[:0])
+			n = len(text)
+			break
+		}
+		dst[i] = c
+	}
+	f.span[k] = [2]int32{int32(f.n), int32(f.n + n)}
+	f.n += n
+}
+
+// addOther takes a member that is none of the three: it is refused if
+// its name is one of them in another case.
+func (f *fields) addOther(name []byte) {
+	if foldsToField(name) && f.nameErr == nil {
+		f.nameErr = ErrFieldCase
+	}
+}
+
+// result is the request, or the first error: a name error, then parseErr
+// (a key repeated elsewhere), then a type error. A field of the wrong
+// type is reported last, as encoding/json does: the rest says more.
+func (f *fields) result(body []byte, parseErr error) (cloudagent.AHTRequest, error) {
+	switch {
+	case f.nameErr != nil:
+		return cloudagent.AHTRequest{}, f.nameErr
+	case parseErr != nil:
+		return cloudagent.AHTRequest{}, parseErr
+	case f.typeErr != nil:
+		return cloudagent.AHTRequest{}, f.typeErr
+	case f.long:
+		return readLong(body), nil
+	case f.n == 0:
+		return cloudagent.AHTRequest{}, nil
+	}
+	// The three strings share one allocation, the only one ParseRequest
+	// makes on a cache hit.
+	all := string(f.text[:f.n])
+	u, a, c := f.span[fieldUserName], f.span[fieldAgentID], f.span[fieldCampaignName]
+	return cloudagent.AHTRequest{
+		UserName:     all[u[0]:u[1]],
+		AgentID:      all[a[0]:a[1]],
+		CampaignName: all[c[0]:c[1]],
+	}, nil
+}
+
+// readLong reads the three fields of a body ParseRequest has accepted
+// whose fields are too long for fields.text, again: rare enough that a
+// second pass costs nothing that matters.
+func readLong(body []byte) cloudagent.AHTRequest {
+	var vals [fieldCampaignName + 1]jsonbody.Value
+	jsonbody.ParseFunc(body, func(name []byte, v jsonbody.Value) {
+		if k := exactField(name); k != fieldOther {
+			vals[k] = v
+		}
+	})
+	// One allocation for the three; decoding never lengthens a string,
+	// so the raw lengths bound it.
+	n := 0
+	for _, v := range vals {
+		n += len(v.Raw())
+	}
+	text := make([]byte, 0, n)
+	text, _ = vals[fieldUserName].AppendText(text)
+	endUser := len(text)
+	text, _ = vals[fieldAgentID].AppendText(text)
+	endAgent := len(text)
+	text, _ = vals[fieldCampaignName].AppendText(text)
+	// text is not written again: share it rather than copy it.
+	all := unsafe.String(unsafe.SliceData(text), len(text))
+	return cloudagent.AHTRequest{
+		UserName:     all[:endUser],
+		AgentID:      all[endUser:endAgent],
+		CampaignName: all[endAgent:],
+	}
 }
 
 // exactField says which of the three a name is, case included, or
@@ -115,69 +219,6 @@ func exactField(name []byte) field {
 		return fieldCampaignName
 	}
 	return fieldOther
-}
-
-// addOther takes a member that is none of the three: it is refused if
-// its name is one of them in another case.
-func (f *fields) addOther(name []byte) {
-	if foldsToField(name) && f.nameErr == nil {
-		f.nameErr = ErrFieldCase
-	}
-}
-
-// result is the request, or the first error: a name error, then parseErr
-// (a key repeated elsewhere), then a type error. A field of the wrong
-// type is reported last, as encoding/json does: the rest says more.
-func (f *fields) result(parseErr error) (cloudagent.AHTRequest, error) {
-	switch {
-	case f.nameErr != nil:
-		return cloudagent.AHTRequest{}, f.nameErr
-	case parseErr != nil:
-		return cloudagent.AHTRequest{}, parseErr
-	case f.typeErr != nil:
-		return cloudagent.AHTRequest{}, f.typeErr
-	}
-	// The three strings share one allocation, the only one ParseRequest
-	// makes on a cache hit; most have no escapes and are copied as they
-	// are. (A buffer under 16 bytes comes from the runtime's cheaper
-	// tiny allocator.)
-	var raw [fieldCampaignName + 1][]byte
-	n, escaped := 0, false
-	for k := fieldUserName; k <= fieldCampaignName; k++ {
-		r := f.vals[k].Raw()
-		if len(r) < 2 || r[0] != '"' { // absent or null
-			continue
-		}
-		raw[k] = r[1 : len(r)-1]
-		n += len(raw[k])
-		escaped = escaped || bytes.IndexByte(raw[k], '\\') >= 0
-	}
-	if n == 0 {
-		return cloudagent.AHTRequest{}, nil
-	}
-	var text []byte
-	var endUser, endAgent int
-	if !escaped {
-		text = make([]byte, n)
-		endUser = copy(text, raw[fieldUserName])
-		endAgent = endUser + copy(text[endUser:], raw[fieldAgentID])
-		copy(text[endAgent:], raw[fieldCampaignName])
-	} else {
-		// Decoding never lengthens a JSON string: n bounds the buffer.
-		text = make([]byte, 0, n)
-		text, _ = f.vals[fieldUserName].AppendText(text)
-		endUser = len(text)
-		text, _ = f.vals[fieldAgentID].AppendText(text)
-		endAgent = len(text)
-		text, _ = f.vals[fieldCampaignName].AppendText(text)
-	}
-	// text is not written again: share it rather than copy it.
-	all := unsafe.String(unsafe.SliceData(text), len(text))
-	return cloudagent.AHTRequest{
-		UserName:     all[:endUser],
-		AgentID:      all[endUser:endAgent],
-		CampaignName: all[endAgent:],
-	}, nil
 }
 
 // isObject says whether the body jsonbody has read is an object: its
