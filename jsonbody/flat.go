@@ -8,12 +8,13 @@ import (
 
 // The flat path: most request bodies (AHT's on the cache-hit path above
 // all) are one object of a few members whose names are ASCII without
-// escapes and whose values are strings, numbers or literals. scanFlat
-// checks such a body in one tight pass, with no per-level state, and
-// compares its few names pairwise in place. Anything else (nesting,
-// escapes, a non-ASCII name, more than flatMax members, any error) makes
-// it give up without a word, and the general scanner reads the body from
-// the start, so errors and their texts come from one place only; it only
+// escapes and whose values are mostly strings, numbers or literals.
+// scanFlat checks such a body in one tight pass, with no per-level state,
+// and compares its few names pairwise in place; an array or object value
+// is left to the general scanner, for that value only. Anything else (an
+// escape, a non-ASCII name, more than flatMax members, any error) makes it
+// give up without a word, and the general scanner reads the body from the
+// start, so errors and their texts come from one place only; it only
 // skips calling ParseFunc's member for the members already shown.
 
 // flatMax is how many members the flat path takes.
@@ -100,7 +101,11 @@ func scanFlat(b []byte, keys *[flatMax]keySpan, member func(name []byte, v Value
 			if i, ok = scanWord(b, i, "null"); !ok {
 				return n, 0, 0, false
 			}
-		default: // nested, or not JSON
+		case c == '[' || c == '{':
+			if i, ok = skipNested(b, i); !ok {
+				return n, 0, 0, false
+			}
+		default: // not JSON
 			return n, 0, 0, false
 		}
 		keys[n] = keySpan{int32(k0), int32(k1)}
@@ -123,6 +128,21 @@ func scanFlat(b []byte, keys *[flatMax]keySpan, member func(name []byte, v Value
 		end = i
 		return n, start, end, skipSpaceFast(b, i) == len(b)
 	}
+}
+
+// skipNested reads the array or object at b[i], a member's value, with
+// the general scanner, and returns the offset just past it. ok is false
+// if the value is refused for any reason (a repeated key included): the
+// general scanner, reading the body again from the start, says why.
+//
+//go:noinline
+func skipNested(b []byte, i int) (int, bool) {
+	// Depth 1 is the flat object's: nesting is counted as in a full read.
+	s := scanner{b: b, i: i, depth: 1, base: 1}
+	if err := s.value(nil); err != nil || s.dup {
+		return i, false
+	}
+	return s.i, true
 }
 
 // flatRepeated says whether two of the names in keys are equal when ASCII
