@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"unsafe"
 
@@ -125,17 +126,29 @@ func (f *fields) decode(k field, v jsonbody.Value) {
 		f.long = true
 		return
 	}
-	// Most strings have no escapes, and are short: copied byte by byte
-	// (cheaper than a call) until a backslash, if any, says to decode.
+	// Most strings have no escapes, and are short: copied here, eight
+	// bytes at a time (cheaper than a call to copy), until a backslash,
+	// if any, says to decode.
 	dst := f.text[f.n:][:len(raw)]
 	n := len(raw)
-	for i, c := range raw {
-		if c == '\\' {
+	i := 0
+	const ones = 0x0101010101010101
+	for ; i+8 <= len(raw); i += 8 {
+		x := binary.LittleEndian.Uint64(raw[i:])
+		// A byte of y is 0 exactly where the subtraction first borrows
+		// from it, setting its high bit.
+		if y := x ^ (ones * '\\'); (y-ones)&^y&(ones*0x80) != 0 {
+			break
+		}
+		binary.LittleEndian.PutUint64(dst[i:], x)
+	}
+	for ; i < len(raw); i++ {
+		if raw[i] == '\\' {
 			text, _ := v.AppendText(dst[:0])
 			n = len(text)
 			break
 		}
-		dst[i] = c
+		dst[i] = raw[i]
 	}
 	f.span[k] = [2]int32{int32(f.n), int32(f.n + n)}
 	f.n += n

@@ -42,6 +42,7 @@ var parseCases = []struct {
 	{"utf8", `{"userName":"दिल्ली","agentId":"é"}`, req{UserName: "दिल्ली", AgentID: "é"}, nil},
 	{"null is absent", `{"userName":"demo","agentId":null,"campaignName":"c"}`, req{UserName: "demo", CampaignName: "c"}, nil},
 	{"case-folded unknown", `{"userNames":"x","agent_id":"y"}`, req{}, nil},
+	{"escape after eight bytes", `{"userName":"demo1234\u0041xyz","agentId":"agent-0001-0002-0003"}`, req{UserName: "demo1234Axyz", AgentID: "agent-0001-0002-0003"}, nil},
 	// Longer than ParseRequest's stack buffer (128 bytes), or exactly as long.
 	{"long fields", `{"userName":"` + strings.Repeat("u", 100) + `","agentId":"` + strings.Repeat("a", 100) + `","campaignName":null}`, req{UserName: strings.Repeat("u", 100), AgentID: strings.Repeat("a", 100)}, nil},
 	{"long escaped field", `{"agentId":"x","userName":"` + strings.Repeat(`\u0041`, 30) + `","campaignName":"c"}`, req{UserName: strings.Repeat("A", 30), AgentID: "x", CampaignName: "c"}, nil},
