@@ -110,11 +110,14 @@ log:
   access: $3
 YAML
 }
-caproxy_config "$cp_port" "$cp_admin" false info >"$tmp/caproxy.yaml"
-caproxy_config "$base_port" "$base_admin" false info >"$tmp/caproxy-base.yaml"
-caproxy_config "$cpl_port" "$cpl_admin" true info >"$tmp/caproxy-log.yaml"
+# Each caproxy has a directory of its own: a single node keeps its state
+# file beside its config, and two processes cannot share one.
+mkdir -p "$tmp/cfg-caproxy" "$tmp/cfg-caproxy-base" "$tmp/cfg-caproxy-log"
+caproxy_config "$cp_port" "$cp_admin" false info >"$tmp/cfg-caproxy/caproxy.yaml"
+caproxy_config "$base_port" "$base_admin" false info >"$tmp/cfg-caproxy-base/caproxy-base.yaml"
+caproxy_config "$cpl_port" "$cpl_admin" true info >"$tmp/cfg-caproxy-log/caproxy-log.yaml"
 for f in caproxy caproxy-log; do
-	"$tmp/caproxy" -config "$tmp/$f.yaml" -check >/dev/null 2>"$tmp/check.log" || {
+	"$tmp/caproxy" -config "$tmp/cfg-$f/$f.yaml" -check >/dev/null 2>"$tmp/check.log" || {
 		cat "$tmp/check.log" >&2
 		die "caproxy refused the generated $f.yaml"
 	}
@@ -178,9 +181,9 @@ nginx -t -p "$tmp/nginx" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf" >"
 
 start_bg sim "$tmp/caproxy" sim -listen "127.0.0.1:$sim_port"
 wait_ready sim "http://127.0.0.1:$sim_port/sim/stats" 20
-start_bg caproxy "$tmp/caproxy" -config "$tmp/caproxy.yaml"
-start_bg caproxy_log "$tmp/caproxy" -config "$tmp/caproxy-log.yaml"
-[[ -n $BASE ]] && start_bg base "$tmp/caproxy-base" -config "$tmp/caproxy-base.yaml"
+start_bg caproxy "$tmp/caproxy" -config "$tmp/cfg-caproxy/caproxy.yaml"
+start_bg caproxy_log "$tmp/caproxy" -config "$tmp/cfg-caproxy-log/caproxy-log.yaml"
+[[ -n $BASE ]] && start_bg base "$tmp/caproxy-base" -config "$tmp/cfg-caproxy-base/caproxy-base.yaml"
 start_bg nginx nginx -p "$tmp/nginx" -e "$tmp/nginx/error.log" -c "$tmp/nginx/nginx.conf"
 start_bg bare "$tmp/bare" -listen "127.0.0.1:$bare_port"
 wait_ready caproxy "http://127.0.0.1:$cp_admin/readyz" 20
