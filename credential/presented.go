@@ -95,8 +95,12 @@ type Presented struct {
 	// JSON body or the query and is read with the rest of the request.
 	UserName string
 	// Problem, if not "", is why the presentation itself is refused
-	// (MsgAuthorizationScheme, MsgAPIKeysDiffer, …), whatever the account.
+	// (MsgAPIKeysDiffer, MsgUserNamesDiffer), whatever the account.
 	Problem string
+	// TokenProblem, if not "", is what is wrong with the Authorization
+	// header (MsgAuthorizationScheme, MsgTokenEmpty). It refuses the
+	// request only when no apiKey decides (see Check).
+	TokenProblem string
 }
 
 // Present reads the credentials r presents: the apiKey header, the
@@ -112,7 +116,7 @@ func Present(r *http.Request, legacy bool) Presented {
 		}
 	}
 	if v := r.Header[cloudagent.HeaderAuthorization]; len(v) > 0 {
-		p.Token, p.TokenFrom, p.Problem = parseAuthorization(v, p.Problem)
+		p.Token, p.TokenFrom, p.TokenProblem = parseAuthorization(v)
 	}
 	if !legacy {
 		return p
@@ -144,8 +148,8 @@ const canonicalAPIKeyHeader = "Apikey"
 
 // parseAuthorization reads Authorization values: "Bearer <token>" (scheme
 // in any case) or a bare token (no space in it). Anything else, or two
-// different values, sets a problem (keeping an earlier one).
-func parseAuthorization(v []string, problem string) (token string, from Source, _ string) {
+// different values, is a problem (the first found is kept).
+func parseAuthorization(v []string) (token string, from Source, problem string) {
 	set := func(msg string) {
 		if problem == "" {
 			problem = msg
@@ -212,8 +216,9 @@ func (p Presented) Presents() bool { return p.KeyFrom != FromNone || p.TokenFrom
 // account it was issued for.
 //
 // An apiKey, where presented, decides alone: clients send the apiKey and
-// a token together to the reporting API, and a right key with a stale
-// token is still the account's key. Otherwise the token decides.
+// a token together to the reporting API, and a right key beside a stale
+// token, or beside an Authorization header meant for something else, is
+// still the account's key. Otherwise the token decides.
 func (p Presented) Check(userName string, key Key, verify func(token string) (userName string, ok bool)) string {
 	switch {
 	case p.Problem != "":
@@ -226,6 +231,8 @@ func (p Presented) Check(userName string, key Key, verify func(token string) (us
 			return cloudagent.MsgInvalidCredentials
 		}
 		return ""
+	case p.TokenProblem != "":
+		return p.TokenProblem
 	case p.TokenFrom != FromNone:
 		user, ok := verify(p.Token)
 		if !ok {
@@ -249,9 +256,9 @@ func (p Presented) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("key_from", p.KeyFrom.String()), slog.String("token_from", p.TokenFrom.String()))
 }
 
-// isQueryCredential reports whether a query parameter named name carries a
-// client's secret (api_key, apiKey, in any case).
-func isQueryCredential(name string) bool {
+// IsQueryCredential reports whether a query parameter named name carries
+// a client's secret (api_key, apiKey, in any case): StripClient drops it.
+func IsQueryCredential(name string) bool {
 	return strings.EqualFold(name, QueryAPIKey) || strings.EqualFold(name, "apiKey")
 }
 
@@ -268,7 +275,7 @@ func StripClient(h http.Header, u *url.URL) {
 	h.Del(cloudagent.HeaderAPIKey)
 	h.Del(cloudagent.HeaderAuthorization)
 	if u != nil {
-		u.RawQuery = dropQuery(u.RawQuery, isQueryCredential)
+		u.RawQuery = dropQuery(u.RawQuery, IsQueryCredential)
 		u.ForceQuery = false
 	}
 }
@@ -343,7 +350,7 @@ func (QueryKey) Reject(string) {}
 // of u (in any case) and appends the account's api_key and username. The
 // other parameters keep their order and spelling.
 func (k QueryKey) ApplyQuery(u *url.URL) {
-	raw := dropQuery(u.RawQuery, func(n string) bool { return isQueryCredential(n) || isQueryUserName(n) })
+	raw := dropQuery(u.RawQuery, func(n string) bool { return IsQueryCredential(n) || isQueryUserName(n) })
 	if raw != "" {
 		raw += "&"
 	}

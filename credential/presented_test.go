@@ -42,13 +42,13 @@ func TestPresent(t *testing.T) {
 		{"bare token", "", []string{"Authorization", "t.s"}, false,
 			Presented{Token: "t.s", TokenFrom: FromBareAuthorization}},
 		{"Bearer with no token", "", []string{"Authorization", "Bearer"}, false,
-			Presented{TokenFrom: FromBearer, Problem: MsgTokenEmpty}},
+			Presented{TokenFrom: FromBearer, TokenProblem: MsgTokenEmpty}},
 		{"Basic scheme", "", []string{"Authorization", "Basic dTpw"}, false,
-			Presented{Problem: MsgAuthorizationScheme}},
+			Presented{TokenProblem: MsgAuthorizationScheme}},
 		{"Bearer with two words", "", []string{"Authorization", "Bearer a b"}, false,
-			Presented{Token: "a b", TokenFrom: FromBearer, Problem: MsgAuthorizationScheme}},
+			Presented{Token: "a b", TokenFrom: FromBearer, TokenProblem: MsgAuthorizationScheme}},
 		{"two different Authorization headers", "", []string{"Authorization", "Bearer a", "Authorization", "Bearer b"}, false,
-			Presented{Token: "a", TokenFrom: FromBearer, Problem: MsgAuthorizationScheme}},
+			Presented{Token: "a", TokenFrom: FromBearer, TokenProblem: MsgAuthorizationScheme}},
 		{"empty Authorization header", "", []string{"Authorization", ""}, false, Presented{}},
 		{"apiKey and bearer together", "", []string{"apiKey", "k1", "Authorization", "Bearer t.s"}, false,
 			Presented{APIKey: "k1", KeyFrom: FromAPIKeyHeader, Token: "t.s", TokenFrom: FromBearer}},
@@ -117,6 +117,9 @@ func TestPresentedCheck(t *testing.T) {
 		{"right apiKey, bad token", Presented{APIKey: "k1", KeyFrom: FromAPIKeyHeader, Token: "x", TokenFrom: FromBearer}, key, ""},
 		{"wrong apiKey, good token", Presented{APIKey: "k2", KeyFrom: FromAPIKeyHeader, Token: "tok-u1", TokenFrom: FromBearer}, key, cloudagent.MsgInvalidCredentials},
 		{"a problem wins", Presented{APIKey: "k1", KeyFrom: FromAPIKeyHeader, Problem: MsgAPIKeysDiffer}, key, MsgAPIKeysDiffer},
+		{"right apiKey beside a Basic header", Presented{APIKey: "k1", KeyFrom: FromAPIKeyHeader, TokenProblem: MsgAuthorizationScheme}, key, ""},
+		{"Basic header alone", Presented{TokenProblem: MsgAuthorizationScheme}, key, MsgAuthorizationScheme},
+		{"empty Bearer alone", Presented{TokenFrom: FromBearer, TokenProblem: MsgTokenEmpty}, key, MsgTokenEmpty},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -127,7 +127,7 @@ func (p *Proxy) serveAHT(w http.ResponseWriter, r *http.Request, rec *record) {
 	}
 	st := p.settings.Load()
 	now := p.now()
-	acct, msg, code := p.authenticate(r, st, req.UserName, now)
+	acct, msg, code := p.authenticate(r, nil, st, req.UserName, now)
 	if acct == nil {
 		rec.outcome = OutcomeUnauthorized
 		cloudagent.WriteError(w, code, msg)

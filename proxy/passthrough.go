@@ -68,7 +68,7 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		r.ContentLength = int64(len(body))
 	}
-	queryUser := r.URL.Query().Get("userName")
+	queryUser := queryUserName(r, rt)
 	bodyUser := ""
 	if len(body) > 0 {
 		bodyUser = userNameOf(body)
@@ -91,7 +91,7 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 		writeErr(w, http.StatusBadRequest, cloudagent.MsgUserNameEmpty)
 		return
 	}
-	acct, msg, code := p.authenticate(r, st, userName, p.now())
+	acct, msg, code := p.authenticate(r, rt, st, userName, p.now())
 	if acct == nil {
 		rec.outcome = OutcomeUnauthorized
 		writeErr(w, code, msg)
@@ -159,13 +159,14 @@ func (p *Proxy) newReverseProxy(rt http.RoundTripper) *httputil.ReverseProxy {
 			pr.SetURL(p.Upstream)
 			pr.SetXForwarded()
 			h := pr.Out.Header
-			// The client's own credentials are for caproxy, not CloudAgent.
-			h.Del(cloudagent.HeaderAPIKey)
-			h.Del(cloudagent.HeaderAuthorization)
+			// The client's own credentials are for caproxy, not CloudAgent:
+			// headers and the legacy API's query parameters alike.
+			credential.StripClient(h, pr.Out.URL)
 			if c, ok := pr.In.Context().Value(credsKey{}).(*upstreamCreds); ok {
 				for k, v := range c.header {
 					h[k] = v
 				}
+				applyQueryCredentials(c.up, pr.Out.URL)
 			}
 		},
 		ModifyResponse: p.checkPassedResponse,

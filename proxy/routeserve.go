@@ -163,7 +163,8 @@ func (p *Proxy) serveCachedRoute(w http.ResponseWriter, r *http.Request, rec *re
 	st := p.settings.Load()
 	now := p.now()
 	query := r.URL.Query()
-	if q := query.Get("userName"); q != "" {
+	dropQueryCredentials(query) // neither cache key nor upstream gets a client's secret
+	if q := queryUserName(r, rt); q != "" {
 		if userName != "" && userName != q {
 			rec.outcome = OutcomeInvalid
 			rt.writeError(w, http.StatusBadRequest, "userName in the query and in the body differ")
@@ -181,7 +182,7 @@ func (p *Proxy) serveCachedRoute(w http.ResponseWriter, r *http.Request, rec *re
 		rt.writeError(w, http.StatusBadRequest, cloudagent.MsgUserNameEmpty)
 		return
 	}
-	acct, msg, code := p.authenticate(r, st, userName, now)
+	acct, msg, code := p.authenticate(r, rt, st, userName, now)
 	if acct == nil {
 		rec.outcome = OutcomeUnauthorized
 		rt.writeError(w, code, msg)
@@ -393,6 +394,7 @@ func (p *Proxy) callRoute(ctx context.Context, c *routeCall, creds http.Header) 
 	for k, v := range creds {
 		out.Header[k] = v
 	}
+	applyQueryCredentials(c.rt.upstreamFor(c.acct), out.URL)
 	return p.do(out)
 }
 
