@@ -153,6 +153,16 @@ func TestClientsConform(t *testing.T) {
 		query:    "username=demo&agentID=agent003&campaignName=Outbound_Sales&customerNumber=9876543210&format=json",
 		upstream: 1, parse: parseQueued,
 	}, {
+		name:   "Legacy dialer with a mistyped api_key: refused by caproxy in CloudAgent's words, nothing sent upstream",
+		method: http.MethodPost, path: cloudagent.PathLegacyAgentManualDial, account: "demo-basic", legacy: true,
+		query:    "api_key=not-the-key&username=demo-basic&agentID=agent001&campaignName=Outbound_Sales&customerNumber=9876543210&format=json",
+		upstream: 0, parse: parseRefusal(http.StatusUnauthorized, cloudagent.MsgInvalidCredentials),
+	}, {
+		name:   "Express client still holding a token CloudAgent issued, sent bare: the refusal names the token",
+		method: http.MethodPost, path: cloudagent.PathAHT, account: "demo2",
+		header: []string{"Authorization", "0123456789abcdef0123456789abcdef"}, body: ahtBody("demo2", "agent004"),
+		upstream: 0, parse: parseRefusal(http.StatusUnauthorized, "token is invalid or expired"),
+	}, {
 		name:   "Express field-agent app: POST PhoneManualDial with a JSON body and a Bearer token",
 		method: http.MethodPost, path: cloudagent.PathPhoneManualDial, account: "demo",
 		header:   []string{"Authorization", "Bearer " + demoAPIsToken},
@@ -397,6 +407,15 @@ func parseSummary(day string) func(*testing.T, response) {
 				t.Fatalf("summary row %+v, want AgentName, CallDate %s and TotalLoginDuration HH:MM:SS", row, day)
 			}
 		}
+	}
+}
+
+// parseRefusal reads a refusal as clients do: the HTTP status and
+// CloudAgent's error shape with msg.
+func parseRefusal(code int, msg string) func(*testing.T, response) {
+	return func(t *testing.T, r response) {
+		t.Helper()
+		checkError(t, r, code, msg)
 	}
 }
 
