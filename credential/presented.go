@@ -181,7 +181,7 @@ func parseAuthorization(v []string) (token string, from Source, problem string) 
 
 // queryValue returns the one non-empty value q gives under any of names:
 // given is false when there is none, conflict true when two differ (two
-// names, or one name twice).
+// names, or one name twice; value is then the first).
 func queryValue(q url.Values, names ...string) (value string, given, conflict bool) {
 	for _, n := range names {
 		for _, v := range q[n] {
@@ -190,7 +190,7 @@ func queryValue(q url.Values, names ...string) (value string, given, conflict bo
 			case !given:
 				value, given = v, true
 			case v != value:
-				return "", false, true
+				return value, given, true
 			}
 		}
 	}

@@ -66,7 +66,7 @@ func TestPresent(t *testing.T) {
 		{"legacy api_key and apiKey differ", "api_key=k1&apiKey=k2&username=u1", nil, true,
 			Presented{UserName: "u1", Problem: MsgAPIKeysDiffer}},
 		{"legacy username and userName differ", "api_key=k1&username=u1&userName=u2", nil, true,
-			Presented{APIKey: "k1", KeyFrom: FromQuery, Problem: MsgUserNamesDiffer}},
+			Presented{APIKey: "k1", KeyFrom: FromQuery, UserName: "u1", Problem: MsgUserNamesDiffer}},
 		{"legacy username and userName agree", "api_key=k1&username=u1&userName=u1", nil, true,
 			Presented{APIKey: "k1", KeyFrom: FromQuery, UserName: "u1"}},
 	}
