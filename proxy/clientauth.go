@@ -11,18 +11,18 @@ import (
 // credentials in the query string: the routes whose upstream credentials
 // travel there (AuthQuery, the legacy CAServices API), as the clients of
 // that API send them.
-func (rt *Route) takesQueryCredentials() bool { return rt != nil && rt.Auth == AuthQuery }
+func takesQueryCredentials(rt *Route) bool { return rt != nil && rt.Auth == AuthQuery }
 
 // presentedOn reads the credentials r presents on rt.
 func presentedOn(r *http.Request, rt *Route) credential.Presented {
-	return credential.Present(r, rt.takesQueryCredentials())
+	return credential.Present(r, takesQueryCredentials(rt))
 }
 
 // queryUserName returns the account r names in its query string: userName,
 // and on a route that takes query credentials also the legacy API's
 // username (credential.Present refuses the two when they differ).
 func queryUserName(r *http.Request, rt *Route) string {
-	if !rt.takesQueryCredentials() {
+	if !takesQueryCredentials(rt) {
 		if r.URL.RawQuery == "" {
 			return ""
 		}
