@@ -1,25 +1,29 @@
 # syntax=docker/dockerfile:1
+# For builders with a registry. `make image` builds the same final image from
+# a binary built on the host (deploy/image/Containerfile); a test in deploy/
+# keeps the two final stages alike.
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/caproxy .
-# In a container the listeners must face the container network, not its loopback.
-# Off loopback the admin listener needs a bearer token: the container refuses
-# to start unless CAPROXY_ADMIN_TOKEN (16+ characters) is set.
-RUN sed -e 's/^listen: .*/listen: 0.0.0.0:8080/' -e 's/^admin_listen: .*/admin_listen: 0.0.0.0:9090/' config.yaml > /out/config.yaml \
- && echo 'admin_token: ${CAPROXY_ADMIN_TOKEN}' >> /out/config.yaml \
- && grep -q '^listen: 0.0.0.0:8080' /out/config.yaml && grep -q '^admin_listen: 0.0.0.0:9090' /out/config.yaml
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/caproxy . \
+ && cp /etc/ssl/certs/ca-certificates.crt /out/ \
+ && sh deploy/image/config.sh config.yaml > /out/config.yaml \
+ && mkdir /out/state
 
-FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /out/caproxy /usr/local/bin/caproxy
+FROM scratch
+COPY --from=build /out/caproxy /caproxy
+COPY --from=build /out/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/config.yaml /etc/caproxy/config.yaml
-USER nonroot:nonroot
+# The state directory, writable by the non-root user, for a read-only root.
+COPY --from=build --chown=65532:65532 /out/state/ /var/lib/caproxy/
+USER 65532:65532
 # 8080: proxy (client_auth stays "required" off loopback); 9090: admin
-# (/metrics /admin /debug/pprof need "Authorization: Bearer $CAPROXY_ADMIN_TOKEN";
-# /healthz /readyz are open): publish it only to operators.
+# (/metrics, /admin and the status page need "Authorization: Bearer
+# $CAPROXY_ADMIN_TOKEN"; /healthz and /readyz are open): publish it only to
+# operators.
 EXPOSE 8080 9090
-ENTRYPOINT ["/usr/local/bin/caproxy"]
+ENTRYPOINT ["/caproxy"]
 CMD ["-config", "/etc/caproxy/config.yaml"]

@@ -1,7 +1,7 @@
 # caproxy — `make run` serves the shipped config; `make test` is what CI runs.
 GO ?= go
 
-.PHONY: run build test deps fmt-check vet bench bench-redis-down bench-hit bench-nginx load
+.PHONY: run build test deps fmt-check vet rules-check image bench bench-redis-down bench-hit bench-nginx load
 
 build:
 	$(GO) build -o caproxy .
@@ -15,6 +15,9 @@ deps:
 	@{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || { \
 		echo "installing redis-server and redis-tools"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; }
+	@command -v promtool >/dev/null 2>&1 || { \
+		echo "installing prometheus (promtool)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
 fmt-check:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -22,8 +25,30 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
-test: deps fmt-check vet
+test: deps fmt-check vet rules-check
 	$(GO) test -race -count=1 ./...
+
+# rules-check checks the shipped Prometheus alert rules and runs their unit tests.
+rules-check:
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts_test.yml
+
+# image builds the container image $(IMAGE) from a static binary built here,
+# the way release tools do (no registry needed): FROM scratch, the binary,
+# Debian's CA certificates, user 65532 (deploy/image/Containerfile). The
+# Dockerfile builds the same image for builders with a registry.
+IMAGE ?= localhost/caproxy:latest
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+image:
+	@test -f /etc/ssl/certs/ca-certificates.crt || { \
+		echo "installing ca-certificates"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ca-certificates >/dev/null; }
+	set -e; ctx=$$(mktemp -d); trap 'rm -rf "$$ctx"' EXIT; \
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w -X main.version=$(VERSION)' -o "$$ctx/caproxy" .; \
+	cp /etc/ssl/certs/ca-certificates.crt "$$ctx/"; \
+	sh deploy/image/config.sh config.yaml > "$$ctx/config.yaml"; \
+	mkdir "$$ctx/state"; \
+	podman build -q -f deploy/image/Containerfile -t $(IMAGE) "$$ctx"
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./cache/ ./limit/ ./proxy/ ./deadline/

@@ -73,13 +73,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "caproxy: bad config: routes:", oneLine(err))
 		return 1
 	}
+	// The certificate and key are checked here, not by package config,
+	// so that -check and the start refuse the same files.
+	var certs *servedCert
+	if cfg.TLS.Enabled() {
+		if certs, err = newServedCert(cfg.TLS, time.Now()); err != nil {
+			fmt.Fprintln(stderr, "caproxy: bad config:", oneLine(err))
+			return 1
+		}
+	}
+	if err := daemon.CheckState(cfg); err != nil {
+		fmt.Fprintln(stderr, "caproxy: bad config:", oneLine(err))
+		return 1
+	}
 	if *check {
+		if certs != nil {
+			if w := expiresSoon(certs.leaf(), time.Now()); w != "" {
+				fmt.Fprintln(stderr, "caproxy: warning:", w)
+			}
+		}
 		fmt.Fprintln(stderr, "caproxy: config ok:", *path)
 		return 0
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, *path, cfg, hup, stderr); err != nil {
+	if err := serve(ctx, *path, cfg, certs, hup, stderr); err != nil {
 		fmt.Fprintln(stderr, "caproxy:", oneLine(err))
 		return 1
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/caproxy/caproxy/deadline"
 	"github.com/caproxy/caproxy/gcheadroom"
 	"github.com/caproxy/caproxy/proxy"
+	"github.com/caproxy/caproxy/statuspage"
 )
 
 // deadlineTick is how late, at most, the proxy listener's timeouts fire:
@@ -27,8 +28,10 @@ const deadlineTick = 250 * time.Millisecond
 // twenty, for at most 32 MiB more heap than Go's default.
 const gcRoom = 32 << 20
 
-// serve runs caproxy with cfg until ctx ends, reloading path on hup.
-func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.Signal, stderr io.Writer) error {
+// serve runs caproxy with cfg until ctx ends, reloading path on hup. With
+// certs (not nil: cfg.TLS is set) the proxy listener serves HTTPS, HTTP/2
+// included, and hup reloads the certificate too.
+func serve(ctx context.Context, path string, cfg *config.Config, certs *servedCert, hup <-chan os.Signal, stderr io.Writer) error {
 	d, err := daemon.New(ctx, cfg, daemon.Options{Log: stderr})
 	if err != nil {
 		return err
@@ -67,7 +70,13 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 		IdleTimeout:  120 * time.Second,
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	admin := &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	if certs != nil {
+		srv.TLSConfig = certs.tlsConfig()
+		if w := expiresSoon(certs.leaf(), time.Now()); w != "" {
+			logger.Warn(w)
+		}
+	}
+	admin := &http.Server{Handler: statuspage.Wrap(d.AdminHandler()), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
 
 	// Refreshes run while the proxy serves (they do nothing unless
 	// cache.refresh_ahead is on) and stop before the drain.
@@ -77,9 +86,17 @@ func serve(ctx context.Context, path string, cfg *config.Config, hup <-chan os.S
 	defer func() { stopRefresh(); <-refreshDone }()
 
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if certs != nil {
+			// The certificate comes from TLSConfig.GetCertificate;
+			// ServeTLS adds HTTP/2 to what the handshake offers.
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	go func() { errc <- admin.Serve(adminLn) }()
-	logger.Info("caproxy listening", "version", version, "addr", ln.Addr().String(),
+	logger.Info("caproxy listening", "version", version, "addr", ln.Addr().String(), "tls", certs != nil,
 		"admin", adminLn.Addr().String(), "upstream", cfg.Upstream.URL, "accounts", len(cfg.Accounts))
 
 	var serveErr error
@@ -87,7 +104,7 @@ loop:
 	for {
 		select {
 		case <-hup:
-			reload(d, path)
+			reload(d, path, certs)
 		case err := <-errc:
 			serveErr = err
 			break loop
@@ -106,12 +123,29 @@ loop:
 }
 
 // reload reads the config file again and applies it; an invalid file is
-// refused and the running config stays.
-func reload(d *daemon.Daemon, path string) {
+// refused and the running config stays. With TLS on, the certificate is
+// read again too (from the files the new config names, or the files in
+// force if the config was refused), so a renewed certificate is picked up
+// even when the config file is broken; unusable files keep the certificate
+// in force. TLS cannot be turned on or off without a restart.
+func reload(d *daemon.Daemon, path string, certs *servedCert) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		d.Logger().Error("reload refused: bad config; keeping the running one", "err", oneLine(err))
+		if certs != nil {
+			certs.reload(certs.files, time.Now(), d.Logger())
+		}
 		return
 	}
+	if (certs != nil) != cfg.TLS.Enabled() {
+		d.Logger().Warn("reload: this key takes effect only on restart", "key", "tls")
+	}
 	d.Reload(cfg)
+	if certs != nil {
+		files := cfg.TLS
+		if !files.Enabled() {
+			files = certs.files
+		}
+		certs.reload(files, time.Now(), d.Logger())
+	}
 }

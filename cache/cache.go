@@ -56,6 +56,11 @@ type Options struct {
 	// MaxEntries bounds the number of entries; the least recently used
 	// goes first. Zero or less means no bound.
 	MaxEntries int
+	// MaxBytes bounds the bytes of the bodies held (see Bytes); the least
+	// recently used entries go first. An answer whose body is larger than
+	// MaxBytes/EntryShare is not kept at all (see MaxEntryBytes). Zero or
+	// less means no bound.
+	MaxBytes int64
 	// TTL is how long a successful answer is fresh. Zero stores nothing
 	// fresh (answers may still be kept for StaleTTL as a fallback).
 	TTL time.Duration
@@ -96,7 +101,24 @@ type Cache struct {
 	maxEntries  int
 	// backstop is the LRU's own wall-clock lifetime; 0 means it has none.
 	backstop time.Duration
+	// retired is set, under mu, when the LRU it belongs to is replaced
+	// (see SetTTLs), so that the old LRU's evictions stop counting.
+	retired *atomic.Bool
+
+	// bytes is the sum of the body sizes held by the current LRU: added
+	// by add, taken away by the LRU's eviction callback (every removal:
+	// Remove, RemoveOldest, Purge, expiry, eviction by count).
+	bytes atomic.Int64
+	// maxBytes is the bound on bytes (0: none); written under mu, read
+	// without it by MaxEntryBytes.
+	maxBytes atomic.Int64
 }
+
+// EntryShare is the share of MaxBytes one answer may take at most: an
+// answer larger than MaxBytes/EntryShare is served but not cached (in
+// memory nor in the Shared level), so that one huge answer cannot flush
+// the many small ones.
+const EntryShare = 8
 
 // New returns a Cache configured by opts.
 //
@@ -113,9 +135,74 @@ func New(opts Options) *Cache {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.maxBytes.Store(max(opts.MaxBytes, 0))
 	c.backstop = c.neededBackstop()
-	c.lru.Store(expirable.NewLRU[string, *Entry](c.maxEntries, nil, c.backstop))
+	c.lru.Store(c.newLRU(c.backstop))
 	return c
+}
+
+// newLRU returns an empty LRU whose removals count against c.bytes until
+// it is retired. Called with mu held (or before c is shared).
+func (c *Cache) newLRU(backstop time.Duration) *expirable.LRU[string, *Entry] {
+	retired := new(atomic.Bool)
+	c.retired = retired
+	// The callback runs under the LRU's own lock, on the caller's
+	// goroutine or the LRU's cleanup goroutine: it may only count.
+	onEvict := func(_ string, e *Entry) {
+		if !retired.Load() {
+			c.bytes.Add(-int64(len(e.Body)))
+		}
+	}
+	return expirable.NewLRU[string, *Entry](c.maxEntries, onEvict, backstop)
+}
+
+// add puts e under key in lru and evicts the least recently used entries
+// while the bodies held exceed maxBytes. Called with mu held.
+func (c *Cache) add(lru *expirable.LRU[string, *Entry], key string, e *Entry) {
+	// The LRU replaces a value in place without calling back, so the
+	// entry it replaces is removed first (and counted out).
+	lru.Remove(key)
+	c.bytes.Add(int64(len(e.Body)))
+	lru.Add(key, e)
+	c.shrink(lru)
+}
+
+// shrink evicts the least recently used entries of lru while the bodies
+// held exceed maxBytes. Called with mu held.
+func (c *Cache) shrink(lru *expirable.LRU[string, *Entry]) {
+	limit := c.maxBytes.Load()
+	for limit > 0 && c.bytes.Load() > limit {
+		if _, _, ok := lru.RemoveOldest(); !ok {
+			return
+		}
+	}
+}
+
+// MaxEntryBytes is the largest body an answer may have to be cached:
+// MaxBytes/EntryShare, or 0 when there is no bound. The Shared level keeps
+// to it too (see WithEntryCeiling).
+func (c *Cache) MaxEntryBytes() int64 { return c.maxBytes.Load() / EntryShare }
+
+// tooBig reports whether body exceeds MaxEntryBytes.
+func (c *Cache) tooBig(body []byte) bool {
+	n := c.MaxEntryBytes()
+	return n > 0 && int64(len(body)) > n
+}
+
+// Bytes returns the sum of the body sizes of the entries held, dead ones
+// not yet dropped included. Keys and per-entry bookkeeping (a few hundred
+// bytes an entry, bounded by MaxEntries) are not counted.
+func (c *Cache) Bytes() int64 { return c.bytes.Load() }
+
+// SetMaxBytes changes the bound on the bytes of bodies held (zero or less:
+// none), evicting the least recently used entries if more are held. Entries
+// held that are larger than the new MaxEntryBytes stay until they go in
+// their turn; answers stored from now on must fit it.
+func (c *Cache) SetMaxBytes(maxBytes int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.maxBytes.Store(max(maxBytes, 0))
+	c.shrink(c.lru.Load())
 }
 
 func nonNegative(d time.Duration) time.Duration { return max(d, 0) }
@@ -198,14 +285,14 @@ func classify(status int, body []byte) answerKind {
 // A successful answer (HTTP 200, status "success") is fresh for TTL and may
 // be served stale for StaleTTL after that. "agentId is Invalid" and
 // "campaignName is Invalid" are kept for NegativeTTL and never served
-// stale. Nothing else is stored, and an answer with a zero lifetime is not
-// stored either; an earlier entry for key is then left as it was, so it
-// can still serve as a stale fallback.
+// stale. Nothing else is stored, and neither is an answer with a zero
+// lifetime or a body larger than MaxEntryBytes; an earlier entry for key is
+// then left as it was, so it can still serve as a stale fallback.
 func (c *Cache) Store(key string, body []byte, status int, contentType string) (e *Entry, stored bool) {
 	now := c.now()
 	e = &Entry{Body: body, Status: status, ContentType: contentType, Fetched: now, FreshUntil: now, StaleUntil: now}
 	kind := classify(status, body)
-	if kind == notCacheable {
+	if kind == notCacheable || c.tooBig(body) {
 		return e, false
 	}
 
@@ -222,7 +309,7 @@ func (c *Cache) Store(key string, body []byte, status int, contentType string) (
 	if !now.Before(e.StaleUntil) {
 		return e, false
 	}
-	c.lru.Load().Add(key, e)
+	c.add(c.lru.Load(), key, e)
 	return e, true
 }
 
@@ -230,9 +317,9 @@ func (c *Cache) Store(key string, body []byte, status int, contentType string) (
 // entries already stored keep theirs. Negative durations count as zero.
 //
 // If entries may now live longer than the LRU's wall-clock backstop, the
-// entries move to a new LRU with a longer one. The old LRU's cleanup
-// goroutine cannot be stopped and stays behind (idle once its remaining
-// entries have expired), so this costs one goroutine per such increase.
+// entries move to a new LRU with a longer one, and the old one is emptied.
+// The old LRU's cleanup goroutine cannot be stopped and stays behind
+// (idle), so this costs one goroutine per such increase.
 func (c *Cache) SetTTLs(ttl, staleTTL, negativeTTL time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -242,14 +329,24 @@ func (c *Cache) SetTTLs(ttl, staleTTL, negativeTTL time.Duration) {
 		return
 	}
 	old := c.lru.Load()
-	next := expirable.NewLRU[string, *Entry](c.maxEntries, nil, need)
+	c.retired.Store(true)
+	// Len takes old's lock: an eviction callback that read retired as
+	// false has finished counting by the time it returns.
+	old.Len()
+	next := c.newLRU(need)
+	var held int64
 	for _, k := range old.Keys() { // oldest first, so recency order is kept
 		if e, ok := old.Peek(k); ok {
 			next.Add(k, e)
+			held += int64(len(e.Body))
 		}
 	}
+	c.bytes.Store(held)
 	c.lru.Store(next)
 	c.backstop = need
+	// Its entries live on in next; emptied, old holds no memory (a Get
+	// that loaded it just before the swap misses once).
+	old.Purge()
 }
 
 // Resize changes the bound on the number of entries, evicting the least

@@ -5,15 +5,16 @@ package cache
 // Store does (the replica that fetched it did that). It reports whether e
 // was kept. It is not kept if it is nil or already dead on the cache's
 // clock, if the cache is configured to keep nothing (every lifetime zero),
-// or if the entry held for key was fetched later than e: an answer this
-// replica fetched itself meanwhile is newer, and wins.
+// if its body is larger than MaxEntryBytes, or if the entry held for key
+// was fetched later than e: an answer this replica fetched itself
+// meanwhile is newer, and wins.
 //
 // The cache takes ownership of e: nobody may modify it afterwards. e may
 // be served stale here until its StaleUntil even if this cache's own
 // lifetimes are shorter; the LRU's wall-clock backstop may still drop it
 // earlier, which only costs another trip to the shared level.
 func (c *Cache) Put(key string, e *Entry) bool {
-	if e == nil {
+	if e == nil || c.tooBig(e.Body) {
 		return false
 	}
 	c.mu.Lock()
@@ -25,6 +26,6 @@ func (c *Cache) Put(key string, e *Entry) bool {
 	if cur, ok := lru.Peek(key); ok && cur.Fetched.After(e.Fetched) {
 		return false
 	}
-	lru.Add(key, e)
+	c.add(lru, key, e)
 	return true
 }

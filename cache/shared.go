@@ -27,7 +27,8 @@ type Shared interface {
 	// logging; any other error is the store's (unreachable, timeout).
 	Get(ctx context.Context, key string) (*Entry, bool, error)
 	// Set shares e under key until e.StaleUntil, replacing any entry
-	// there. An entry already dead is not written and is no error.
+	// there. An entry already dead, or larger than the level's ceiling
+	// on one answer, is not written and is no error.
 	Set(ctx context.Context, key string, e *Entry) error
 	// PurgeAccount removes every entry of account (every key starting
 	// with PrefixFor(account)) and returns how many it removed.
@@ -61,6 +62,8 @@ type RedisShared struct {
 	client redis.UniversalClient
 	prefix string
 	now    func() time.Time
+	// ceiling is the largest body Set writes (0 or nil: no ceiling).
+	ceiling func() int64
 
 	// corrupt counts values Get could not read, for metrics.
 	corrupt atomic.Int64
@@ -82,6 +85,14 @@ func WithSharedClock(now func() time.Time) RedisSharedOption {
 			s.now = now
 		}
 	}
+}
+
+// WithEntryCeiling makes Set skip (without error) an entry whose body is
+// larger than ceiling() bytes, when that is above 0. Pass the Cache's
+// MaxEntryBytes, so that Redis holds no answer too big for the local
+// level, and a reloaded cache.max_bytes applies to both.
+func WithEntryCeiling(ceiling func() int64) RedisSharedOption {
+	return func(s *RedisShared) { s.ceiling = ceiling }
 }
 
 // NewRedisShared returns a RedisShared on client whose keys start with
@@ -134,13 +145,19 @@ func (s *RedisShared) Get(ctx context.Context, key string) (*Entry, bool, error)
 // millisecond (a relative expiry, not an absolute PEXPIREAT, so a Redis
 // server whose clock differs from ours drops the entry on our timeline).
 // It refuses (with an error) a nil entry and one whose Status is not a
-// valid HTTP status, which net/http would refuse to serve.
+// valid HTTP status, which net/http would refuse to serve; it skips
+// (without error) an entry above the ceiling of WithEntryCeiling.
 func (s *RedisShared) Set(ctx context.Context, key string, e *Entry) error {
 	if e == nil {
 		return fmt.Errorf("cache: shared set %q: nil entry", key)
 	}
 	if !validStatus(int64(e.Status)) {
 		return fmt.Errorf("cache: shared set %q: invalid status %d", key, e.Status)
+	}
+	if s.ceiling != nil {
+		if n := s.ceiling(); n > 0 && int64(len(e.Body)) > n {
+			return nil
+		}
 	}
 	life := e.StaleUntil.Sub(s.now())
 	if life <= 0 {

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -105,6 +106,8 @@ type Config struct {
 	ClientAuth string `yaml:"client_auth"`
 	// Redis shares state between replicas; empty URL keeps it in memory.
 	Redis Redis `yaml:"redis"`
+	// State keeps a single node's tokens and budget logs across restarts.
+	State State `yaml:"state"`
 	// Log selects the log format and level.
 	Log Log `yaml:"log"`
 	// Routes add routes to caproxy's built-in route table, or replace a
@@ -115,7 +118,22 @@ type Config struct {
 	// UnknownPass (default: passed through with the account's
 	// credentials) or UnknownRefuse (404).
 	UnknownPaths string `yaml:"unknown_paths"`
+	// TLS serves Listen over HTTPS when set (default: plain HTTP).
+	TLS TLS `yaml:"tls"`
 }
+
+// TLS is the certificate the client listener serves HTTPS with. Both files
+// are set, or neither (plain HTTP). The files are read at start and again on
+// every SIGHUP; package main loads and checks them.
+type TLS struct {
+	// CertFile is a PEM file: the certificate, then any intermediates.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the PEM private key of CertFile's certificate.
+	KeyFile string `yaml:"key_file"`
+}
+
+// Enabled reports whether the client listener serves HTTPS.
+func (t TLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
 
 // Route is one entry of routes: the policy of one CloudAgent path.
 type Route struct {
@@ -181,6 +199,10 @@ type Cache struct {
 	NegativeTTL time.Duration `yaml:"negative_ttl"`
 	// MaxEntries bounds the number of cached answers (default 100000).
 	MaxEntries int `yaml:"max_entries"`
+	// MaxBytes bounds the bytes of the answer bodies held in memory
+	// (default DefaultCacheMaxBytes); an answer larger than MaxBytes/8 is
+	// served but cached nowhere, neither here nor in Redis.
+	MaxBytes int `yaml:"max_bytes"`
 	// RefreshAhead refreshes hot answers in the background before they
 	// expire and, when demand outruns the budget, refreshes stale ones
 	// oldest popular first (default false).
@@ -213,6 +235,10 @@ type Limit struct {
 	AboveCloudAgentLimits bool `yaml:"above_cloudagent_limits"`
 }
 
+// DefaultCacheMaxBytes is cache.max_bytes when not set: 256 MiB, room for
+// a sidecar next to the app.
+const DefaultCacheMaxBytes = 256 << 20
+
 // CloudAgent's documented limits per account, which the limit settings may
 // exceed only with limit.above_cloudagent_limits.
 const (
@@ -243,6 +269,16 @@ type Redis struct {
 	Replicas int `yaml:"replicas"`
 }
 
+// State is where a single node keeps what must outlive the process: its
+// upstream tokens, its token-generation log and its budget logs. With Redis
+// configured, Redis holds them and no state file is used.
+type State struct {
+	// Dir is the directory of the state file (caproxy.state); default the
+	// config file's directory, "" to keep state in memory only. It must
+	// exist and be writable.
+	Dir string `yaml:"dir"`
+}
+
 // Enabled reports whether replicas share state through Redis.
 func (r Redis) Enabled() bool { return r.URL != "" || len(r.Addrs) > 0 }
 
@@ -268,6 +304,7 @@ func defaults() *Config {
 			StaleTTL:    10 * time.Minute,
 			NegativeTTL: 10 * time.Second,
 			MaxEntries:  100000,
+			MaxBytes:    DefaultCacheMaxBytes,
 		},
 		Limit: Limit{
 			UpstreamPerMinute:       50,
@@ -293,7 +330,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return parse(path, data, os.LookupEnv)
+	return parse(path, filepath.Dir(path), data, os.LookupEnv)
 }
 
 // Parse expands ${VAR} and ${VAR:-default} in data using lookupEnv (nil
@@ -309,12 +346,15 @@ func Load(path string) (*Config, error) {
 // value is an error (references in comments are ignored). ${VAR:-default}
 // uses default when VAR is unset or empty. An unquoted value is typed by
 // what it holds after substitution (a number, a boolean; empty keeps the
-// default).
+// default). With no file there is no default state.dir: state is kept in
+// memory unless the data sets one.
 func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
-	return parse("config.yaml", data, lookupEnv)
+	return parse("config.yaml", "", data, lookupEnv)
 }
 
-func parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
+// parse is Load and Parse: file names the config in problems, stateDir is
+// the default of state.dir.
+func parse(file, stateDir string, data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 	if lookupEnv == nil {
 		lookupEnv = func(string) (string, bool) { return "", false }
 	}
@@ -323,6 +363,7 @@ func parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Co
 		return nil, newError(file, exp.problems)
 	}
 	cfg := defaults()
+	cfg.State.Dir = stateDir
 	d := &decoder{exp: exp, lines: map[string]int{}, tainted: map[string]bool{}}
 	d.decodeDocument(cfg)
 	if !d.fatal {

@@ -35,7 +35,7 @@ func want(mod func(*Config)) *Config {
 		AdminListen: "127.0.0.1:9090",
 		Upstream:    Upstream{URL: "builtin:sim", Timeout: 10 * time.Second},
 		Accounts:    []Account{{UserName: "u", APIKey: "k", Auth: "token"}},
-		Cache:       Cache{TTL: 30 * time.Second, StaleTTL: 10 * time.Minute, NegativeTTL: 10 * time.Second, MaxEntries: 100000},
+		Cache:       Cache{TTL: 30 * time.Second, StaleTTL: 10 * time.Minute, NegativeTTL: 10 * time.Second, MaxEntries: 100000, MaxBytes: DefaultCacheMaxBytes},
 		Limit:       Limit{UpstreamPerMinute: 50, MaxWait: 0, Window: 60 * time.Second, ClientPerMinute: 0, Reserve: 2, TokenGenerationsPerHour: 10},
 		ClientAuth:  "required",
 		Redis:       Redis{URL: "", Timeout: 50 * time.Millisecond, OnFailure: "deny"},
@@ -64,7 +64,11 @@ func TestShippedConfig(t *testing.T) {
 		load func() (*Config, error)
 		want *Config
 	}{
-		{"Load, no env", func() (*Config, error) { return Load("../config.yaml") }, demo("demo-key")},
+		{"Load, no env", func() (*Config, error) { return Load("../config.yaml") }, func() *Config {
+			c := demo("demo-key")
+			c.State.Dir = ".." // beside the file by default
+			return c
+		}()},
 		{"Parse, key set", func() (*Config, error) {
 			return Parse(data, env(map[string]string{"CLOUDAGENT_API_KEY": "real-key"}))
 		}, demo("real-key")},
@@ -106,17 +110,19 @@ listen: 0.0.0.0:80
 admin_listen: "[::1]:9999"
 upstream: {url: "https://in1-ccaas-api.ozonetel.com", timeout: 2s}
 accounts: [{user_name: u, api_key: k, auth: apikey}]
-cache: {ttl: 1m, stale_ttl: 0s, negative_ttl: 0, max_entries: 7, refresh_ahead: true}
+cache: {ttl: 1m, stale_ttl: 0s, negative_ttl: 0, max_entries: 7, max_bytes: 1048576, refresh_ahead: true}
 limit: {upstream_per_minute: 5, max_wait: 1.5s, window: 100ms, reserve: 4, client_per_minute: 20, token_generations_per_hour: 3}
 client_auth: required
 redis: {url: "redis://127.0.0.1:6379/0"}
 log: {format: JSON, level: Debug, access: false}
 unknown_paths: refuse
+tls: {cert_file: /etc/caproxy/cert.pem, key_file: /etc/caproxy/key.pem}
 `, &Config{
 			Listen: "0.0.0.0:80", AdminListen: "[::1]:9999",
 			Upstream: Upstream{URL: "https://in1-ccaas-api.ozonetel.com", Timeout: 2 * time.Second},
 			Accounts: []Account{{"u", "k", "apikey"}},
-			Cache:    Cache{TTL: time.Minute, StaleTTL: 0, NegativeTTL: 0, MaxEntries: 7, RefreshAhead: true},
+			Cache:    Cache{TTL: time.Minute, StaleTTL: 0, NegativeTTL: 0, MaxEntries: 7, MaxBytes: 1 << 20, RefreshAhead: true},
+			TLS:      TLS{CertFile: "/etc/caproxy/cert.pem", KeyFile: "/etc/caproxy/key.pem"},
 			Limit: Limit{UpstreamPerMinute: 5, MaxWait: 1500 * time.Millisecond, Window: 100 * time.Millisecond,
 				Reserve: 4, ClientPerMinute: 20, TokenGenerationsPerHour: 3},
 			ClientAuth: "required",
@@ -375,6 +381,9 @@ func TestValidationErrors(t *testing.T) {
 		{"stale_ttl negative", "cache: {stale_ttl: -1m}\n" + acct, []string{"cache.stale_ttl"}},
 		{"negative_ttl negative", "cache: {negative_ttl: -1s}\n" + acct, []string{"cache.negative_ttl"}},
 		{"max_entries zero", "cache: {max_entries: 0}\n" + acct, []string{"cache.max_entries"}},
+		{"max_bytes zero", "cache: {max_bytes: 0}\n" + acct, []string{"config.yaml:1:", "cache.max_bytes"}},
+		{"tls cert_file alone", "tls:\n  cert_file: c.pem\n" + acct, []string{"config.yaml:1:", "tls.cert_file and tls.key_file must be set together"}},
+		{"tls key_file alone", "tls: {key_file: k.pem}\n" + acct, []string{"config.yaml:1:", "tls.cert_file and tls.key_file must be set together"}},
 		{"upstream_per_minute zero", "limit: {upstream_per_minute: 0}\n" + acct, []string{"limit.upstream_per_minute"}},
 		{"max_wait negative", "limit: {max_wait: -1s}\n" + acct, []string{"limit.max_wait"}},
 		{"window zero", "limit: {window: 0s}\n" + acct, []string{"limit.window"}},

@@ -81,6 +81,9 @@ func (d *decoder) validate(c *Config) {
 	if c.Cache.MaxEntries <= 0 {
 		d.fail("cache.max_entries", "cache.max_entries must be greater than 0, got %d", c.Cache.MaxEntries)
 	}
+	if c.Cache.MaxBytes <= 0 {
+		d.fail("cache.max_bytes", "cache.max_bytes must be greater than 0, got %d", c.Cache.MaxBytes)
+	}
 
 	if c.Limit.UpstreamPerMinute <= 0 {
 		d.fail("limit.upstream_per_minute", "limit.upstream_per_minute must be greater than 0, got %d", c.Limit.UpstreamPerMinute)
@@ -130,6 +133,13 @@ func (d *decoder) validate(c *Config) {
 	}
 
 	d.redis(&c.Redis)
+
+	// Both files or neither: one alone is a half-done TLS setup, and
+	// serving plain HTTP instead would surprise. The files themselves are
+	// read and checked by package main (at start, -check and SIGHUP).
+	if c.TLS.Enabled() && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
+		d.fail("tls", "tls.cert_file and tls.key_file must be set together (both for HTTPS, neither for plain HTTP)")
+	}
 
 	switch f := strings.ToLower(c.Log.Format); f {
 	case "text", "json":

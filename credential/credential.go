@@ -9,7 +9,8 @@
 // generates one token at a time, single-flight, refreshes it shortly before
 // it expires, and refuses to generate beyond an hourly guard. Replicas share
 // one token per account through a TokenStore (RedisTokenStore), so exactly
-// one of them generates and none logs the others out.
+// one of them generates and none logs the others out; a single node keeps
+// its token across restarts in one (BoltTokenStore, a file of its own).
 //
 // Downstream, clients that call generateToken through caproxy get a token
 // from Issuer: stateless and HMAC-signed with a key derived from the

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -489,6 +490,10 @@ func TestTokenStores(t *testing.T) {
 		{"memory", func(*testing.T) (TokenStore, func(time.Duration)) {
 			clk := fakeclock.New(shT0)
 			return &MemoryTokenStore{Now: clk.Now}, clk.Advance
+		}},
+		{"bolt", func(t *testing.T) (TokenStore, func(time.Duration)) {
+			clk := fakeclock.New(shT0)
+			return openBoltTokens(t, openTokenDB(t, filepath.Join(t.TempDir(), "state")), clk.Now), clk.Advance
 		}},
 		{"redis", func(t *testing.T) (TokenStore, func(time.Duration)) {
 			rdb := redis.NewClient(&redis.Options{Addr: redistest.Start(t)})

@@ -2,6 +2,7 @@ package credential
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"strconv"
@@ -25,55 +26,38 @@ const (
 // claimScript is Claim. KEYS: token, claim. ARGV: marked owner, seen ID,
 // lease in ms. Returns {state, hold value, hold ms left}; state 0 busy,
 // 1 won, 2 changed, 3 held.
-var claimScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], 'id')
-if not cur then cur = '' end
-if cur ~= ARGV[2] then return {2, '', 0} end
-local holder = redis.call('GET', KEYS[2])
-if (not holder) or holder == ARGV[1] then
-	redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[3])
-	return {1, '', 0}
-end
-if string.sub(holder, 1, 1) == '!' then
-	return {3, holder, redis.call('PTTL', KEYS[2])}
-end
-return {0, '', 0}
-`)
+//
+//go:embed claim.lua
+var claimLua string
+
+var claimScript = redis.NewScript(claimLua)
 
 // putScript is Put. KEYS: token, claim. ARGV: marked owner, value, expiry
 // (Unix ns), ID, keep in ms. Returns 1 if stored.
-var putScript = redis.NewScript(`
-local holder = redis.call('GET', KEYS[2])
-if holder == ARGV[1] or ((not holder) and redis.call('EXISTS', KEYS[1]) == 0) then
-	redis.call('DEL', KEYS[1])
-	redis.call('HSET', KEYS[1], 'v', ARGV[2], 'e', ARGV[3], 'id', ARGV[4])
-	redis.call('PEXPIRE', KEYS[1], ARGV[5])
-	if holder then redis.call('DEL', KEYS[2]) end
-	return 1
-end
-return 0
-`)
+//
+//go:embed put.lua
+var putLua string
+
+var putScript = redis.NewScript(putLua)
 
 // releaseScript is Release. KEYS: claim. ARGV: marked owner, hold value,
 // hold in ms (0: none). Returns 1 if owner held the claim.
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if tonumber(ARGV[3]) > 0 then
-	redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-else
-	redis.call('DEL', KEYS[1])
-end
-return 1
-`)
+//
+//go:embed release.lua
+var releaseLua string
+
+var releaseScript = redis.NewScript(releaseLua)
 
 // dropScript is Drop. KEYS: token. ARGV: ID. Returns 1 if dropped.
-var dropScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'id') == ARGV[1] then
-	redis.call('DEL', KEYS[1])
-	return 1
-end
-return 0
-`)
+//
+//go:embed drop.lua
+var dropLua string
+
+var dropScript = redis.NewScript(dropLua)
+
+// RedisScripts returns the Lua scripts (their source) a RedisTokenStore
+// runs, for a check at connect that the Redis user may run them.
+func RedisScripts() []string { return []string{claimLua, putLua, releaseLua, dropLua} }
 
 // RedisTokenStore is a TokenStore in Redis, so that several proxy replicas
 // share one upstream token per account. Tokens are stored in clear: Redis

@@ -65,7 +65,8 @@ type Daemon struct {
 	clock     limit.Clock      // nil: the wall clock
 	// tokenGuard limits upstream token generations per account.
 	tokenGuard *limit.Budget
-	// tokens shares upstream tokens between replicas; nil on a single node.
+	// tokens shares upstream tokens between replicas, or keeps a single
+	// node's in its state file; nil on a single node without one.
 	tokens credential.TokenStore
 	// endpoint and client are where token sources generate tokens.
 	endpoint *url.URL
@@ -160,11 +161,24 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 			policy = limit.Share
 		}
 		store = limit.NewRedisStore(conn.Client, "caproxy:", limit.WithOutagePolicy(policy, cfg.Redis.Replicas))
-		p.Shared = cache.NewRedisShared(conn.Client, cache.DefaultSharedPrefix, cache.WithSharedClock(c.Now))
-		p.Redis = &proxy.RedisStatus{Up: conn.Up, Errors: conn.Errors, OnFailure: cfg.Redis.OnFailure, Replicas: cfg.Redis.Replicas}
+		p.Shared = cache.NewRedisShared(conn.Client, cache.DefaultSharedPrefix, cache.WithSharedClock(c.Now), cache.WithEntryCeiling(c.MaxEntryBytes))
+		p.Redis = &proxy.RedisStatus{Up: conn.Up, Unusable: conn.Unusable, Errors: conn.Errors, OnFailure: cfg.Redis.OnFailure, Replicas: cfg.Redis.Replicas}
 		p.RefreshLease = proxy.RedisRefreshLease(conn.Client, "caproxy:refresh:", refreshLease(cfg))
 		d.tokens = credential.NewRedisTokenStore(conn.Client, "caproxy:token:")
 		d.logger.Info("sharing budgets, upstream tokens and cache through redis", "redis", cfg.Redis)
+	} else if cfg.State.Dir != "" {
+		// A single node keeps its budget logs and upstream tokens in its
+		// state file, so a restart neither spends a window twice nor
+		// generates a token it already has. Tokens are kept per upstream
+		// address: the built-in simulator's changes with each start, and
+		// its tokens die with it.
+		st, err := openState(cfg.State.Dir, d.endpoint.String(), now, d.logger)
+		if err != nil {
+			return nil, err
+		}
+		d.closers = append(d.closers, st.Close)
+		store, d.tokens = st.budget, st.tokens
+		d.logger.Info("keeping budgets and upstream tokens in the state file", "file", st.db.Path())
 	} else {
 		mem := limit.NewMemoryStore()
 		mem.Now = now
@@ -190,7 +204,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 		p.AccessLog = d.accessLog
 	}
 	d.registry = prometheus.NewRegistry()
-	d.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	d.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "caproxy_cache_bytes",
+			Help: "Bytes of answer bodies held in the local cache (bounded by cache.max_bytes)."},
+			func() float64 { return float64(c.Bytes()) }))
 	p.Metrics = proxy.NewMetrics(d.registry, p)
 	d.proxy = p
 	d.apply(cfg)
@@ -250,6 +267,7 @@ func (d *Daemon) Reload(cfg *config.Config) {
 		{"admin_token", string(old.AdminToken), string(cfg.AdminToken)},
 		{"upstream", fmt.Sprint(old.Upstream), fmt.Sprint(cfg.Upstream)},
 		{"redis", fmt.Sprint(old.Redis), fmt.Sprint(cfg.Redis)},
+		{"state.dir", old.State.Dir, cfg.State.Dir},
 		{"log", fmt.Sprint(old.Log), fmt.Sprint(cfg.Log)},
 		{"limit.window", old.Limit.Window.String(), cfg.Limit.Window.String()},
 		{"routes", fmt.Sprint(old.Routes), fmt.Sprint(cfg.Routes)},
@@ -295,6 +313,7 @@ func (d *Daemon) apply(cfg *config.Config) {
 	}
 	d.proxy.Cache.SetTTLs(cfg.Cache.TTL, cfg.Cache.StaleTTL, cfg.Cache.NegativeTTL)
 	d.proxy.Cache.Resize(cfg.Cache.MaxEntries)
+	d.proxy.Cache.SetMaxBytes(int64(cfg.Cache.MaxBytes))
 	d.proxy.Budget.SetLimit(int64(cfg.Limit.UpstreamPerMinute))
 	rc := refreshConfig(cfg)
 	rc.Window = d.window
@@ -362,6 +381,11 @@ func CheckRoutes(cfg *config.Config) error {
 	return err
 }
 
+// redisCommands are the commands the Redis-backed stores run outside
+// their scripts: the shared cache (GET, SET, UNLINK, SCAN), the budget
+// store's reset (DEL) and the refresh lease (SET NX).
+var redisCommands = []string{"GET", "SET", "UNLINK", "SCAN", "DEL"}
+
 // openRedis opens the Redis connection replicas share state through, with
 // a log line on each transition of its circuit breaker (go-redis's own
 // messages go to the debug log).
@@ -373,6 +397,13 @@ func openRedis(r config.Redis, logger *slog.Logger) (*redisconn.Conn, error) {
 	}
 	return redisconn.Open(redisconn.Options{
 		URL: url, Addrs: r.Addrs, MasterName: r.MasterName, Timeout: r.Timeout,
+		// What the stores run, checked at start and on every reconnect.
+		Scripts:  append(limit.RedisScripts(), credential.RedisScripts()...),
+		Commands: redisCommands,
+		Keys:     []string{"caproxy:check", cache.DefaultSharedPrefix + "check", "caproxy:token:{check}:token", "caproxy:refresh:check"},
+		OnUnusable: func(err error) {
+			logger.Error("redis answers but caproxy may not use it: grant what is missing; until then it counts as down", "redis", r, "err", err)
+		},
 		OnChange: func(up bool, err error) {
 			if up {
 				logger.Info("redis is back: shared budget, tokens and cache in use again", "redis", r)

@@ -13,6 +13,12 @@
 // 1970) go to the real connection at once, and the zero deadline that
 // follows clears them; "past" is judged against the sweeper's last tick, so
 // a deadline set less than a tick in the past is enforced at the next tick.
+//
+// Measured on Go 1.26 (README, Speed: scripts/callgrind-hit.sh, which
+// counts instructions under callgrind): a cache hit costs 5.6% more
+// instructions without it (65.0k against 61.5k), and one request's eight
+// deadline moves in BenchmarkRequestDeadlines cost 4,600 instructions
+// through the runtime's timers, 2,550 swept. So it stays.
 package deadline
 
 import (

@@ -39,6 +39,11 @@ type outage struct {
 	c        *client
 	next     atomic.Int64 // agents never asked before: agent101, agent102, …
 	asked    atomic.Int64 // requests sent, numbering their X-Request-Id
+
+	// mu guards open.
+	mu sync.Mutex
+	// open holds the numbers of the requests sent and not yet answered.
+	open map[int64]struct{}
 }
 
 // startOutage starts Redis, the simulator with simFlags, and two replicas
@@ -80,11 +85,38 @@ type timed struct {
 
 // ask asks replica i for agent's AHT and times the answer.
 func (o *outage) ask(i int, agent string) timed {
-	id := fmt.Sprintf("e2e-outage-%d", o.asked.Add(1))
+	n := o.asked.Add(1)
+	id := fmt.Sprintf("e2e-outage-%d", n)
+	o.mu.Lock()
+	if o.open == nil {
+		o.open = map[int64]struct{}{}
+	}
+	o.open[n] = struct{}{}
+	o.mu.Unlock()
 	start := time.Now()
 	r, err := o.c.try(http.MethodPost, o.replicas[i%2].url(cloudagent.PathAHT), ahtBody("demo", agent),
 		cloudagent.HeaderAPIKey, secretDemoKey, "X-Request-Id", id)
+	o.mu.Lock()
+	delete(o.open, n)
+	o.mu.Unlock()
 	return timed{response: r, agent: agent, id: id, replica: i % 2, took: time.Since(start), err: err}
+}
+
+// waitAnswered waits (bounded) until requests 1 to sent have their
+// answers: any upstream call one of them made has then landed (a fetch
+// ends before the answer of the request that led it).
+func (o *outage) waitAnswered(sent int64) {
+	o.t.Helper()
+	eventually(o.t, waitEvent, "answers to the requests already sent", func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		for n := range o.open {
+			if n <= sent {
+				return false
+			}
+		}
+		return true
+	}, nil)
 }
 
 // served returns how long caproxy took over each answered request, by
@@ -307,10 +339,14 @@ func TestRedisKilledUnderLoad(t *testing.T) {
 	close(stop)
 	o.checkFast("before the outage", before())
 
+	sentBeforeKill := o.asked.Load()
 	o.redis.Kill()
 	stop = make(chan struct{})
 	during := o.load(cached, stop)
-	time.Sleep(100 * time.Millisecond) // calls sent before the kill have landed
+	// Calls sent before the kill have landed once the requests sent
+	// before it are answered; later ones cannot take budget from a dead
+	// Redis under on_failure deny, so they make no upstream call.
+	o.waitAnswered(sentBeforeKill)
 	admittedAtKill := o.sim.stats(t, o.c).AHTAdmitted
 	var misses []timed
 	for range 20 {

@@ -11,6 +11,14 @@
 // that GOGC% of it is more than the room, the percent is the base one
 // again. The cost is memory: at most the room more heap than the base
 // percent would allow, never more.
+//
+// Measured on Go 1.26 (README, Speed: scripts/callgrind-hit.sh): a cache
+// hit costs 7.7% more instructions without it (GOGC=100), with 26 GC
+// cycles in 30k hits instead of 2. A fixed GOGC=800 saves as much on a
+// small heap but lets a 256 MiB cache's heap goal reach 2.3 GiB (0.7–0.8
+// GiB here); GOGC=off with GOMEMLIMIT must be sized by the operator and
+// collects about 6 times as often once the cache nears the limit. So it
+// stays while GOGC is unset.
 package gcheadroom
 
 import (

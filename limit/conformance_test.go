@@ -17,7 +17,8 @@ import (
 )
 
 // storeKit is one Store under test with its notion of time: a fake clock
-// for MemoryStore, the real clock (short sleeps) for RedisStore.
+// for MemoryStore and BoltStore, the real clock (short sleeps) for
+// RedisStore.
 type storeKit struct {
 	name  string
 	store Store
@@ -376,6 +377,14 @@ func TestStoreConformance(t *testing.T) {
 		t.Run("redis/"+tc.name, func(t *testing.T) {
 			t.Parallel()
 			tc.run(t, redisKit(t, addr))
+		})
+		t.Run("bolt/"+tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.run(t, boltKit(t))
+		})
+		t.Run("bolt-reopened/"+tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.run(t, reopenedKit(t))
 		})
 	}
 }

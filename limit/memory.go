@@ -90,8 +90,10 @@ const (
 	opGetAbove
 )
 
-// do runs one operation on key's log and returns its outcome.
-func (s *MemoryStore) do(key string, rate limiter.Rate, o op, count int64) (ctx limiter.Context, nextFree time.Time) {
+// do runs one operation on key's log and returns its outcome, and, when it
+// recorded calls, the moment they were recorded at (on the store's clock;
+// zero when nothing was recorded), for a store that persists the log.
+func (s *MemoryStore) do(key string, rate limiter.Rate, o op, count int64) (ctx limiter.Context, nextFree, recorded time.Time) {
 	now := s.now()
 	nowNS := s.stamp(now)
 	period := int64(rate.Period)
@@ -132,8 +134,9 @@ func (s *MemoryStore) do(key string, rate limiter.Rate, o op, count int64) (ctx 
 			l = &memLog{}
 			sh.logs[key] = l
 		}
-		l.record(nowNS, add)
+		at := l.record(nowNS, add)
 		l.expires = max(l.expires, nowNS+period)
+		recorded = now.Add(time.Duration(at - nowNS))
 	}
 
 	var calls []call
@@ -153,7 +156,27 @@ func (s *MemoryStore) do(key string, rate limiter.Rate, o op, count int64) (ctx 
 	if total >= rate.Limit {
 		nextFree = now.Add(wait)
 	}
-	return ctx, nextFree
+	return ctx, nextFree, recorded
+}
+
+// restore records n calls for key at at, a moment read back from a
+// persistent log, which stay in the log for period after at. Restore a
+// key's calls oldest first.
+func (s *MemoryStore) restore(key string, at time.Time, n int64, period time.Duration) {
+	atNS := s.stamp(at)
+	sh := &s.shards[maphash.String(shardSeed, key)%memShards]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.logs == nil {
+		sh.logs = make(map[string]*memLog)
+	}
+	l := sh.logs[key]
+	if l == nil {
+		l = &memLog{}
+		sh.logs[key] = l
+	}
+	l.record(atNS, n)
+	l.expires = max(l.expires, atNS+int64(period))
 }
 
 // prune drops the calls recorded at or before cutoff: they left the window.
@@ -173,18 +196,20 @@ func (l *memLog) prune(cutoff int64) {
 }
 
 // record adds n calls at now, keeping calls ordered even if the clock steps
-// back.
-func (l *memLog) record(now, n int64) {
+// back, and returns the stamp they were recorded at: now, or the newest
+// call's if that is later.
+func (l *memLog) record(now, n int64) int64 {
 	if k := len(l.calls); k > 0 {
 		last := &l.calls[k-1]
 		if last.at >= now {
 			last.n += n
 			l.total += n
-			return
+			return last.at
 		}
 	}
 	l.calls = append(l.calls, call{at: now, n: n})
 	l.total += n
+	return now
 }
 
 // maybeSweep drops sh's idle keys once per SweepInterval. It runs under
@@ -208,26 +233,26 @@ func (s *MemoryStore) maybeSweep(sh *memShard, now int64) {
 // Get admits one call for key if fewer than rate.Limit were admitted in the
 // trailing rate.Period, recording it; see Store.
 func (s *MemoryStore) Get(_ context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
-	c, _ := s.do(key, rate, opGet, 0)
+	c, _, _ := s.do(key, rate, opGet, 0)
 	return c, nil
 }
 
 // GetAbove admits one call for key if more than reserve slots are free,
 // recording it; see Store.
 func (s *MemoryStore) GetAbove(_ context.Context, key string, rate limiter.Rate, reserve int64) (limiter.Context, error) {
-	c, _ := s.do(key, rate, opGetAbove, reserve)
+	c, _, _ := s.do(key, rate, opGetAbove, reserve)
 	return c, nil
 }
 
 // Peek reports key's state without recording anything; see Store.
 func (s *MemoryStore) Peek(_ context.Context, key string, rate limiter.Rate) (limiter.Context, error) {
-	c, _ := s.do(key, rate, opPeek, 0)
+	c, _, _ := s.do(key, rate, opPeek, 0)
 	return c, nil
 }
 
 // Increment records count calls for key now, whatever the limit; see Store.
 func (s *MemoryStore) Increment(_ context.Context, key string, count int64, rate limiter.Rate) (limiter.Context, error) {
-	c, _ := s.do(key, rate, opIncrement, count)
+	c, _, _ := s.do(key, rate, opIncrement, count)
 	return c, nil
 }
 
@@ -274,7 +299,7 @@ func (s *MemoryStore) Reset(_ context.Context, key string, rate limiter.Rate) (l
 // NextFree returns the earliest time a Get for key would be admitted; see
 // Store.
 func (s *MemoryStore) NextFree(_ context.Context, key string, rate limiter.Rate) (time.Time, error) {
-	_, t := s.do(key, rate, opPeek, 0)
+	_, t, _ := s.do(key, rate, opPeek, 0)
 	return t, nil
 }
 

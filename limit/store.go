@@ -6,6 +6,7 @@
 // before a window ends plus N just after pass 2N in far less than one
 // window. This package therefore provides strict sliding-log
 // implementations of ulule's limiter.Store (MemoryStore for one node,
+// BoltStore for one node that keeps its logs across restarts in a file,
 // RedisStore for replicas sharing Redis); a Budget on top of ulule's
 // Limiter for the per-account upstream budget and the token-generation
 // guard; and a ClientLimit that keeps ulule's fixed-window memory store and

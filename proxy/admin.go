@@ -47,6 +47,11 @@ func (p *Proxy) AdminHandler(g prometheus.Gatherer) http.Handler {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		if p.Redis != nil && p.Redis.Unusable != nil && p.Redis.Unusable() != nil {
+			// A misconfigured Redis user, not an outage: the log says which.
+			http.Error(w, "not ready: redis unusable (a permission is missing; see the log)", http.StatusServiceUnavailable)
+			return
+		}
 		if p.degraded() {
 			// Still ready: memory serves hits and stale answers, and the
 			// outage policy decides misses.

@@ -9,6 +9,9 @@ import (
 type RedisStatus struct {
 	// Up reports whether Redis is answering (the circuit is closed).
 	Up func() bool
+	// Unusable, if not nil, returns why Redis answers but cannot be used
+	// (a permission missing), or nil: /readyz is then not ready.
+	Unusable func() error
 	// Errors returns how many Redis calls have failed so far.
 	Errors func() int64
 	// OnFailure is the outage policy: "deny" or "share".

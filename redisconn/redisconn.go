@@ -10,6 +10,13 @@
 // down), every later call fails at once with ErrDown, without touching the
 // network, until a background probe sees Redis answer again. So while Redis
 // is down no request waits on it longer than Timeout, and most not at all.
+//
+// Redis that answers but refuses what caproxy runs (an ACL user without
+// EVAL or EVALSHA or a command its scripts call, a key pattern that leaves
+// out caproxy's keys, scripting renamed away) is treated as down too, and
+// said so once: at start and on every reconnect the connection loads the
+// stores' scripts and checks those permissions (Options.Scripts), and keeps
+// the circuit open, probing, until they are granted.
 package redisconn
 
 import (
@@ -18,11 +25,12 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/caproxy/caproxy/breaker"
+	"github.com/caproxy/caproxy/redisconn/breaker"
 )
 
 // DefaultTimeout bounds each Redis call when Options.Timeout is zero: well
@@ -54,6 +62,23 @@ type Options struct {
 	// OnChange, if set, is told each transition: up false with the error
 	// that opened the circuit, up true when a probe closed it.
 	OnChange func(up bool, err error)
+
+	// Scripts are the Lua scripts (their source) the stores run. When
+	// Scripts or Commands are set, WarmUp and every probe after an outage
+	// load each script (SCRIPT LOAD) and check that this user may run
+	// EVAL and EVALSHA on each of Keys and, on Redis 7 and later, each
+	// command the scripts call and each of Commands: until then the
+	// circuit stays open and Unusable says what is missing.
+	Scripts []string
+	// Commands are the commands the stores run directly (GET, SET, …),
+	// checked with the scripts'.
+	Commands []string
+	// Keys are sample keys, one per key prefix the stores use, checked
+	// against the user's key patterns; none means no key is checked.
+	Keys []string
+	// OnUnusable, if set, is told once each time Redis is found unusable
+	// (a new reason): err wraps ErrUnusable and names what is missing.
+	OnUnusable func(err error)
 }
 
 // Conn is an open Redis connection behind a circuit breaker.
@@ -62,6 +87,13 @@ type Conn struct {
 	Client  redis.UniversalClient
 	breaker *breaker.Breaker
 	timeout time.Duration
+
+	// scripts, cmds and keys are what check checks (see Options).
+	scripts, cmds, keys []string
+	onUnusable          func(err error)
+	// unusable is why Redis cannot be used, from the last check; nil
+	// when it can (or was not checked).
+	unusable atomic.Pointer[error]
 }
 
 // Open builds the client described by o; it does not contact Redis (a
@@ -97,11 +129,18 @@ func Open(o Options) (*Conn, error) {
 		uo.Addrs = o.Addrs
 		uo.IsClusterMode = o.MasterName == ""
 	}
-	c := &Conn{Client: redis.NewUniversalClient(uo), timeout: timeout}
+	c := &Conn{Client: redis.NewUniversalClient(uo), timeout: timeout,
+		scripts: o.Scripts, keys: o.Keys, onUnusable: o.OnUnusable}
+	c.cmds = commands(o.Scripts, o.Commands)
+	probeTimeout := max(timeout, 10*time.Millisecond)
+	if c.checks() {
+		// The check is a few round trips, each bounded by timeout.
+		probeTimeout *= time.Duration(2 + len(o.Scripts) + 2*max(len(o.Keys), 1))
+	}
 	c.breaker = &breaker.Breaker{
 		Probe:        c.probe,
 		ProbeEvery:   o.ProbeEvery,
-		ProbeTimeout: max(timeout, 10*time.Millisecond),
+		ProbeTimeout: probeTimeout,
 		OnChange:     o.OnChange,
 	}
 	c.Client.AddHook(hook{c})
@@ -121,6 +160,10 @@ func (c *Conn) WarmUp(ctx context.Context, within time.Duration) error {
 		if err == nil {
 			return nil
 		}
+		if errors.Is(err, ErrUnusable) { // trying again will not help
+			c.breaker.Fail(err)
+			return err
+		}
 		select {
 		case <-ctx.Done():
 			c.breaker.Fail(err)
@@ -130,8 +173,21 @@ func (c *Conn) WarmUp(ctx context.Context, within time.Duration) error {
 	}
 }
 
-// Up reports whether the circuit is closed (Redis answering).
+// Up reports whether the circuit is closed (Redis answering, and usable).
 func (c *Conn) Up() bool { return c.breaker.Up() }
+
+// Unusable returns why Redis answers but cannot be used (wrapping
+// ErrUnusable: a permission missing), or nil when the last check passed
+// or none ran. The circuit is open meanwhile, so Up is false.
+func (c *Conn) Unusable() error {
+	if p := c.unusable.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// checks reports whether probes check permissions.
+func (c *Conn) checks() bool { return len(c.scripts)+len(c.cmds) > 0 }
 
 // Errors returns how many calls have failed for Redis's sake.
 func (c *Conn) Errors() int64 { return c.breaker.Failures() }
@@ -146,15 +202,45 @@ func (c *Conn) Close() error {
 // circuit is open.
 type probeKey struct{}
 
-// probe pings Redis (every master of a cluster).
+// probe pings Redis (every master of a cluster), then checks that it is
+// usable (see Options.Scripts).
 func (c *Conn) probe(ctx context.Context) error {
 	ctx = context.WithValue(ctx, probeKey{}, true)
+	var err error
 	if cc, ok := c.Client.(*redis.ClusterClient); ok {
-		return cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
 			return n.Ping(ctx).Err()
 		})
+	} else {
+		err = c.Client.Ping(ctx).Err()
 	}
-	return c.Client.Ping(ctx).Err()
+	if !c.checks() {
+		return err
+	}
+	if err != nil {
+		if refused(err) { // the user may not even PING
+			err = unusable("PING", err)
+			c.setUnusable(err)
+		}
+		return err
+	}
+	err = c.check(ctx)
+	switch {
+	case err == nil:
+		c.unusable.Store(nil)
+	case errors.Is(err, ErrUnusable):
+		c.setUnusable(err)
+	}
+	return err
+}
+
+// setUnusable records why Redis cannot be used, telling OnUnusable when
+// the reason is new.
+func (c *Conn) setUnusable(err error) {
+	prev := c.unusable.Swap(&err)
+	if (prev == nil || (*prev).Error() != err.Error()) && c.onUnusable != nil {
+		c.onUnusable(err)
+	}
 }
 
 // hook puts the breaker and the timeout in front of every command and

@@ -142,7 +142,10 @@ func TestNotOutages(t *testing.T) {
 // password-protected single server with an ACL user.
 func TestClusterAndACL(t *testing.T) {
 	cl := redistest.StartCluster(t, 3)
-	c := open(t, Options{URL: "redis://", Addrs: cl.Addrs(), Timeout: 250 * time.Millisecond})
+	// With the stores' scripts, loaded and checked on every master, on
+	// keys of several slots.
+	c := open(t, Options{URL: "redis://", Addrs: cl.Addrs(), Timeout: 250 * time.Millisecond,
+		Scripts: storeScripts(), Keys: []string{"a", "b", "c", "d", "e", "caproxy:token:{x}:token"}})
 	ctx := context.Background()
 	// A cold cluster client dials and loads the slot map first.
 	if err := c.WarmUp(ctx, 10*time.Second); err != nil {

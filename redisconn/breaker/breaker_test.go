@@ -9,6 +9,21 @@ import (
 	"time"
 )
 
+// waitFor bounds every wait in these tests: far beyond what a loaded
+// machine needs, so a hang fails the test instead of running into go
+// test's timeout.
+const waitFor = 10 * time.Second
+
+// receive waits (bounded) for a value on ch; what names it in the failure.
+func receive(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(waitFor):
+		t.Fatalf("no %s within %v", what, waitFor)
+	}
+}
+
 // TestOpenProbeClose opens the breaker with a failure, keeps it open while
 // the probe fails, and closes it once the probe succeeds, reporting each
 // transition exactly once.
@@ -45,7 +60,7 @@ func TestOpenProbeClose(t *testing.T) {
 		wg.Go(func() { b.Fail(boom) })
 	}
 	wg.Wait()
-	<-changed
+	receive(t, changed, "transition to down")
 	if b.Allow() {
 		t.Fatal("Allow after a failure")
 	}
@@ -53,7 +68,7 @@ func TestOpenProbeClose(t *testing.T) {
 		t.Fatalf("Failures = %d, want 8", got)
 	}
 	healthy.Store(true)
-	<-changed
+	receive(t, changed, "transition to up")
 	if !b.Allow() {
 		t.Fatal("not up after a successful probe")
 	}
@@ -67,8 +82,13 @@ func TestOpenProbeClose(t *testing.T) {
 // TestCloseStopsProbe checks that Close ends a probe that never succeeds.
 func TestCloseStopsProbe(t *testing.T) {
 	probes := make(chan struct{}, 100)
+	var afterClose atomic.Int64 // probes begun once Close has returned
+	var closed atomic.Bool
 	b := &Breaker{
 		Probe: func(ctx context.Context) error {
+			if closed.Load() {
+				afterClose.Add(1)
+			}
 			select {
 			case probes <- struct{}{}:
 			default:
@@ -78,17 +98,13 @@ func TestCloseStopsProbe(t *testing.T) {
 		ProbeEvery: time.Millisecond,
 	}
 	b.Fail(errors.New("x"))
-	<-probes
-	b.Close()
-	// Drain what was sent before Close took effect, then expect silence
-	// from a stopped probe: a probe goroutine still running would keep
-	// filling the channel.
-	time.Sleep(20 * time.Millisecond)
-	for len(probes) > 0 {
-		<-probes
-	}
-	time.Sleep(20 * time.Millisecond)
-	if n := len(probes); n != 0 {
+	receive(t, probes, "probe while down")
+	// Close returns once the probe has stopped: that is the event waited
+	// for, bounded, rather than a pause and a look for silence.
+	returned := make(chan struct{})
+	go func() { b.Close(); closed.Store(true); close(returned) }()
+	receive(t, returned, "return from Close (the probe did not stop)")
+	if n := afterClose.Load(); n != 0 {
 		t.Fatalf("%d probes after Close", n)
 	}
 	if b.Allow() {

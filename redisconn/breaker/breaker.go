@@ -40,10 +40,13 @@ type Breaker struct {
 	down     atomic.Bool
 	failures atomic.Int64
 
-	// mu guards closed and stop.
+	// mu guards closed and stop, and orders probing.Add before Close's
+	// Wait.
 	mu     sync.Mutex
 	closed bool
 	stop   chan struct{}
+	// probing counts the running probe goroutine, for Close to wait on.
+	probing sync.WaitGroup
 }
 
 // Allow reports whether calls may go to the dependency now: false while
@@ -72,6 +75,7 @@ func (b *Breaker) Fail(err error) {
 		b.stop = make(chan struct{})
 	}
 	stop := b.stop
+	b.probing.Add(1)
 	b.mu.Unlock()
 	if b.OnChange != nil {
 		b.OnChange(false, err)
@@ -81,6 +85,7 @@ func (b *Breaker) Fail(err error) {
 
 // probe runs while the circuit is open, until a probe succeeds or Close.
 func (b *Breaker) probe(stop <-chan struct{}) {
+	defer b.probing.Done()
 	every := b.ProbeEvery
 	if every <= 0 {
 		every = DefaultProbeEvery
@@ -111,15 +116,17 @@ func (b *Breaker) probe(stop <-chan struct{}) {
 	}
 }
 
-// Close stops a running probe; the breaker then stays in its state.
+// Close stops a running probe and waits for it to end (a probe under way
+// finishes first, within ProbeTimeout), so nothing uses the dependency
+// after Close; the breaker then stays in its state.
 func (b *Breaker) Close() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return
+	if !b.closed {
+		b.closed = true
+		if b.stop != nil {
+			close(b.stop)
+		}
 	}
-	b.closed = true
-	if b.stop != nil {
-		close(b.stop)
-	}
+	b.mu.Unlock()
+	b.probing.Wait()
 }
