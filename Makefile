@@ -10,7 +10,8 @@ run: build
 	./caproxy -config config.yaml
 
 # deps installs what the tests start for real when missing: redis-server,
-# and redis-cli (redis-tools) to create a Redis Cluster.
+# redis-cli (redis-tools) to create a Redis Cluster, promtool for the alert
+# rules, podman for the image and chromium for the status page.
 deps:
 	@{ command -v redis-server && command -v redis-cli; } >/dev/null 2>&1 || { \
 		echo "installing redis-server and redis-tools"; \
@@ -18,6 +19,15 @@ deps:
 	@command -v promtool >/dev/null 2>&1 || { \
 		echo "installing prometheus (promtool)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
+	@# podman builds the image in deploy's TestImage (with Debian's CA bundle);
+	@# chromium loads the status page in statuspage's TestBrowser. Either
+	@# failing to install leaves its test to skip with the reason.
+	@{ command -v podman && test -f /etc/ssl/certs/ca-certificates.crt; } >/dev/null 2>&1 || { \
+		echo "installing podman and ca-certificates"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman ca-certificates >/dev/null || true; }
+	@command -v chromium >/dev/null 2>&1 || { \
+		echo "installing chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || true; }
 
 fmt-check:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

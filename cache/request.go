@@ -3,17 +3,22 @@ package cache
 import (
 	"bytes"
 	"errors"
-	"fmt"
-	"unicode/utf16"
-	"unicode/utf8"
+	"unsafe"
 
 	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/jsonbody"
 )
 
-// Errors of ParseRequest. Their texts are meant for the client.
+// Errors of ParseRequest. Their texts are meant for the client. A body
+// jsonbody refuses for another reason gets jsonbody's error: a key
+// repeated elsewhere is jsonbody.ErrDuplicateKey, and invalid UTF-8 or
+// nesting deeper than jsonbody.MaxDepth match both ErrInvalidJSON and
+// jsonbody's own error (ErrNotUTF8, ErrTooDeep).
 var (
-	ErrEmptyBody   = errors.New("request body is empty")
-	ErrInvalidJSON = errors.New("request body is not valid JSON")
+	ErrEmptyBody = jsonbody.ErrEmpty
+	// ErrInvalidJSON is jsonbody.ErrNotJSON, which syntax errors wrap with
+	// where and why.
+	ErrInvalidJSON = jsonbody.ErrNotJSON
 	ErrNotObject   = errors.New("request body must be a JSON object")
 
 	// ErrFieldCase refuses a field whose name matches userName, agentId or
@@ -31,147 +36,129 @@ var (
 	ErrCampaignNameNotString = errors.New("campaignName must be a string")
 )
 
-// maxDepth is encoding/json's nesting limit, kept so both accept the same
-// bodies.
-const maxDepth = 10000
-
 // ParseRequest reads the fields of an AHT request body that make its cache
 // key: userName, agentId and campaignName. It does not validate the
 // request's shape (see cloudagent.AHTRequest.Validate), and the result
 // keeps no reference to body, so body may be reused at once.
 //
-// The body must be exactly one JSON object (surrounding whitespace
-// allowed). Field names match exactly, case included; the proxy forwards
-// only the fields read here, so upstream answers the question keyed. The
-// three fields must be strings; JSON null counts as absent. Other fields,
-// of any type, are ignored. Where readers of JSON disagree the body is
-// refused rather than read one way: a name that matches one of the three
-// only when case is ignored (encoding/json would take it, a Jackson-based
-// CloudAgent would not) is ErrFieldCase, and one of the three named twice
-// (which occurrence wins, and whether a later null clears an earlier
-// value, depends on the reader) is ErrFieldRepeated. Strings are decoded as encoding/json decodes them
-// (escapes, surrogate pairs, invalid UTF-8 and lone surrogates become
-// U+FFFD) and the same bodies are accepted, nesting limit included;
-// FuzzParseRequest checks both against an encoding/json implementation.
-// The hand-written scanner exists because it is about ten times faster
-// and allocates only the strings it returns.
+// The body is read by jsonbody.ParseFunc, caproxy's one reader of request
+// bodies, so it must be strict JSON (see package jsonbody) and exactly one
+// object (surrounding whitespace allowed). Field names match exactly,
+// case included; the proxy forwards only the fields read here, so
+// upstream answers the question keyed. The three fields must be strings;
+// JSON null counts as absent. Other fields, of any type, are ignored.
+// Where readers of JSON disagree the body is refused rather than read one
+// way: a name that matches one of the three only when case is ignored
+// (encoding/json would take it, a Jackson-based CloudAgent would not) is
+// ErrFieldCase, and one of the three named twice (which occurrence wins,
+// and whether a later null clears an earlier value, depends on the
+// reader) is ErrFieldRepeated. Strings are decoded as encoding/json
+// decodes them (escapes, surrogate pairs; a lone surrogate escape becomes
+// U+FFFD); FuzzParseRequest checks the reading against encoding/json.
 //
-// Errors are ErrEmptyBody, ErrInvalidJSON (wrapped with where and why),
-// ErrNotObject, the first of ErrFieldCase and ErrFieldRepeated, or else
-// one of the *NotString errors for the first offending field. On error the request returned is empty.
+// Errors, the first that applies: ErrEmptyBody; a syntax error
+// (ErrInvalidJSON wrapped with where and why), invalid UTF-8 or too deep
+// a nesting (both also ErrInvalidJSON); ErrNotObject; the first of
+// ErrFieldCase and ErrFieldRepeated; jsonbody.ErrDuplicateKey for a key
+// repeated elsewhere; one of the *NotString errors for the first
+// offending field. On error the request returned is empty.
 func ParseRequest(body []byte) (cloudagent.AHTRequest, error) {
-	r, err := parseRequest(body)
-	if err != nil {
+	// One pass: jsonbody checks the whole body and hands over the
+	// top-level members as it meets them.
+	var f fields
+	_, err := jsonbody.ParseFunc(body, func(name []byte, v jsonbody.Value) { f.add(name, v) })
+	switch {
+	case err == nil, errors.Is(err, jsonbody.ErrDuplicateKey):
+	case errors.Is(err, jsonbody.ErrTooDeep), errors.Is(err, jsonbody.ErrNotUTF8):
+		return cloudagent.AHTRequest{}, invalidJSON{err}
+	default:
 		return cloudagent.AHTRequest{}, err
 	}
-	return r, nil
+	if !isObject(body) {
+		return cloudagent.AHTRequest{}, ErrNotObject
+	}
+	return f.result(err)
 }
 
-func parseRequest(body []byte) (cloudagent.AHTRequest, error) {
-	var r cloudagent.AHTRequest
-	p := parser{b: body}
-	p.skipSpace()
-	if p.i == len(body) {
-		return r, ErrEmptyBody
-	}
-	if body[p.i] != '{' {
-		if err := p.skipValue(0); err != nil {
-			return r, err
-		}
-		if err := p.end(); err != nil {
-			return r, err
-		}
-		return r, ErrNotObject
-	}
-	p.i++
-	// A field of the wrong type is reported only if the body is valid
-	// JSON, as encoding/json does: a syntax error says more.
-	var typeErr, nameErr error
-	var seen [fieldCampaignName + 1]bool
-	p.skipSpace()
-	if p.peek() == '}' {
-		p.i++
-	} else {
-		for {
-			if p.peek() != '"' {
-				return r, p.syntaxError("a field name")
-			}
-			f, err := p.fieldName()
-			if err != nil {
-				return r, err
-			}
-			p.skipSpace()
-			if p.peek() != ':' {
-				return r, p.syntaxError("':' after a field name")
-			}
-			p.i++
-			p.skipSpace()
-			switch {
-			case f == fieldCase:
-				f = fieldOther
-				if nameErr == nil {
-					nameErr = ErrFieldCase
-				}
-			case f != fieldOther && seen[f]:
-				if nameErr == nil {
-					nameErr = ErrFieldRepeated
-				}
-			}
-			if f != fieldOther {
-				seen[f] = true
-			}
-			if f == fieldOther {
-				if err := p.skipValue(1); err != nil {
-					return r, err
-				}
-			} else {
-				var s string
-				switch p.peek() {
-				case '"':
-					if s, err = p.stringValue(); err != nil {
-						return r, err
-					}
-				case 'n':
-					if err := p.literal("null"); err != nil {
-						return r, err
-					}
-				default:
-					if err := p.skipValue(1); err != nil {
-						return r, err
-					}
-					if typeErr == nil {
-						typeErr = notStringErrors[f]
-					}
-				}
-				switch f {
-				case fieldUserName:
-					r.UserName = s
-				case fieldAgentID:
-					r.AgentID = s
-				case fieldCampaignName:
-					r.CampaignName = s
-				}
-			}
-			p.skipSpace()
-			if c := p.peek(); c == ',' {
-				p.i++
-				p.skipSpace()
-				continue
-			} else if c == '}' {
-				p.i++
-				break
-			}
-			return r, p.syntaxError("',' or '}' after a field")
-		}
-	}
-	if err := p.end(); err != nil {
-		return r, err
-	}
-	if nameErr != nil {
-		return r, nameErr
-	}
-	return r, typeErr
+// fields collects the three fields from an object's members.
+type fields struct {
+	vals             [fieldCampaignName + 1]jsonbody.Value
+	typeErr, nameErr error
+	seen             [fieldCampaignName + 1]bool
 }
+
+func (f *fields) add(name []byte, v jsonbody.Value) {
+	k := fieldOf(name)
+	switch {
+	case k == fieldCase:
+		if f.nameErr == nil {
+			f.nameErr = ErrFieldCase
+		}
+		return
+	case k == fieldOther:
+		return
+	case f.seen[k]:
+		if f.nameErr == nil {
+			f.nameErr = ErrFieldRepeated
+		}
+	}
+	f.seen[k] = true
+	f.vals[k] = v
+	if kind := v.Kind(); kind != jsonbody.KindString && kind != jsonbody.KindNull && f.typeErr == nil {
+		f.typeErr = notStringErrors[k]
+	}
+}
+
+// result is the request, or the first error: a name error, then parseErr
+// (a key repeated elsewhere), then a type error. A field of the wrong
+// type is reported last, as encoding/json does: the rest says more.
+func (f *fields) result(parseErr error) (cloudagent.AHTRequest, error) {
+	for _, err := range []error{f.nameErr, parseErr, f.typeErr} {
+		if err != nil {
+			return cloudagent.AHTRequest{}, err
+		}
+	}
+	// The three strings share one allocation, the only one ParseRequest
+	// makes on a cache hit. Decoding never lengthens a JSON string, so
+	// the raw lengths bound the buffer.
+	n := 0
+	for _, v := range f.vals[fieldUserName:] {
+		n += len(v.Raw())
+	}
+	text := make([]byte, 0, n)
+	var end [fieldCampaignName + 1]int
+	for k := fieldUserName; k <= fieldCampaignName; k++ {
+		text, _ = f.vals[k].AppendText(text)
+		end[k] = len(text)
+	}
+	// text is not written again: share it rather than copy it.
+	all := unsafe.String(unsafe.SliceData(text), len(text))
+	return cloudagent.AHTRequest{
+		UserName:     all[:end[fieldUserName]],
+		AgentID:      all[end[fieldUserName]:end[fieldAgentID]],
+		CampaignName: all[end[fieldAgentID]:end[fieldCampaignName]],
+	}, nil
+}
+
+// isObject says whether the body jsonbody has read is an object: its
+// first byte after space is '{'.
+func isObject(body []byte) bool {
+	for _, c := range body {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		}
+		return c == '{'
+	}
+	return false
+}
+
+// invalidJSON is a jsonbody refusal that ParseRequest's callers also
+// know as ErrInvalidJSON: its text is jsonbody's.
+type invalidJSON struct{ err error }
+
+func (e invalidJSON) Error() string   { return e.err.Error() }
+func (e invalidJSON) Unwrap() []error { return []error{ErrInvalidJSON, e.err} }
 
 // field says which request field a name is.
 type field int
@@ -209,370 +196,3 @@ func fieldOf(name []byte) field {
 
 // fieldNames are the request's field names, for fieldOf's case check.
 var fieldNames = [...][]byte{[]byte("userName"), []byte("agentId"), []byte("campaignName")}
-
-// parser scans one JSON text; i is the offset of the next unread byte.
-type parser struct {
-	b []byte
-	i int
-}
-
-// peek returns the next byte, or 0 (never valid where peek is used) at the
-// end.
-func (p *parser) peek() byte {
-	if p.i < len(p.b) {
-		return p.b[p.i]
-	}
-	return 0
-}
-
-func (p *parser) skipSpace() {
-	for p.i < len(p.b) {
-		switch p.b[p.i] {
-		case ' ', '\t', '\n', '\r':
-			p.i++
-		default:
-			return
-		}
-	}
-}
-
-// end checks that only whitespace follows.
-func (p *parser) end() error {
-	p.skipSpace()
-	if p.i != len(p.b) {
-		return p.syntaxError("end of input after the top-level value")
-	}
-	return nil
-}
-
-// syntaxError describes what was expected at the current offset.
-func (p *parser) syntaxError(expected string) error {
-	if p.i >= len(p.b) {
-		return fmt.Errorf("%w: unexpected end of input, expected %s", ErrInvalidJSON, expected)
-	}
-	return fmt.Errorf("%w: invalid character %q at offset %d, expected %s", ErrInvalidJSON, p.b[p.i], p.i, expected)
-}
-
-// fieldName reads a quoted field name and says which field it is.
-func (p *parser) fieldName() (field, error) {
-	raw, plain, err := p.scanString()
-	if err != nil {
-		return fieldOther, err
-	}
-	if plain {
-		return fieldOf(raw), nil
-	}
-	var buf [32]byte
-	return fieldOf(appendUnquoted(buf[:0], raw)), nil
-}
-
-// stringValue reads a quoted string and returns it decoded.
-func (p *parser) stringValue() (string, error) {
-	raw, plain, err := p.scanString()
-	if err != nil {
-		return "", err
-	}
-	if plain {
-		return string(raw), nil
-	}
-	return string(appendUnquoted(make([]byte, 0, len(raw)), raw)), nil
-}
-
-// special marks the bytes that end the fast path of scanString.
-var special = func() (t [256]bool) {
-	for c := range 0x20 {
-		t[c] = true
-	}
-	for c := 0x80; c < 256; c++ {
-		t[c] = true
-	}
-	t['"'], t['\\'] = true, true
-	return t
-}()
-
-// scanString checks the string starting at p.i (a '"') and moves past it.
-// It returns the bytes between the quotes, and plain if they are already
-// the decoded value (no escapes, valid UTF-8).
-func (p *parser) scanString() (raw []byte, plain bool, err error) {
-	b := p.b
-	start := p.i + 1
-	j := start
-	escaped, high := false, false
-	for {
-		for j < len(b) && !special[b[j]] {
-			j++
-		}
-		if j >= len(b) {
-			p.i = j
-			return nil, false, p.syntaxError("a closing quote")
-		}
-		switch c := b[j]; {
-		case c == '"':
-			p.i = j + 1
-			raw = b[start:j]
-			return raw, !escaped && (!high || utf8.Valid(raw)), nil
-		case c == '\\':
-			escaped = true
-			if j+1 >= len(b) {
-				p.i = len(b)
-				return nil, false, p.syntaxError("an escape character")
-			}
-			switch b[j+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				j += 2
-			case 'u':
-				for k := j + 2; k < j+6; k++ {
-					if k >= len(b) || !isHex(b[k]) {
-						p.i = k
-						return nil, false, p.syntaxError(`four hex digits after \u`)
-					}
-				}
-				j += 6
-			default:
-				p.i = j + 1
-				return nil, false, p.syntaxError("a valid escape character")
-			}
-		case c < 0x20:
-			p.i = j
-			return nil, false, p.syntaxError("a string character, not a control character")
-		default: // c >= 0x80: checked as UTF-8 at the end
-			high = true
-			j++
-		}
-	}
-}
-
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
-}
-
-// hex4 decodes four hex digits that scanString has checked.
-func hex4(s []byte) rune {
-	var r rune
-	for _, c := range s[:4] {
-		switch {
-		case c <= '9':
-			c -= '0'
-		case c >= 'a':
-			c -= 'a' - 10
-		default:
-			c -= 'A' - 10
-		}
-		r = r<<4 | rune(c)
-	}
-	return r
-}
-
-// appendUnquoted appends the decoded form of raw, the checked contents of
-// a JSON string, exactly as encoding/json decodes it: a lone or invalid
-// surrogate and each byte of invalid UTF-8 become U+FFFD.
-func appendUnquoted(dst, raw []byte) []byte {
-	for r := 0; r < len(raw); {
-		c := raw[r]
-		switch {
-		case c == '\\':
-			e := raw[r+1]
-			r += 2
-			switch e {
-			case 'b':
-				dst = append(dst, '\b')
-			case 'f':
-				dst = append(dst, '\f')
-			case 'n':
-				dst = append(dst, '\n')
-			case 'r':
-				dst = append(dst, '\r')
-			case 't':
-				dst = append(dst, '\t')
-			case 'u':
-				rr := hex4(raw[r:])
-				r += 4
-				if utf16.IsSurrogate(rr) {
-					// A valid pair takes the next escape too; otherwise
-					// this half alone becomes U+FFFD and the next escape,
-					// if any, is decoded on its own.
-					if r+6 <= len(raw) && raw[r] == '\\' && raw[r+1] == 'u' {
-						if dec := utf16.DecodeRune(rr, hex4(raw[r+2:])); dec != utf8.RuneError {
-							dst = utf8.AppendRune(dst, dec)
-							r += 6
-							break
-						}
-					}
-					rr = utf8.RuneError
-				}
-				dst = utf8.AppendRune(dst, rr)
-			default: // '"', '\\', '/'
-				dst = append(dst, e)
-			}
-		case c < utf8.RuneSelf:
-			dst = append(dst, c)
-			r++
-		default:
-			rr, size := utf8.DecodeRune(raw[r:])
-			dst = utf8.AppendRune(dst, rr)
-			r += size
-		}
-	}
-	return dst
-}
-
-// literal reads the literal word (true, false or null) at p.i.
-func (p *parser) literal(word string) error {
-	for k := 0; k < len(word); k++ {
-		if p.i >= len(p.b) || p.b[p.i] != word[k] {
-			return p.syntaxError("the literal " + word)
-		}
-		p.i++
-	}
-	return nil
-}
-
-// number reads a JSON number at p.i.
-func (p *parser) number() error {
-	b := p.b
-	if p.peek() == '-' {
-		p.i++
-	}
-	switch c := p.peek(); {
-	case c == '0':
-		p.i++
-	case '1' <= c && c <= '9':
-		for p.i < len(b) && isDigit(b[p.i]) {
-			p.i++
-		}
-	default:
-		return p.syntaxError("a digit")
-	}
-	if p.peek() == '.' {
-		p.i++
-		if !isDigit(p.peek()) {
-			return p.syntaxError("a digit after the decimal point")
-		}
-		for p.i < len(b) && isDigit(b[p.i]) {
-			p.i++
-		}
-	}
-	if c := p.peek(); c == 'e' || c == 'E' {
-		p.i++
-		if c := p.peek(); c == '+' || c == '-' {
-			p.i++
-		}
-		if !isDigit(p.peek()) {
-			return p.syntaxError("a digit in the exponent")
-		}
-		for p.i < len(b) && isDigit(b[p.i]) {
-			p.i++
-		}
-	}
-	return nil
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
-
-// skipValue checks and moves past one JSON value of any kind at p.i, which
-// sits inside depth containers. It works without recursion, keeping a
-// stack of the containers it is in, so hostile nesting costs no Go stack.
-func (p *parser) skipValue(depth int) error {
-	var small [64]bool
-	inObject := small[:0] // per open container: object (true) or array
-	for {
-		// A value is expected at p.i.
-		p.skipSpace()
-		switch c := p.peek(); {
-		case c == '{' || c == '[':
-			if depth+len(inObject)+1 > maxDepth {
-				return p.syntaxError("nesting no deeper than 10000")
-			}
-			p.i++
-			inObject = append(inObject, c == '{')
-			p.skipSpace()
-			if c == '{' {
-				if p.peek() == '}' {
-					p.i++
-					inObject = inObject[:len(inObject)-1]
-					break
-				}
-				if err := p.objectKey(); err != nil {
-					return err
-				}
-				continue
-			}
-			if p.peek() == ']' {
-				p.i++
-				inObject = inObject[:len(inObject)-1]
-				break
-			}
-			continue
-		case c == '"':
-			if _, _, err := p.scanString(); err != nil {
-				return err
-			}
-		case c == 't':
-			if err := p.literal("true"); err != nil {
-				return err
-			}
-		case c == 'f':
-			if err := p.literal("false"); err != nil {
-				return err
-			}
-		case c == 'n':
-			if err := p.literal("null"); err != nil {
-				return err
-			}
-		case c == '-' || isDigit(c):
-			if err := p.number(); err != nil {
-				return err
-			}
-		default:
-			return p.syntaxError("a value")
-		}
-
-		// A value has ended: close containers until one continues.
-		for {
-			if len(inObject) == 0 {
-				return nil
-			}
-			p.skipSpace()
-			c := p.peek()
-			if inObject[len(inObject)-1] {
-				if c == ',' {
-					p.i++
-					p.skipSpace()
-					if err := p.objectKey(); err != nil {
-						return err
-					}
-					break
-				}
-				if c != '}' {
-					return p.syntaxError("',' or '}' in an object")
-				}
-			} else {
-				if c == ',' {
-					p.i++
-					break
-				}
-				if c != ']' {
-					return p.syntaxError("',' or ']' in an array")
-				}
-			}
-			p.i++
-			inObject = inObject[:len(inObject)-1]
-		}
-	}
-}
-
-// objectKey reads a field name and the colon after it.
-func (p *parser) objectKey() error {
-	if p.peek() != '"' {
-		return p.syntaxError("a field name")
-	}
-	if _, _, err := p.scanString(); err != nil {
-		return err
-	}
-	p.skipSpace()
-	if p.peek() != ':' {
-		return p.syntaxError("':' after a field name")
-	}
-	p.i++
-	return nil
-}

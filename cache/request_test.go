@@ -6,8 +6,10 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/jsonbody"
 )
 
 type req = cloudagent.AHTRequest
@@ -38,10 +40,9 @@ var parseCases = []struct {
 	{"high then non-surrogate", `{"userName":"\ud83d\u0041"}`, req{UserName: "\uFFFDA"}, nil},
 	{"two highs then low", `{"userName":"\ud83d\ud83d\ude00"}`, req{UserName: "\uFFFD😀"}, nil},
 	{"utf8", `{"userName":"दिल्ली","agentId":"é"}`, req{UserName: "दिल्ली", AgentID: "é"}, nil},
-	{"invalid utf8 replaced", "{\"userName\":\"a\xffb\xc3\"}", req{UserName: "a\uFFFDb\uFFFD"}, nil},
 	{"null is absent", `{"userName":"demo","agentId":null,"campaignName":"c"}`, req{UserName: "demo", CampaignName: "c"}, nil},
 	{"case-folded unknown", `{"userNames":"x","agent_id":"y"}`, req{}, nil},
-	{"deep unknown", `{"x":` + strings.Repeat("[", 9999) + strings.Repeat("]", 9999) + `,"userName":"d"}`, req{UserName: "d"}, nil},
+	{"deep unknown", `{"x":` + strings.Repeat("[", jsonbody.MaxDepth-1) + strings.Repeat("]", jsonbody.MaxDepth-1) + `,"userName":"d"}`, req{UserName: "d"}, nil},
 
 	// Rejected before looking at fields.
 	{"empty", ``, req{}, ErrEmptyBody},
@@ -75,6 +76,18 @@ var parseCases = []struct {
 	{"literal prefix", `{"x":truex}`, req{}, ErrInvalidJSON},
 	{"nul byte", "{\"userName\":\"d\"}\x00", req{}, ErrInvalidJSON},
 	{"byte order mark", "\xef\xbb\xbf{}", req{}, ErrInvalidJSON},
+	// Stricter than encoding/json by design (jsonbody): invalid UTF-8,
+	// nesting deeper than jsonbody.MaxDepth, any key repeated anywhere.
+	{"invalid utf8", "{\"userName\":\"a\xffb\xc3\"}", req{}, jsonbody.ErrNotUTF8},
+	{"invalid utf8 is invalid JSON", "{\"userName\":\"a\xffb\xc3\"}", req{}, ErrInvalidJSON},
+	{"deeper than jsonbody allows", `{"x":` + strings.Repeat("[", jsonbody.MaxDepth) + strings.Repeat("]", jsonbody.MaxDepth) + `}`, req{}, jsonbody.ErrTooDeep},
+	{"deeper than jsonbody allows is invalid JSON", `{"x":` + strings.Repeat("[", jsonbody.MaxDepth) + strings.Repeat("]", jsonbody.MaxDepth) + `}`, req{}, ErrInvalidJSON},
+	{"other key repeated", `{"x":1,"userName":"d","x":2}`, req{}, jsonbody.ErrDuplicateKey},
+	{"other key repeated but for case", `{"x":1,"userName":"d","X":2}`, req{}, jsonbody.ErrDuplicateKey},
+	{"nested key repeated", `{"x":{"a":1,"a":2},"userName":"d"}`, req{}, jsonbody.ErrDuplicateKey},
+	{"field error beats other repeated key", `{"x":1,"x":2,"AgentId":"a"}`, req{}, ErrFieldCase},
+	{"repeated key beats type error", `{"x":1,"x":2,"agentId":1}`, req{}, jsonbody.ErrDuplicateKey},
+	{"not an object beats repeated key", `[{"a":1,"a":2}]`, req{}, ErrNotObject},
 	{"too deep", `{"x":` + strings.Repeat("[", 10000) + strings.Repeat("]", 10000) + `}`, req{}, ErrInvalidJSON},
 	{"too deep non-object", strings.Repeat("[", 10001) + strings.Repeat("]", 10001), req{}, ErrInvalidJSON},
 
@@ -157,14 +170,19 @@ func TestParseRequestDoesNotRetainBody(t *testing.T) {
 // parseRequestStd is the reference ParseRequest: encoding/json reads the
 // body (json.Unmarshal into cloudagent.AHTRequest, case-insensitive names,
 // last occurrence wins, null a no-op), after the refusals ParseRequest adds
-// where readers disagree, found on the names as encoding/json decodes them.
-// It copies none of the scanner's choices, so fuzzing finds where the two
-// read a body differently.
+// where readers disagree, found on the names as encoding/json decodes them,
+// and jsonbody's (invalid UTF-8, depth, keys repeated anywhere), found by
+// refusalsStd. It copies none of the scanner's choices, so fuzzing finds
+// where the two read a body differently.
 func parseRequestStd(body []byte) (req, error) {
 	if len(bytes.Trim(body, " \t\r\n")) == 0 {
 		return req{}, ErrEmptyBody
 	}
-	if !json.Valid(body) {
+	if !json.Valid(body) || !utf8.Valid(body) {
+		return req{}, ErrInvalidJSON
+	}
+	depth, repeated := refusalsStd(body)
+	if depth > jsonbody.MaxDepth {
 		return req{}, ErrInvalidJSON
 	}
 	if bytes.TrimLeft(body, " \t\r\n")[0] != '{' {
@@ -204,6 +222,9 @@ func parseRequestStd(body []byte) (req, error) {
 	if nameErr != nil {
 		return req{}, nameErr
 	}
+	if repeated {
+		return req{}, jsonbody.ErrDuplicateKey
+	}
 	var r req
 	if err := json.Unmarshal(body, &r); err != nil {
 		var typeErr *json.UnmarshalTypeError
@@ -223,6 +244,45 @@ func parseRequestStd(body []byte) (req, error) {
 	return r, nil
 }
 
+// refusalsStd reads the valid JSON body with encoding/json's tokens and
+// returns its deepest nesting of arrays and objects, and whether any
+// object has two keys equal but for case (strings.EqualFold).
+func refusalsStd(body []byte) (depth int, repeated bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var walk func(d int)
+	walk = func(d int) {
+		tok, err := dec.Token()
+		if err != nil {
+			return
+		}
+		switch tok {
+		case json.Delim('{'):
+			depth = max(depth, d)
+			var keys []string
+			for dec.More() {
+				kt, _ := dec.Token()
+				k, _ := kt.(string)
+				for _, o := range keys {
+					if strings.EqualFold(o, k) {
+						repeated = true
+					}
+				}
+				keys = append(keys, k)
+				walk(d + 1)
+			}
+			dec.Token()
+		case json.Delim('['):
+			depth = max(depth, d)
+			for dec.More() {
+				walk(d + 1)
+			}
+			dec.Token()
+		}
+	}
+	walk(1)
+	return depth, repeated
+}
+
 // checkAgreement fails t unless ParseRequest and the reference agree on
 // body: the same kind of error, or the same request.
 func checkAgreement(t *testing.T, body []byte) {
@@ -238,7 +298,7 @@ func checkAgreement(t *testing.T, body []byte) {
 }
 
 func errorKind(err error) error {
-	for _, e := range []error{ErrEmptyBody, ErrInvalidJSON, ErrNotObject, ErrFieldCase, ErrFieldRepeated, ErrUserNameNotString, ErrAgentIDNotString, ErrCampaignNameNotString} {
+	for _, e := range []error{jsonbody.ErrDuplicateKey, ErrEmptyBody, ErrInvalidJSON, ErrNotObject, ErrFieldCase, ErrFieldRepeated, ErrUserNameNotString, ErrAgentIDNotString, ErrCampaignNameNotString} {
 		if errors.Is(err, e) {
 			return e
 		}

@@ -33,6 +33,9 @@ func TestImage(t *testing.T) {
 	if _, err := exec.LookPath("make"); err != nil {
 		t.Skip("make not installed: make image is not run")
 	}
+	if out, err := exec.Command(podman, "info").CombinedOutput(); err != nil {
+		t.Skipf("podman cannot run on this machine, so the image is not built: podman info: %v\n%s", err, out)
+	}
 	tag := fmt.Sprintf("localhost/caproxy-test:%d", rand.Uint32())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

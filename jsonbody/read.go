@@ -1,0 +1,86 @@
+package jsonbody
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+)
+
+// Buffer sizes of Read. A body starts in a pooled buffer of startSize
+// bytes and doubles only as bytes arrive, so a client that declares a
+// large Content-Length and sends little holds little. Buffers above
+// maxPooled are left to the garbage collector rather than kept.
+const (
+	startSize = 512
+	maxPooled = 64 << 10
+)
+
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, startSize)
+	return &b
+}}
+
+// Read reads r's whole body, at most limit bytes. A body declared
+// (Content-Length) longer is refused with *http.MaxBytesError before a
+// byte is read; one found longer too, and then (http.MaxBytesReader) the
+// server closes the connection after the answer. A missing or empty body
+// reads as nil; a body cut short is io.ErrUnexpectedEOF or the
+// transport's error. w may be nil (no connection to close).
+//
+// The buffer grows only as bytes arrive, never to the declared length
+// beforehand. The returned slice is the caller's; it comes from a pool,
+// and the caller may give it back with Release once nothing refers to it
+// any more (a Doc parsed from it included). Not releasing it is safe.
+func Read(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	if r.ContentLength > limit {
+		return nil, &http.MaxBytesError{Limit: limit}
+	}
+	body := http.MaxBytesReader(w, r.Body, limit)
+	buf := (*bufPool.Get().(*[]byte))[:0]
+	for {
+		if len(buf) == cap(buf) {
+			// Full: double, but past limit+1 there is no need (one
+			// byte more than limit is enough to refuse the body).
+			n := min(2*int64(cap(buf)), limit+1)
+			if n <= int64(cap(buf)) {
+				n = int64(cap(buf)) + 1
+			}
+			grown := make([]byte, len(buf), n)
+			copy(grown, buf)
+			Release(buf)
+			buf = grown
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			if len(buf) == 0 {
+				Release(buf)
+				return nil, nil
+			}
+			return buf, nil
+		}
+		if err != nil {
+			Release(buf)
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				return nil, tooLarge
+			}
+			return nil, err
+		}
+	}
+}
+
+// Release gives a buffer returned by Read back to the pool. The caller
+// must not use b, or anything parsed from it, afterwards. Very large
+// buffers are left to the garbage collector.
+func Release(b []byte) {
+	if cap(b) < startSize || cap(b) > maxPooled {
+		return
+	}
+	b = b[:0]
+	bufPool.Put(&b)
+}
