@@ -173,6 +173,11 @@ type Upstream struct {
 	URL string `yaml:"url"`
 	// Timeout bounds one upstream call (default 10s).
 	Timeout time.Duration `yaml:"timeout"`
+	// MaxAnswer caps, in bytes, an upstream answer caproxy reads whole
+	// (AHT and cached routes; default 64 MiB, room for a busy day of
+	// CDRs; 0 also means the default). A larger answer is refused with 502,
+	// never cut.
+	MaxAnswer int `yaml:"max_answer"`
 }
 
 // Account is one CloudAgent account. Its APIKey is a secret: String,

@@ -366,6 +366,7 @@ func TestValidationErrors(t *testing.T) {
 		{"upstream url userinfo", "upstream: {url: 'https://me:pw-value@h'}\n" + acct, []string{"upstream.url", "password"}},
 		{"upstream timeout zero", "upstream:\n  timeout: 0s\n" + acct, []string{"config.yaml:2:", "upstream.timeout"}},
 		{"upstream timeout negative", "upstream:\n  timeout: -1s\n" + acct, []string{"config.yaml:2:", "upstream.timeout", "-1s"}},
+		{"upstream max_answer tiny", "upstream:\n  max_answer: 10\n" + acct, []string{"config.yaml:2:", "upstream.max_answer", "1024"}},
 		{"no accounts key", "listen: 127.0.0.1:1\n", []string{"config.yaml: accounts", "at least one"}},
 		{"empty accounts", "accounts: []\n", []string{"config.yaml:1:", "accounts", "at least one"}},
 		{"empty file", "", []string{"accounts", "at least one"}},

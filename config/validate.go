@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/caproxy/caproxy/cloudagent"
 )
 
 // validate records every problem with the decoded cfg and normalizes the
@@ -20,6 +22,9 @@ func (d *decoder) validate(c *Config) {
 
 	d.upstreamURL(c.Upstream.URL)
 	d.positive("upstream.timeout", c.Upstream.Timeout)
+	if m := c.Upstream.MaxAnswer; m != 0 && m < 1<<10 {
+		d.fail("upstream.max_answer", "upstream.max_answer must be at least 1024 (bytes); got %d", m)
+	}
 
 	if len(c.Accounts) == 0 {
 		d.fail("accounts", "accounts: at least one account is required")
@@ -68,6 +73,9 @@ func (d *decoder) validate(c *Config) {
 		d.nonNegative(p+".stale_ttl", rt.StaleTTL)
 		if rt.Write && rt.CacheTTL > 0 {
 			d.fail(p+".cache_ttl", "%s: a write route cannot be cached", p)
+		}
+		if !c.Limit.AboveCloudAgentLimits {
+			d.routeLimit(p, rt)
 		}
 	}
 
@@ -153,6 +161,24 @@ func (d *decoder) validate(c *Config) {
 	default:
 		d.fail("log.level", "log.level%s must be debug, info, warn or error", d.echo("log.level", c.Log.Level))
 	}
+}
+
+// routeLimit refuses a route budget that lets more calls through than
+// CloudAgent documents for the route's path: more calls, or the same calls
+// in a shorter window (a higher rate). CloudAgent would refuse the excess
+// upstream, after caproxy had spent the calls.
+func (d *decoder) routeLimit(p string, rt Route) {
+	calls, window, ok := cloudagent.DocumentedLimit(rt.Path)
+	if !ok || rt.Budget == 0 || !cloudagent.ExceedsLimit(rt.Budget, rt.Window, calls, window) {
+		return
+	}
+	w := rt.Window
+	if w <= 0 {
+		w = window
+	}
+	d.fail(p+".budget", "%s.budget %d per %s on %s is above CloudAgent's limit of %d per %s; "+
+		"if your account's limit was raised, also set limit.above_cloudagent_limits: true",
+		p, rt.Budget, w, rt.Path, calls, window)
 }
 
 // fail records a problem about the key at path, at its line if known (or

@@ -73,6 +73,10 @@ func (k APIKey) Apply(_ context.Context, h http.Header) (string, error) {
 // changes it, and there is no fresh one to fetch.
 func (APIKey) Reject(string) {}
 
+// Redact returns s with the key hidden in any case and escaped form (see
+// the package function Redact).
+func (k APIKey) Redact(s string) string { return Redact(s, string(k)) }
+
 // String hides the key.
 func (APIKey) String() string { return redacted }
 

@@ -94,6 +94,7 @@ func (ts *TokenSource) syncShared(ctx context.Context, f *flight) {
 	if !r.storeDown {
 		// The store is the truth: follow it, also when it has no token.
 		ts.token, ts.handle, ts.expires = r.tok.Value, r.tok.ID, r.tok.Expires
+		ts.rememberLocked(r.tok.Value)
 	}
 	ts.checked = ts.now()
 	if r.err == nil {
@@ -120,10 +121,12 @@ func (ts *TokenSource) obtain(ctx context.Context) sharedResult {
 		if err != nil {
 			return ts.storeFailed(ctx, err)
 		}
-		if !ok {
-			if tok, put := ts.putBack(ctx); put {
-				return sharedResult{tok: tok}
-			}
+		var stored *Token
+		if ok {
+			stored = &cur
+		}
+		if tok, put := ts.putBack(ctx, stored); put {
+			return sharedResult{tok: tok}
 		}
 		now := ts.now()
 		ts.mu.Lock()
@@ -167,6 +170,14 @@ func (ts *TokenSource) obtain(ctx context.Context) sharedResult {
 			continue
 		case cl.Hold.For > 0:
 			until := now.Add(cl.Hold.For)
+			if cl.Hold.Recovering {
+				// Continue the run of refused fresh tokens where the
+				// replica that saw the last one left it, so the next
+				// pause here is as long as it would be there.
+				ts.mu.Lock()
+				ts.refused = max(ts.refused, cl.Hold.Refused)
+				ts.mu.Unlock()
+			}
 			ts.logger().Debug("not generating upstream token: another replica's generation failed", "account", ts.UserName, "retry_at", until)
 			return sharedResult{tok: keep, err: ts.heldError(cl.Hold, until), retryAt: until}
 		}
@@ -183,11 +194,14 @@ func (ts *TokenSource) obtain(ctx context.Context) sharedResult {
 
 // putBack puts this replica's copy of the token into a store that has
 // none (Redis restarted empty, or came back after an outage without its
-// data), so the replicas keep the token they share instead of generating a
-// new one that would log every copy out. A copy this replica saw rejected,
-// or one due for refresh, is not put back; Put stores only while nobody
-// holds the claim to generate.
-func (ts *TokenSource) putBack(ctx context.Context) (Token, bool) {
+// data), or that has an older one than this copy (another replica, holding
+// a token this one's generation superseded, put it back first after the
+// data loss), so the replicas keep the newest token instead of generating
+// a new one that would log every copy out. A copy this replica saw
+// rejected, or one due for refresh, is not put back; Put stores only while
+// nobody holds the claim to generate, and only the newest token the
+// account had (its epoch), so a superseded copy loses to its successor.
+func (ts *TokenSource) putBack(ctx context.Context, stored *Token) (Token, bool) {
 	ts.mu.Lock()
 	tok := Token{ID: ts.handle, Value: ts.token, Expires: ts.expires}
 	rejected := ts.rejected
@@ -196,11 +210,19 @@ func (ts *TokenSource) putBack(ctx context.Context) (Token, bool) {
 	if tok.Value == "" || tok.ID == rejected || !now.Before(tok.Expires.Add(-ts.refreshBefore())) {
 		return Token{}, false
 	}
-	stored, err := ts.Shared.Put(ctx, ts.UserName, ts.owner, tok, tok.Expires.Sub(now))
-	if err != nil || !stored {
+	if stored != nil && !tok.Expires.After(stored.Expires) {
 		return Token{}, false
 	}
-	ts.logger().Info("shared token store had no upstream token; put this replica's back", "account", ts.UserName, "token_id", tok.ID)
+	put, err := ts.Shared.Put(ctx, ts.UserName, ts.owner, tok, tok.Expires.Sub(now))
+	if err != nil || !put {
+		return Token{}, false
+	}
+	if stored != nil {
+		ts.logger().Info("shared token store had an older upstream token than this replica's; put this replica's back",
+			"account", ts.UserName, "token_id", tok.ID, "replaced_token_id", stored.ID)
+	} else {
+		ts.logger().Info("shared token store had no upstream token; put this replica's back", "account", ts.UserName, "token_id", tok.ID)
+	}
 	return tok, true
 }
 
@@ -286,6 +308,9 @@ func (ts *TokenSource) gaveUp(cause error) error {
 
 // heldError is the error of a round that found another replica's hold.
 func (ts *TokenSource) heldError(h Hold, until time.Time) error {
+	if h.Recovering {
+		return &RecoveringError{UserName: ts.UserName, RetryAt: until, Refused: h.Refused}
+	}
 	if h.Limited {
 		return &GenerationLimitError{UserName: ts.UserName, NextFree: until}
 	}
@@ -306,20 +331,46 @@ func (ts *TokenSource) rejectShared(handle string) {
 		return
 	}
 	ts.rejected = handle
+	var pause time.Duration
+	var fresh bool
 	if ts.token != "" && handle == ts.handle {
+		pause, fresh = ts.noteRefusalLocked(handle, ts.now())
 		ts.token, ts.handle, ts.expires = "", "", time.Time{}
 	}
+	retryAt, n := ts.retryAt, ts.refused
 	ts.mu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
+	if fresh {
+		ts.logPause(pause, retryAt, n)
+		ts.holdOthers(ctx, handle, pause, n)
+	}
 	dropped, err := ts.Shared.Drop(ctx, ts.UserName, handle)
 	switch {
 	case err != nil:
 		// The next round still replaces it: it never uses a token it saw
 		// rejected, and claims to replace it.
 		ts.logger().Warn("could not drop rejected upstream token from the shared store", "account", ts.UserName, "err", err)
-	case dropped:
+	case dropped && !fresh:
 		ts.logger().Info("upstream token rejected; the next call generates a new one", "account", ts.UserName, "token_id", handle)
+	}
+}
+
+// holdOthers extends a recovery pause to every replica: while the refused
+// token is still the store's and nobody claims its replacement, it claims
+// it, drops the token and gives the claim up leaving a hold for pause, so
+// no replica generates in between. Otherwise another replica got there
+// first: it is generating, or has dropped the token (and held the others).
+func (ts *TokenSource) holdOthers(ctx context.Context, handle string, pause time.Duration, refused int) {
+	cl, err := ts.Shared.Claim(ctx, ts.UserName, ts.owner, handle, claimLease)
+	if err == nil && cl.Won {
+		if _, err = ts.Shared.Drop(ctx, ts.UserName, handle); err == nil {
+			err = ts.Shared.Release(ctx, ts.UserName, ts.owner, Hold{For: pause, Recovering: true, Refused: refused,
+				Message: "upstream refused a freshly generated token"})
+		}
+	}
+	if err != nil {
+		ts.logger().Warn("could not share the token generation pause", "account", ts.UserName, "err", err)
 	}
 }

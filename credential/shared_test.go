@@ -229,6 +229,11 @@ func TestSharedRejectRegeneratesOnce(t *testing.T) {
 	e := newShEnv(t, false)
 	rs := e.replicas(4)
 	h1, tok1 := sameToken(t, applyAll(rs, 8, nil))
+	// The token worked: its refusal now is a token that ended, replaced at
+	// once (a fresh token's refusal pauses generation instead).
+	for _, ts := range rs {
+		ts.Accept(h1)
+	}
 
 	rejecting := rs[:2]
 	h2, tok2 := sameToken(t, applyAll(rejecting, 50, func(_ int, ts *TokenSource) { ts.Reject(h1) }))
@@ -355,6 +360,7 @@ func TestSharedFailureHoldsOtherReplicas(t *testing.T) {
 			limit.WithPrefix("tokengen:"), limit.WithClock(e.clk))
 		rs := e.replicas(3)
 		h1, _ := shApply(t, rs[0])
+		rs[0].Accept(h1) // a working token: replaced at once when refused
 		rs[0].Reject(h1)
 
 		_, err := rs[1].Apply(context.Background(), http.Header{})
@@ -454,6 +460,7 @@ func TestSharedStoreDown(t *testing.T) {
 	if h, tok := shApply(t, ts); h != h1 || tok != tok1 {
 		t.Fatal("store down: the current token was not kept")
 	}
+	ts.Accept(h1) // a working token: replaced at once when refused
 	ts.Reject(h1)
 	_, err := ts.Apply(context.Background(), http.Header{})
 	if err == nil || !strings.Contains(err.Error(), "shared token store unavailable") {
@@ -588,11 +595,39 @@ func TestTokenStores(t *testing.T) {
 			get("a", Token{}, false)
 			drop("a", tok1.ID, false)
 
-			// With nobody claiming and no token, anyone may store; not
-			// over a token.
+			// A recovery hold keeps its kind and count.
+			recov := Hold{For: time.Hour, Recovering: true, Refused: 3, Message: "fresh token refused"}
+			claim("r", "o1", "", time.Minute, won)
+			release("r", "o1", recov)
+			claim("r", "o2", "", time.Minute, Claim{Hold: recov})
+
+			// With nobody claiming and no token, anyone may store; over a
+			// token only a newer one (a replica's copy after the store lost
+			// its data), never an older one (a superseded token).
 			put("c", "anyone", tok1, time.Hour, true)
-			put("c", "anyone", tok2, time.Hour, false)
+			put("c", "anyone", tok1, time.Hour, false)
 			get("c", tok1, true)
+			put("c", "anyone", tok2, time.Hour, true)
+			put("c", "anyone", tok1, time.Hour, false)
+			get("c", tok2, true)
+			// Newer is by time, also across a change in the number of
+			// digits of the Unix nanoseconds (Redis compares them as text).
+			old := Token{ID: TokenID("tok-1999"), Value: "tok-1999", Expires: time.Date(1999, 1, 1, 0, 0, 0, 0, time.UTC)}
+			put("g", "anyone", old, time.Hour, true)
+			put("g", "anyone", tok1, time.Hour, true)
+			put("g", "anyone", old, time.Hour, false)
+			get("g", tok1, true)
+
+			// A dropped token is never put back; a newer one may be.
+			if dropped, err := s.Drop(ctx, "c", tok2.ID); err != nil || !dropped {
+				t.Fatalf("Drop = %v, %v", dropped, err)
+			}
+			put("c", "anyone", tok2, time.Hour, false)
+			put("c", "anyone", tok1, time.Hour, false)
+			get("c", Token{}, false)
+			tok3 := Token{ID: TokenID("tok-3"), Value: "tok-3", Expires: shT0.Add(3 * time.Hour)}
+			put("c", "anyone", tok3, time.Hour, true)
+			get("c", tok3, true)
 
 			// Leases, holds and tokens lapse.
 			claim("d", "dead", "", shortLease, won)

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,6 +51,20 @@ const (
 	maxAnswerBytes = 64 << 10
 	// guardPrefix keys the default guard's store.
 	guardPrefix = "tokengen:"
+	// freshTokenAge is how young a token must be, and not yet seen accepted
+	// (Accept), for its refusal to count as CloudAgent refusing fresh
+	// tokens rather than a token that ended (replaced elsewhere, expired).
+	freshTokenAge = time.Minute
+	// After a fresh token is refused, no token is generated for a pause
+	// that doubles from minRecoveryPause to maxRecoveryPause with each such
+	// refusal in a row: a new token would most likely be refused too, and
+	// each costs one of ten hourly generations and logs out every other app
+	// on the account. With these, a burst of refusals costs one generation
+	// per pause, three in the first 35 s.
+	minRecoveryPause = 5 * time.Second
+	maxRecoveryPause = 4 * time.Minute
+	// recentTokens is how many of the last tokens Redact hides.
+	recentTokens = 4
 )
 
 // ErrGenerationLimit is matched (errors.Is) by the error Apply returns when a
@@ -76,6 +89,36 @@ func (e *GenerationLimitError) Error() string {
 
 // Is makes errors.Is(err, ErrGenerationLimit) hold.
 func (e *GenerationLimitError) Is(target error) bool { return target == ErrGenerationLimit }
+
+// ErrRecovering is matched (errors.Is) by the error Apply returns while
+// token generation pauses because CloudAgent refused a freshly generated
+// token. errors.As with a *RecoveringError tells when generation resumes.
+var ErrRecovering = errors.New("credential: upstream refused a fresh token; token generation paused")
+
+// RecoveringError says that token generation pauses after CloudAgent
+// refused freshly generated tokens Refused times in a row.
+type RecoveringError struct {
+	UserName string
+	// RetryAt is when the next generation is allowed.
+	RetryAt time.Time
+	// Refused is how many fresh tokens were refused in a row (0 when the
+	// pause was another replica's, whose count is not known here).
+	Refused int
+}
+
+func (e *RecoveringError) Error() string {
+	return fmt.Sprintf("credential: account %q: upstream refused a freshly generated token; next generation at %s",
+		e.UserName, e.RetryAt.UTC().Format(time.RFC3339))
+}
+
+// Is makes errors.Is(err, ErrRecovering) hold.
+func (e *RecoveringError) Is(target error) bool { return target == ErrRecovering }
+
+// RetryAfter is how long from now until generation resumes, in whole
+// seconds rounded up and at least 1, for a Retry-After header.
+func (e *RecoveringError) RetryAfter(now time.Time) int {
+	return max(int((e.RetryAt.Sub(now)+time.Second-1)/time.Second), 1)
+}
 
 // UpstreamError is CloudAgent refusing to generate a token. Message is
 // CloudAgent's own message (for example "Invalid userName or apiKey"), with
@@ -116,6 +159,13 @@ type Guard interface {
 // While a refresh is in flight callers wait for it, since the new token
 // invalidates the old one; if the refresh fails, the old token is used until
 // it expires.
+//
+// When CloudAgent refuses a token generated less than a minute ago and not
+// yet seen accepted (Accept), generation pauses, 5 s doubling to 4 min with
+// each such refusal in a row, and Apply returns a *RecoveringError
+// (ErrRecovering) meanwhile: a burst of refusals spends one generation per
+// pause, not one per call. Accept, a refusal of an older token and a
+// refresh end the run, so the next pause is short again.
 //
 // Generation is single-flight: one upstream call however many callers wait.
 // Waiters give up when their context ends; the generation itself runs on, so
@@ -197,12 +247,19 @@ type TokenSource struct {
 	lastErr error     // the last generation failure; nil after a success
 	retryAt time.Time // no generation before this, after a failure
 	streak  int       // consecutive failures, for the backoff
+	// refused counts fresh tokens refused in a row, for the recovery
+	// pause; accepted is the handle of the last token seen accepted.
+	refused  int
+	accepted string
+	// recent are the last tokens held, for Redact: an upstream may echo a
+	// token in a message after it was replaced.
+	recent [recentTokens]string
 	// With Shared, token is the local copy of the store's token and handle
 	// its ID; these two serve Shared only.
 	checked  time.Time // when the local copy was last read from Shared
 	rejected string    // the ID of the last token rejected here
 
-	generations, failures atomic.Int64
+	generations, failures, pauses atomic.Int64
 }
 
 // flight is one generation in progress; done is closed once token, handle
@@ -355,12 +412,69 @@ func (ts *TokenSource) Reject(handle string) {
 		return
 	}
 	ts.mu.Lock()
-	defer ts.mu.Unlock()
 	if ts.token == "" || handle != ts.handle {
+		ts.mu.Unlock()
 		return
 	}
+	pause, fresh := ts.noteRefusalLocked(handle, ts.now())
 	ts.token, ts.handle, ts.expires = "", "", time.Time{}
+	retryAt, n := ts.retryAt, ts.refused
+	ts.mu.Unlock()
+	if fresh {
+		ts.logPause(pause, retryAt, n)
+		return
+	}
 	ts.logger().Info("upstream token rejected; the next call generates a new one", "account", ts.UserName)
+}
+
+// noteRefusalLocked records that the token behind handle, the current one,
+// was refused at now. A fresh token's refusal starts (or lengthens) a
+// recovery pause, returned with fresh true; an older token's ends the run.
+// ts.mu must be held.
+func (ts *TokenSource) noteRefusalLocked(handle string, now time.Time) (pause time.Duration, fresh bool) {
+	generated := ts.expires.Add(-ts.ttl())
+	if handle == ts.accepted || !now.Before(generated.Add(freshTokenAge)) {
+		ts.refused = 0
+		return 0, false
+	}
+	ts.refused++
+	pause = min(minRecoveryPause<<min(ts.refused-1, 16), maxRecoveryPause)
+	if until := now.Add(pause); until.After(ts.retryAt) {
+		ts.retryAt = until
+	}
+	ts.lastErr = &RecoveringError{UserName: ts.UserName, RetryAt: ts.retryAt, Refused: ts.refused}
+	ts.pauses.Add(1)
+	return pause, true
+}
+
+// logPause logs one line for a recovery pause.
+func (ts *TokenSource) logPause(pause time.Duration, retryAt time.Time, refused int) {
+	ts.logger().Warn("upstream refused a freshly generated token; pausing token generation",
+		"account", ts.UserName, "pause", pause, "retry_at", retryAt, "fresh_tokens_refused_in_a_row", refused)
+}
+
+// Accept reports that CloudAgent accepted a call made with the token behind
+// handle. It ends a run of refused fresh tokens, so the next refusal pauses
+// generation for the shortest pause again, and it marks the token as
+// working, so its later refusal is not taken for a fresh token's. Stale
+// handles are ignored. Callers should call it after each upstream call the
+// token was not refused on; it costs one lock.
+func (ts *TokenSource) Accept(handle string) {
+	if handle == "" {
+		return
+	}
+	ts.mu.Lock()
+	if handle != ts.handle || handle == ts.accepted {
+		ts.mu.Unlock()
+		return
+	}
+	ts.accepted = handle
+	n := ts.refused
+	ts.refused = 0
+	ts.mu.Unlock()
+	if n > 0 {
+		ts.logger().Info("upstream accepts tokens again; token generation pause reset", "account", ts.UserName, "fresh_tokens_refused_before", n)
+	}
 }
 
 // Suspect is Reject on weaker evidence: a refusal of the token seen on a
@@ -390,8 +504,9 @@ func (ts *TokenSource) Suspect(handle string) {
 
 // Ready reports whether Apply can be expected to succeed: a usable token is
 // held, or no generation has failed since the last success, or the backoff
-// after a failure has passed so the next Apply tries again. It makes no
-// upstream call.
+// after a failure has passed so the next Apply tries again, or the failure
+// is the shared store's or a recovery pause (see the comment inside). It
+// makes no upstream call.
 func (ts *TokenSource) Ready() bool {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
@@ -400,8 +515,12 @@ func (ts *TokenSource) Ready() bool {
 		return true
 	}
 	// A shared store that is down is an outage of its own (reported as
-	// degraded); this replica still serves what its memory holds.
-	return ts.lastErr == nil || !now.Before(ts.retryAt) || errors.Is(ts.lastErr, ErrStoreUnavailable)
+	// degraded); this replica still serves what its memory holds. So does
+	// a replica pausing after refused fresh tokens: every replica pauses
+	// together, and a load balancer that dropped them all would drop their
+	// hits and stale answers too.
+	return ts.lastErr == nil || !now.Before(ts.retryAt) || errors.Is(ts.lastErr, ErrStoreUnavailable) ||
+		errors.Is(ts.lastErr, ErrRecovering)
 }
 
 // Generations returns how many tokens this source has generated.
@@ -409,6 +528,10 @@ func (ts *TokenSource) Generations() int64 { return ts.generations.Load() }
 
 // Failures returns how many generations failed or were refused by the guard.
 func (ts *TokenSource) Failures() int64 { return ts.failures.Load() }
+
+// RecoveryPauses returns how many times generation paused because CloudAgent
+// refused a freshly generated token (one log line each).
+func (ts *TokenSource) RecoveryPauses() int64 { return ts.pauses.Load() }
 
 // generate runs one generation for flight f and installs its outcome.
 func (ts *TokenSource) generate(ctx context.Context, f *flight) {
@@ -420,8 +543,14 @@ func (ts *TokenSource) generate(ctx context.Context, f *flight) {
 	ts.mu.Lock()
 	now := ts.now()
 	if err == nil {
+		if ts.token != "" {
+			// Replacing a token that was never refused (a refresh): it
+			// worked, so a run of refused fresh tokens is over.
+			ts.refused = 0
+		}
 		ts.seq++
 		ts.token, ts.handle = token, strconv.FormatUint(ts.seq, 10)
+		ts.rememberLocked(token)
 		// Counted from before the call went out, so we never believe a
 		// token lives longer than CloudAgent does.
 		ts.expires = start.Add(ts.ttl())
@@ -510,10 +639,31 @@ func (ts *TokenSource) fetch(ctx context.Context) (string, error) {
 		}
 	}
 	msg, _ := cloudagent.ErrorMessage(answer)
-	if ts.APIKey != "" {
-		msg = strings.ReplaceAll(msg, ts.APIKey, redacted)
-	}
+	// An upstream may echo the key in any case or escaped; the message goes
+	// into client answers and logs.
+	msg = Redact(msg, ts.APIKey)
 	return "", &UpstreamError{UserName: ts.UserName, StatusCode: resp.StatusCode, Message: msg}
+}
+
+// rememberLocked adds token to the recent tokens Redact hides; ts.mu must
+// be held.
+func (ts *TokenSource) rememberLocked(token string) {
+	if token == "" || token == ts.recent[0] {
+		return
+	}
+	copy(ts.recent[1:], ts.recent[:])
+	ts.recent[0] = token
+}
+
+// Redact returns s with the account's apiKey and the last tokens this
+// source held hidden, in any case and escaped form (see the package
+// function Redact). Use it on upstream text (an error message, a body
+// logged) before it reaches a client's answer or a log line.
+func (ts *TokenSource) Redact(s string) string {
+	ts.mu.Lock()
+	secrets := append([]string{ts.APIKey}, ts.recent[:]...)
+	ts.mu.Unlock()
+	return Redact(s, secrets...)
 }
 
 // String names the account only.

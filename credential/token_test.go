@@ -261,6 +261,9 @@ func TestFailedRefreshKeepsCurrentToken(t *testing.T) {
 func TestRejectRegeneratesOnce(t *testing.T) {
 	e := newEnv(t, 10, nil)
 	h1, tok1 := e.apply(t)
+	// The token worked: its refusal now is a token that ended, replaced at
+	// once (a fresh token's refusal pauses generation instead).
+	e.ts.Accept(h1)
 
 	const n = 50
 	handles := make([]string, n)
@@ -310,6 +313,7 @@ func TestHourlyGenerationLimit(t *testing.T) {
 	t0 := e.clk.Now()
 	for i := range 10 {
 		h, _ := e.apply(t)
+		e.ts.Accept(h) // a working token: replaced at once when refused
 		e.ts.Reject(h)
 		if i < 9 {
 			e.clk.Advance(time.Minute)
@@ -476,6 +480,7 @@ func TestDefaultGuard(t *testing.T) {
 	e.ts.Guard = nil // the private default: 10 per hour on the Now clock
 	for range DefaultGenerationsPerHour {
 		h, _ := e.apply(t)
+		e.ts.Accept(h) // a working token: replaced at once when refused
 		e.ts.Reject(h)
 	}
 	if _, err := e.ts.Apply(context.Background(), http.Header{}); !errors.Is(err, ErrGenerationLimit) {

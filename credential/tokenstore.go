@@ -52,6 +52,12 @@ type Hold struct {
 	// Limited says the generation guard was spent (ErrGenerationLimit); else
 	// the upstream or the network failed.
 	Limited bool
+	// Recovering says CloudAgent refused a freshly generated token, so
+	// generation pauses (ErrRecovering).
+	Recovering bool
+	// Refused is, when Recovering, how many fresh tokens were refused in a
+	// row, so every replica's next pause grows from the same count.
+	Refused int
 	// Message is the failure as the failing replica saw it, for the errors of
 	// the others. It never holds a secret (no error of this package does).
 	Message string
@@ -79,9 +85,13 @@ type TokenStore interface {
 	Claim(ctx context.Context, account, owner, seen string, lease time.Duration) (Claim, error)
 	// Put stores tok as account's token, kept for keep (the token's
 	// remaining life), and gives up owner's claim, all at once. It stores
-	// only while owner holds the claim, or when nobody holds it and the
-	// account has no token; stored false means owner lost the claim (its
-	// lease ended) and another replica may have stored a token.
+	// while owner holds the claim; when nobody holds it (a replica putting
+	// its copy back), only a token newer (later Expires) than any the
+	// account has had stored, or the newest itself, not dropped, when it is
+	// gone (lapsed, evicted): a superseded token, which CloudAgent no
+	// longer accepts, never replaces its successor. stored false means
+	// owner lost the claim (its lease ended) and another replica may have
+	// stored a token, or tok is not the newest.
 	Put(ctx context.Context, account, owner string, tok Token, keep time.Duration) (stored bool, err error)
 	// Release gives up owner's claim without a token, leaving hold in its
 	// place when hold.For > 0. It does nothing if owner does not hold the
@@ -113,6 +123,10 @@ type memoryTokenEntry struct {
 	claim      string    // the claim's owner; "" when unclaimed or held
 	hold       Hold      // the hold after a failure, when claim is ""
 	claimUntil time.Time // the claim or hold ends at this time
+	// epoch is the newest token stored (its value unused) and dead whether
+	// it was dropped; both outlive the token. See Put.
+	epoch Token
+	dead  bool
 }
 
 var _ TokenStore = (*MemoryTokenStore)(nil)
@@ -178,10 +192,16 @@ func (s *MemoryTokenStore) Put(_ context.Context, account, owner string, tok Tok
 	defer s.mu.Unlock()
 	now := s.now()
 	e := s.entryLocked(account, now)
-	if !(e.claim == owner && owner != "") && !(e.claimUntil.IsZero() && e.tokUntil.IsZero()) {
-		return false, nil
+	holder := e.claim == owner && owner != ""
+	if !holder {
+		newer := e.epoch.ID == "" || tok.Expires.After(e.epoch.Expires) ||
+			(tok.Expires.Equal(e.epoch.Expires) && tok.ID == e.epoch.ID && !e.dead && e.tokUntil.IsZero())
+		if !e.claimUntil.IsZero() || !newer {
+			return false, nil
+		}
 	}
 	e.tok, e.tokUntil = tok, now.Add(max(keep, time.Millisecond))
+	e.epoch, e.dead = Token{ID: tok.ID, Expires: tok.Expires}, false
 	e.claim, e.hold, e.claimUntil = "", Hold{}, time.Time{}
 	return true, nil
 }
@@ -208,6 +228,9 @@ func (s *MemoryTokenStore) Drop(_ context.Context, account, id string) (bool, er
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.entryLocked(account, s.now())
+	if e.epoch.ID == id {
+		e.dead = true
+	}
 	if e.tokUntil.IsZero() || e.tok.ID != id {
 		return false, nil
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caproxy/caproxy/internal/boltsweep"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -58,56 +59,21 @@ func OpenBoltTokenStore(db *bolt.DB, scope string, now func() time.Time) (*BoltT
 	s := &BoltTokenStore{mem: MemoryTokenStore{Now: now}, db: db, scope: []byte(scope)}
 	t := s.mem.now()
 	err := db.Update(func(tx *bolt.Tx) error {
-		root, err := tx.CreateBucketIfNotExists(BoltTokenBucket)
-		if err != nil {
-			return err
-		}
-		var emptied [][]byte
-		err = root.ForEach(func(name, v []byte) error {
-			b := root.Bucket(name)
-			if v != nil || b == nil {
-				return fmt.Errorf("unexpected value at %q", name)
+		return boltsweep.Sweep(tx, BoltTokenBucket, func(name, account, v []byte) (bool, error) {
+			var bt boltToken
+			if v == nil || json.Unmarshal(v, &bt) != nil || bt.ID == "" || bt.Value == "" {
+				return false, fmt.Errorf("malformed entry for account %q", account)
 			}
-			load := bytes.Equal(name, s.scope)
-			var expired [][]byte
-			err := b.ForEach(func(account, v []byte) error {
-				var bt boltToken
-				if v == nil || json.Unmarshal(v, &bt) != nil || bt.ID == "" || bt.Value == "" {
-					return fmt.Errorf("malformed entry for account %q", account)
-				}
-				tok := Token{ID: bt.ID, Value: bt.Value, Expires: time.Unix(0, bt.Expires)}
-				if !t.Before(tok.Expires) {
-					expired = append(expired, bytes.Clone(account))
-					return nil
-				}
-				if !load {
-					return nil
-				}
-				_, err := s.mem.Put(context.Background(), string(account), "", tok, tok.Expires.Sub(t))
-				return err
-			})
-			if err != nil {
-				return err
+			tok := Token{ID: bt.ID, Value: bt.Value, Expires: time.Unix(0, bt.Expires)}
+			if !t.Before(tok.Expires) {
+				return false, nil
 			}
-			for _, a := range expired {
-				if err := b.Delete(a); err != nil {
-					return err
-				}
+			if !bytes.Equal(name, s.scope) {
+				return true, nil // another upstream's: kept for it
 			}
-			if k, _ := b.Cursor().First(); k == nil {
-				emptied = append(emptied, bytes.Clone(name))
-			}
-			return nil
+			_, err := s.mem.Put(context.Background(), string(account), "", tok, tok.Expires.Sub(t))
+			return true, err
 		})
-		if err != nil {
-			return err
-		}
-		for _, name := range emptied {
-			if err := root.DeleteBucket(name); err != nil {
-				return err
-			}
-		}
-		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("credential: bolt token store: loading %s: %w", db.Path(), err)

@@ -6,19 +6,22 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Values of a claim key: "=" + owner while an owner holds it, "!L" or "!F"
-// + message during a hold (L: the guard was spent; F: another failure). The
+// Values of a claim key: "=" + owner while an owner holds it, "!L", "!R" or
+// "!F" + message during a hold (L: the guard was spent; R: a fresh token was
+// refused; F: another failure). The
 // marks keep any owner string apart from a hold.
 const (
 	claimOwnerMark   = "="
 	claimHoldMark    = "!"
 	holdLimitedMark  = "L"
 	holdFailedMark   = "F"
+	holdRecoverMark  = "R"
 	maxHoldMessage   = 512 // bytes of a hold's message kept in Redis
 	minRedisDuration = time.Millisecond
 )
@@ -32,8 +35,14 @@ var claimLua string
 
 var claimScript = redis.NewScript(claimLua)
 
-// putScript is Put. KEYS: token, claim. ARGV: marked owner, value, expiry
-// (Unix ns), ID, keep in ms. Returns 1 if stored.
+// putScript is Put. KEYS: token, claim, epoch. ARGV: marked owner, value,
+// expiry (Unix ns), ID, keep in ms. Returns 1 if stored.
+//
+// The claim holder always stores. Anyone else (a replica putting its copy
+// back) stores only a token newer than the newest the account had: the
+// epoch's, else the stored token's; or the epoch's own token, not dropped,
+// when its token key is gone (evicted). So a replica's superseded copy
+// never replaces its successor.
 //
 //go:embed put.lua
 var putLua string
@@ -48,7 +57,8 @@ var releaseLua string
 
 var releaseScript = redis.NewScript(releaseLua)
 
-// dropScript is Drop. KEYS: token. ARGV: ID. Returns 1 if dropped.
+// dropScript is Drop. KEYS: token, epoch. ARGV: ID. Returns 1 if dropped.
+// The epoch remembers the drop, so the token is never put back.
 //
 //go:embed drop.lua
 var dropLua string
@@ -64,11 +74,16 @@ func RedisScripts() []string { return []string{claimLua, putLua, releaseLua, dro
 // is trusted infrastructure here, as it is for the shared cache, and should
 // be reachable only by the replicas (password, TLS, private network).
 //
-// An account has two keys, hash-tagged by account so a cluster keeps them
+// An account has three keys, hash-tagged by account so a cluster keeps them
 // in one slot: prefix+"{account}:token", a hash of the token's value (v),
 // expiry in Unix nanoseconds (e) and ID (id), set to expire with the token;
-// and prefix+"{account}:claim", the generator's claim or a hold after a
-// failure, set to expire with its lease or hold. Every operation that reads
+// prefix+"{account}:claim", the generator's claim or a hold after a
+// failure, set to expire with its lease or hold; and prefix+"{account}:epoch",
+// the expiry (e) and ID (id) of the newest token stored and whether it was
+// dropped (dead), kept without expiry (a few bytes per account) so that
+// when the token key is evicted a replica's older copy is not put back in
+// its place. The expiry serves as the generation time: every replica
+// counts a token's life from its generation with the same TTL. Every operation that reads
 // and writes is one Lua script, so it is atomic. Leases, holds and key
 // lifetimes run on the Redis server's clock.
 type RedisTokenStore struct {
@@ -86,7 +101,7 @@ func NewRedisTokenStore(client redis.UniversalClient, prefix string) *RedisToken
 
 func (s *RedisTokenStore) keys(account string) []string {
 	base := s.prefix + "{" + account + "}:"
-	return []string{base + "token", base + "claim"}
+	return []string{base + "token", base + "claim", base + "epoch"}
 }
 
 // millis returns d in whole milliseconds, rounded up and at least one, as
@@ -116,7 +131,7 @@ func (s *RedisTokenStore) Get(ctx context.Context, account string) (Token, bool,
 
 // Claim elects owner the generator; see TokenStore.
 func (s *RedisTokenStore) Claim(ctx context.Context, account, owner, seen string, lease time.Duration) (Claim, error) {
-	v, err := claimScript.Run(ctx, s.client, s.keys(account), claimOwnerMark+owner, seen, millis(lease)).Slice()
+	v, err := claimScript.Run(ctx, s.client, s.keys(account)[:2], claimOwnerMark+owner, seen, millis(lease)).Slice()
 	if err != nil {
 		return Claim{}, fmt.Errorf("credential: redis token store: claim %q: %w", account, err)
 	}
@@ -145,10 +160,16 @@ func (s *RedisTokenStore) Claim(ctx context.Context, account, owner, seen string
 // holdValue encodes hold as a claim key's value.
 func holdValue(h Hold) string {
 	mark := holdFailedMark
-	if h.Limited {
+	switch {
+	case h.Limited:
 		mark = holdLimitedMark
+	case h.Recovering:
+		mark = holdRecoverMark
 	}
 	msg := h.Message
+	if h.Recovering && !h.Limited {
+		msg = strconv.Itoa(h.Refused) + " " + msg
+	}
 	if len(msg) > maxHoldMessage {
 		msg = msg[:maxHoldMessage]
 	}
@@ -160,7 +181,13 @@ func parseHold(value string, left time.Duration) Hold {
 	h := Hold{For: left}
 	if len(value) >= 2 {
 		h.Limited = value[1:2] == holdLimitedMark
+		h.Recovering = value[1:2] == holdRecoverMark
 		h.Message = value[2:]
+		if h.Recovering {
+			n, msg, _ := strings.Cut(h.Message, " ")
+			h.Refused, _ = strconv.Atoi(n)
+			h.Message = msg
+		}
 	}
 	return h
 }
@@ -181,7 +208,7 @@ func (s *RedisTokenStore) Release(ctx context.Context, account, owner string, ho
 	if hold.For > 0 {
 		ms = millis(hold.For)
 	}
-	err := releaseScript.Run(ctx, s.client, s.keys(account)[1:], claimOwnerMark+owner, holdValue(hold), ms).Err()
+	err := releaseScript.Run(ctx, s.client, s.keys(account)[1:2], claimOwnerMark+owner, holdValue(hold), ms).Err()
 	if err != nil {
 		return fmt.Errorf("credential: redis token store: release %q: %w", account, err)
 	}
@@ -190,7 +217,8 @@ func (s *RedisTokenStore) Release(ctx context.Context, account, owner string, ho
 
 // Drop deletes account's token if it is still id; see TokenStore.
 func (s *RedisTokenStore) Drop(ctx context.Context, account, id string) (bool, error) {
-	n, err := dropScript.Run(ctx, s.client, s.keys(account)[:1], id).Int64()
+	k := s.keys(account)
+	n, err := dropScript.Run(ctx, s.client, []string{k[0], k[2]}, id).Int64()
 	if err != nil {
 		return false, fmt.Errorf("credential: redis token store: drop %q: %w", account, err)
 	}

@@ -23,12 +23,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/caproxy/caproxy/accesslog"
 	"github.com/caproxy/caproxy/cache"
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/cloudagent/sim"
 	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/observe"
 	"github.com/caproxy/caproxy/proxy"
 	"github.com/caproxy/caproxy/redisconn"
 	"github.com/caproxy/caproxy/refresh"
@@ -61,8 +63,8 @@ type Daemon struct {
 	logger    *slog.Logger
 	proxy     *proxy.Proxy
 	registry  *prometheus.Registry
-	accessLog *proxy.AccessLog // nil when the access log is off
-	clock     limit.Clock      // nil: the wall clock
+	accessLog *accesslog.Log // nil when the access log is off
+	clock     limit.Clock    // nil: the wall clock
 	// tokenGuard limits upstream token generations per account.
 	tokenGuard *limit.Budget
 	// tokens shares upstream tokens between replicas, or keeps a single
@@ -143,6 +145,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 		Upstream:           d.endpoint,
 		Transport:          transport,
 		Timeout:            cfg.Upstream.Timeout,
+		MaxAnswer:          int64(cfg.Upstream.MaxAnswer),
 		Cache:              c,
 		Logger:             d.logger,
 		AdminToken:         string(cfg.AdminToken),
@@ -165,6 +168,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 		p.Redis = &proxy.RedisStatus{Up: conn.Up, Unusable: conn.Unusable, Errors: conn.Errors, OnFailure: cfg.Redis.OnFailure, Replicas: cfg.Redis.Replicas}
 		p.RefreshLease = proxy.RedisRefreshLease(conn.Client, "caproxy:refresh:", refreshLease(cfg))
 		d.tokens = credential.NewRedisTokenStore(conn.Client, "caproxy:token:")
+		pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
+		credential.CheckEvictionPolicy(pctx, conn.Client, d.logger) // warns unless noeviction
+		pcancel()
 		d.logger.Info("sharing budgets, upstream tokens and cache through redis", "redis", cfg.Redis)
 	} else if cfg.State.Dir != "" {
 		// A single node keeps its budget logs and upstream tokens in its
@@ -200,7 +206,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 	// path; operational lines go out at once. Close writes every queued
 	// line.
 	if cfg.Log.Access && d.logger.Enabled(ctx, slog.LevelInfo) {
-		d.accessLog = proxy.NewAccessLog(w, cfg.Log.Format == "json")
+		d.accessLog = accesslog.New(w, cfg.Log.Format == "json")
 		p.AccessLog = d.accessLog
 	}
 	d.registry = prometheus.NewRegistry()
@@ -208,7 +214,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "caproxy_cache_bytes",
 			Help: "Bytes of answer bodies held in the local cache (bounded by cache.max_bytes)."},
 			func() float64 { return float64(c.Bytes()) }))
-	p.Metrics = proxy.NewMetrics(d.registry, p)
+	p.Metrics = observe.NewMetrics(d.registry, p)
 	d.proxy = p
 	d.apply(cfg)
 	return d, nil
@@ -222,8 +228,8 @@ func (d *Daemon) Handler() http.Handler { return d.proxy }
 func (d *Daemon) Proxy() *proxy.Proxy { return d.proxy }
 
 // AdminHandler serves /metrics, the probes and /admin (see
-// proxy.Proxy.AdminHandler) over the daemon's metrics registry.
-func (d *Daemon) AdminHandler() http.Handler { return d.proxy.AdminHandler(d.registry) }
+// observe.AdminHandler) over the daemon's metrics registry.
+func (d *Daemon) AdminHandler() http.Handler { return observe.AdminHandler(d.proxy, d.registry) }
 
 // Logger is the operational log New set up from the config's log settings.
 func (d *Daemon) Logger() *slog.Logger { return d.logger }

@@ -402,7 +402,7 @@ func TestAdmin(t *testing.T) {
 		t.Errorf("caproxy_requests_total{route=aht,outcome=hit} = %v after one hit, want 1", got)
 	}
 
-	for _, purge := range []string{"/admin/cache/purge?account=demo&agentId=agent001", "/admin/cache/purge"} {
+	for _, purge := range []string{"/admin/cache/purge?account=demo&agentId=agent001", "/admin/cache/purge?all=true"} {
 		if r := c.do(http.MethodPost, p.adminURL(purge), ""); r.code != http.StatusOK {
 			t.Fatalf("POST %s: HTTP %d %s", purge, r.code, r.body)
 		}

@@ -485,7 +485,14 @@ func startProxy(t *testing.T, cfg proxyConfig, env ...string) *caproxy {
 // that render returns for them, and waits until /readyz answers 200.
 func startProxyText(t *testing.T, render func(listen, admin string) string, env ...string) *caproxy {
 	t.Helper()
-	dir := t.TempDir()
+	return startProxyIn(t, t.TempDir(), render, env...)
+}
+
+// startProxyIn is startProxyText with config.yaml written in dir, which it
+// keeps across starts, and so the state file that a single node keeps
+// beside its config by default.
+func startProxyIn(t *testing.T, dir string, render func(listen, admin string) string, env ...string) *caproxy {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
 		c := &caproxy{cfgPath: filepath.Join(dir, "config.yaml"), listen: freeAddr(t), admin: freeAddr(t)}
 		c.writeConfig(t, render(c.listen, c.admin))

@@ -16,26 +16,6 @@ import (
 	"github.com/caproxy/caproxy/cloudagent/sim"
 )
 
-// startProxyIn starts caproxy with the config render returns, written to
-// config.yaml in dir, and waits until /readyz answers 200. Unlike
-// startProxyText it keeps dir across starts, and so the state file that a
-// single node keeps beside its config by default.
-func startProxyIn(t *testing.T, dir string, render func(listen, admin string) string) *caproxy {
-	t.Helper()
-	for attempt := 1; ; attempt++ {
-		c := &caproxy{cfgPath: filepath.Join(dir, "config.yaml"), listen: freeAddr(t), admin: freeAddr(t)}
-		c.writeConfig(t, render(c.listen, c.admin))
-		c.process = startProcess(t, "caproxy", nil, "-config", c.cfgPath)
-		err := poll(waitStart, "caproxy /readyz to answer 200", func() bool { return getsOK(c.adminURL("/readyz")) }, c.process)
-		if err == nil {
-			return c
-		}
-		if attempt == startAttempts || !lostPort(err, c.process) {
-			t.Fatal(err)
-		}
-	}
-}
-
 // kill9 kills p with SIGKILL, as a crash would, and waits for it to go.
 func kill9(t *testing.T, p *process) {
 	t.Helper()

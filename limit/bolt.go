@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/caproxy/caproxy/internal/boltsweep"
 	"github.com/ulule/limiter/v3"
 	bolt "go.etcd.io/bbolt"
 )
@@ -63,51 +64,17 @@ func OpenBoltStore(db *bolt.DB, mem *MemoryStore) (*BoltStore, error) {
 	s := &BoltStore{mem: mem, db: db}
 	now := mem.now().UnixNano()
 	err := db.Update(func(tx *bolt.Tx) error {
-		root, err := tx.CreateBucketIfNotExists(BoltBucket)
-		if err != nil {
-			return err
-		}
-		var empty [][]byte
-		err = root.ForEach(func(key, v []byte) error {
-			if v != nil {
-				return fmt.Errorf("unexpected value at %q", key)
-			}
-			b := root.Bucket(key)
-			var expired [][]byte
-			err := b.ForEach(func(k, v []byte) error {
-				at, n, period, err := decodeBoltEntry(k, v)
-				if err != nil {
-					return fmt.Errorf("key %q: %w", key, err)
-				}
-				if at+int64(period) <= now {
-					expired = append(expired, k)
-					return nil
-				}
-				mem.restore(string(key), time.Unix(0, at), n, period)
-				return nil
-			})
+		return boltsweep.Sweep(tx, BoltBucket, func(key, k, v []byte) (bool, error) {
+			at, n, period, err := decodeBoltEntry(k, v)
 			if err != nil {
-				return err
+				return false, fmt.Errorf("key %q: %w", key, err)
 			}
-			for _, k := range expired {
-				if err := b.Delete(k); err != nil {
-					return err
-				}
+			if at+int64(period) <= now {
+				return false, nil
 			}
-			if k, _ := b.Cursor().First(); k == nil {
-				empty = append(empty, bytes.Clone(key))
-			}
-			return nil
+			mem.restore(string(key), time.Unix(0, at), n, period)
+			return true, nil
 		})
-		if err != nil {
-			return err
-		}
-		for _, key := range empty {
-			if err := root.DeleteBucket(key); err != nil {
-				return err
-			}
-		}
-		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("limit: bolt store: loading %s: %w", db.Path(), err)

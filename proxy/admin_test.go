@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/observe"
 	"github.com/caproxy/caproxy/proxy"
 )
 
@@ -45,7 +46,7 @@ func TestAdminPurge(t *testing.T) {
 	}{
 		{"one key", "/admin/cache/purge?account=demo&agentId=agent001", 1, map[string]bool{"0agent001": true}},
 		{"one account", "/admin/cache/purge?account=demo-basic", 2, map[string]bool{"1agent001": true, "1agent002": true}},
-		{"all", "/admin/cache/purge", 4, map[string]bool{"0agent001": true, "0agent002": true, "1agent001": true, "1agent002": true}},
+		{"all", "/admin/cache/purge?all=true", 4, map[string]bool{"0agent001": true, "0agent002": true, "1agent001": true, "1agent002": true}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -74,12 +75,14 @@ func TestAdminPurge(t *testing.T) {
 }
 
 // TestAdminPurgeRefusesUnknownParameters checks that a misspelt purge
-// parameter is refused rather than read as "purge everything".
+// parameter, an empty account= (an unset shell variable), no parameter at
+// all or a bad all= is refused rather than read as "purge everything".
 func TestAdminPurgeRefusesUnknownParameters(t *testing.T) {
 	h := newHarness(t, setup{})
 	h.aht(apikeyAccount, "agent001")
 	h.aht(tokenAccount, "agent001")
-	for _, query := range []string{"?acount=" + apikeyAccount.UserName, "?account=" + apikeyAccount.UserName + "&agentid=agent001"} {
+	for _, query := range []string{"?acount=" + apikeyAccount.UserName, "?account=" + apikeyAccount.UserName + "&agentid=agent001",
+		"?account=", "", "?all=1", "?all=true&account=" + apikeyAccount.UserName} {
 		if code, body := h.admin("POST", "/admin/cache/purge"+query); code != http.StatusBadRequest {
 			t.Errorf("purge%s: %d %s, want 400", query, code, body)
 		}
@@ -98,7 +101,7 @@ func TestAdminBudgetAndProbes(t *testing.T) {
 		t.Fatalf("fetchCDRDetails: %d %s", r.code, r.body)
 	}
 	code, body := h.admin("GET", "/admin/budget")
-	var out map[string]proxy.BudgetState
+	var out map[string]observe.BudgetState
 	if code != 200 || json.Unmarshal([]byte(body), &out) != nil {
 		t.Fatalf("%d %s", code, body)
 	}
@@ -174,7 +177,7 @@ func TestAdminToken(t *testing.T) {
 		}
 	}
 	for _, c := range []struct{ method, target string }{
-		{"GET", "/metrics"}, {"GET", "/admin/budget"}, {"POST", "/admin/cache/purge"}, {"GET", "/debug/pprof/"},
+		{"GET", "/metrics"}, {"GET", "/admin/budget"}, {"POST", "/admin/cache/purge?all=true"}, {"GET", "/debug/pprof/"},
 	} {
 		if code := call(c.method, c.target, "Bearer "+token); code != http.StatusOK {
 			t.Errorf("%s %s with the token: %d, want 200", c.method, c.target, code)

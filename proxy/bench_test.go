@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"testing"
 
-	"github.com/caproxy/caproxy/proxy"
+	"github.com/caproxy/caproxy/accesslog"
 )
 
 // discardWriter is a reusable ResponseWriter, so the benchmarks measure
@@ -60,7 +60,7 @@ func BenchmarkHitParallel(b *testing.B) {
 // the writer goroutine's formatting on the same cores.
 func BenchmarkHitParallelAccessLog(b *testing.B) {
 	h := newHarness(&testing.T{}, setup{})
-	h.proxy.AccessLog = proxy.NewAccessLog(io.Discard, false)
+	h.proxy.AccessLog = accesslog.New(io.Discard, false)
 	defer h.proxy.AccessLog.Close()
 	if r := h.aht(tokenAccount, "agent001"); r.code != 200 {
 		b.Fatalf("warm-up: %d %s", r.code, r.body)

@@ -92,6 +92,10 @@ type setup struct {
 	routes        []config.Route // config.yaml's routes
 	adminToken    string         // admin_token
 	refuseUnknown bool           // unknown_paths: refuse
+	maxAnswer     int            // upstream.max_answer; 0: the default
+	// front, if not nil, wraps the simulator's handler: a stand-in for an
+	// upstream that answers what the strict simulator never does.
+	front func(next http.Handler) http.Handler
 }
 
 // config is the config.yaml s stands for, in front of upstream.
@@ -100,7 +104,7 @@ func (s setup) config(upstream string) *config.Config {
 		Listen:      "127.0.0.1:0",
 		AdminListen: "127.0.0.1:0",
 		AdminToken:  config.Secret(s.adminToken),
-		Upstream:    config.Upstream{URL: upstream, Timeout: s.timeout},
+		Upstream:    config.Upstream{URL: upstream, Timeout: s.timeout, MaxAnswer: s.maxAnswer},
 		Cache: config.Cache{TTL: s.ttl, StaleTTL: s.staleTTL, NegativeTTL: s.negTTL, MaxEntries: 1000,
 			RefreshAhead: s.refresh},
 		Limit: config.Limit{
@@ -175,7 +179,11 @@ func newHarness(t *testing.T, s setup) *harness {
 		h.sim, h.simSrv = s.upstream.sim, s.upstream.simSrv
 	} else {
 		h.sim = sim.New(s.sim)
-		h.simSrv = httptest.NewServer(h.sim)
+		var upstream http.Handler = h.sim
+		if s.front != nil {
+			upstream = s.front(h.sim)
+		}
+		h.simSrv = httptest.NewServer(upstream)
 		t.Cleanup(h.simSrv.Close)
 	}
 	opts.WrapTransport = func(next http.RoundTripper) http.RoundTripper {

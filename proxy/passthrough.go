@@ -3,16 +3,15 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httputil"
-	"strconv"
 	"time"
 
-	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/credential"
+	"github.com/caproxy/caproxy/jsonbody"
 	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/route"
 )
 
 // upstreamCreds is what servePassThrough resolved for the reverse proxy's
@@ -23,7 +22,7 @@ type upstreamCreds struct {
 	header http.Header         // the account's upstream credentials
 	handle string
 	rec    *record
-	rt     *Route    // nil for a path outside the table
+	rt     *Route    // route.Other() for a path outside the table
 	taken  time.Time // when rt's budget slot was taken; zero if none
 	// namesAgree reports that every place the request names an account
 	// (query, body, bearer token) was read and names acct. Only then is an
@@ -38,96 +37,24 @@ type suspecter interface{ Suspect(handle string) }
 
 type credsKey struct{}
 
-// servePassThrough sends a request to the upstream with the credentials of
-// the account it names (userName in the query or the JSON body, or the
-// account of a caproxy-issued bearer token): an unknown path (rt nil) with
-// the account's own credentials, or a table route's uncached request with
-// the route's credentials, under its budget. Nothing is retried.
-func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *record, rt *Route) {
-	if rt == nil {
-		rec.route = routeOther
-	}
-	writeErr := rt.writeError
-	st := p.settings.Load()
-
-	// The body is read whole (bounded) before anything is sent: one over
-	// MaxBodyBytes gets 413 with nothing streamed upstream, and every name
-	// of an account in the request can be compared. It is a copy of its
-	// own, not a pooled buffer: the transport may still read it after the
-	// reverse proxy returns.
-	var body []byte
-	if r.Body != nil && r.Body != http.NoBody {
-		buf, err := readBody(w, r)
-		if err != nil {
-			rec.outcome = OutcomeInvalid
-			writeBodyError(w, err, writeErr)
-			return
-		}
-		body = bytes.Clone(buf.Bytes())
-		bufPool.Put(buf)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		r.ContentLength = int64(len(body))
-	}
-	queryUser := queryUserName(r, rt)
-	bodyUser := ""
-	if len(body) > 0 {
-		bodyUser = userNameOf(body)
-	}
-	userName := queryUser
-	if userName == "" && st.ClientAuth {
-		if tok, ok := bearer(r); ok {
-			userName, _ = p.Issuer.Verify(tok, st.keyFor, p.now())
-		}
-	}
-	if userName == "" {
-		userName = bodyUser
-	}
-	// A body naming another account than the query or the token is
-	// forwarded as is, but an upstream refusal of it says nothing about
-	// caproxy's token.
-	namesAgree := bodyUser == "" || bodyUser == userName
-	if userName == "" {
-		rec.outcome = OutcomeInvalid
-		writeErr(w, http.StatusBadRequest, cloudagent.MsgUserNameEmpty)
-		return
-	}
-	acct, msg, code := p.authenticate(r, rt, st, userName, p.now())
-	if acct == nil {
-		rec.outcome = OutcomeUnauthorized
-		writeErr(w, code, msg)
-		return
-	}
-	rec.account = acct.UserName
-	if !p.allowClient(w, r, st, acct.UserName) {
-		rec.outcome = OutcomeLimited
-		return
-	}
-	// Credentials before the route's slot, as for AHT: a request that
-	// cannot get a token never goes out, so it spends nothing.
-	up := rt.upstreamFor(acct)
-	creds := &upstreamCreds{acct: acct, up: up, header: http.Header{}, rec: rec, rt: rt, namesAgree: namesAgree}
-	handle, err := up.Apply(r.Context(), creds.header)
-	if err != nil {
-		a := p.credentialsFailed("", acct, err)
+// passThrough sends an opened request (see open) to the upstream with
+// rt's credentials for acct, under rt's budget (a path outside the table:
+// route.Other, the account's own credentials, no budget), streaming the
+// answer back. Nothing is retried.
+func (p *Proxy) passThrough(w http.ResponseWriter, r *http.Request, rec *record, rt *Route, st *Settings, acct *Account, q *request) {
+	header, handle, taken, a := p.credentialsAndBudget(r.Context(), st, rt, acct, "", fetchOptions{})
+	if a != nil {
 		rec.outcome = a.outcome
-		writeAnswerError(w, a, writeErr)
+		if a.outcome == OutcomeLimited {
+			writeLimitedAs(w, a.budget, p.now(), rt.WriteError, rt.LimitMessage)
+		} else {
+			writeAnswerError(w, a, rt.WriteError)
+		}
 		return
 	}
-	creds.handle = handle
-	if rt != nil {
-		taken, a := p.takeBudget(r.Context(), st, rt.budget, acct, "")
-		if a != nil {
-			rec.outcome = a.outcome
-			if a.outcome == OutcomeLimited {
-				writeRouteLimited(w, rt, a.budget, p.now())
-			} else {
-				writeAnswerError(w, a, writeErr)
-			}
-			return
-		}
-		if rt.budget != nil {
-			creds.taken = taken
-		}
+	creds := &upstreamCreds{acct: acct, up: upstreamFor(rt, acct), header: header, handle: handle, rec: rec, rt: rt, namesAgree: q.namesAgree}
+	if rt.Budget() != nil {
+		creds.taken = taken
 	}
 	rec.outcome = "passed"
 	// One bound on the whole exchange, the answer's body included, so an
@@ -141,15 +68,23 @@ func (p *Proxy) servePassThrough(w http.ResponseWriter, r *http.Request, rec *re
 	p.rp.ServeHTTP(w, r.WithContext(ctx))
 }
 
-// userNameOf returns the top-level "userName" of a JSON object, or "".
-func userNameOf(body []byte) string {
-	var v struct {
-		UserName string `json:"userName"`
+// userNameOf is pass-through's reading of a body, by the one strict
+// reader: its top-level string "userName", or "" for a body that is not
+// JSON at all (forwarded as sent: it names no account). A body that looks
+// like JSON but that JSON readers could read differently (a repeated key,
+// keys equal but for case, invalid UTF-8, nesting too deep, trailing data)
+// is an error: the account caproxy authenticates could differ from the
+// one CloudAgent reads.
+func userNameOf(body []byte) (string, error) {
+	doc, err := jsonbody.Parse(body)
+	if err != nil {
+		if t := bytes.TrimLeft(body, " \t\r\n"); len(t) == 0 || (t[0] != '{' && t[0] != '[') {
+			return "", nil
+		}
+		return "", err
 	}
-	if json.Unmarshal(body, &v) != nil {
-		return ""
-	}
-	return v.UserName
+	name, _, _ := doc.String("userName")
+	return name, nil
 }
 
 func (p *Proxy) newReverseProxy(rt http.RoundTripper) *httputil.ReverseProxy {
@@ -176,28 +111,30 @@ func (p *Proxy) newReverseProxy(rt http.RoundTripper) *httputil.ReverseProxy {
 				code, msg = http.StatusGatewayTimeout, "upstream timed out"
 			}
 			c, _ := r.Context().Value(credsKey{}).(*upstreamCreds)
-			var rt *Route
+			rt := route.Other()
 			if c != nil {
 				c.rec.outcome = OutcomeUpstreamError
 				rt = c.rt
 				var b *limit.Budget
-				if rt != nil && !c.taken.IsZero() {
-					b = rt.budget
+				if !c.taken.IsZero() {
+					b = rt.Budget()
 				}
 				p.giveBack(context.WithoutCancel(r.Context()), b, c.acct.UserName, c.taken, err)
 			}
 			if r.Context().Err() == nil {
 				p.Logger.Warn("pass-through failed", "path", r.URL.Path, "err", err)
 			}
-			rt.writeError(w, code, msg)
+			rt.WriteError(w, code, msg)
 		},
 	}
 }
 
-// checkPassedResponse notes the upstream status and, when CloudAgent says
-// the token is expired or invalid, reports it to the account's credentials
-// as a suspicion (see credential.TokenSource.Suspect).
-// Pass-through bodies are streamed, so the request itself is not retried.
+// checkPassedResponse notes the upstream status and reads the answer with
+// classify, as a cached route's: a limit refusal (HTTP 429 with any body,
+// or "max limit exceeded") spends the route's budget for a window; a token
+// refusal is reported to the account's credentials as a suspicion (see
+// credential.TokenSource.Suspect). Pass-through answers are streamed, so
+// only a small body is read, and the request itself is not retried.
 func (p *Proxy) checkPassedResponse(resp *http.Response) error {
 	c, ok := resp.Request.Context().Value(credsKey{}).(*upstreamCreds)
 	if !ok {
@@ -205,19 +142,31 @@ func (p *Proxy) checkPassedResponse(resp *http.Response) error {
 	}
 	c.rec.upstreamStatus = resp.StatusCode
 	if p.Metrics != nil {
-		p.Metrics.upstreamCalls.WithLabelValues(c.rec.route, strconv.Itoa(resp.StatusCode)).Inc()
+		p.Metrics.UpstreamCall(c.rec.route, resp.StatusCode, -1)
 	}
-	// Token errors are small JSON bodies; only those are worth a look.
-	if resp.ContentLength < 0 || resp.ContentLength > 4096 {
-		return nil
+	kind := upstreamAnswer
+	if resp.StatusCode == http.StatusTooManyRequests {
+		kind = upstreamLimit
+	} else if resp.ContentLength >= 0 && resp.ContentLength <= 4096 {
+		// CloudAgent's refusals are small JSON bodies; only those are
+		// worth a look.
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		if err != nil {
+			return err
+		}
+		kind, _ = classify(c.rt, resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	resp.Body = io.NopCloser(bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	if msg, ok := cloudagent.ErrorMessage(b); ok && cloudagent.IsTokenProblem(msg) {
+	switch kind {
+	case upstreamLimit:
+		if c.rt.Budget() != nil {
+			p.Logger.Warn("upstream refused for its limit (max limit exceeded); budget marked spent for a window", "route", c.rt.Name, "account", c.acct.UserName)
+			if err := c.rt.Budget().Exhaust(context.WithoutCancel(resp.Request.Context()), c.acct.UserName); err != nil {
+				p.Logger.Error("budget store unavailable", "account", c.acct.UserName, "err", err)
+			}
+		}
+	case upstreamTokenRefused:
 		// A client shapes this call and can make CloudAgent refuse the
 		// token at will (another account in the body, say); each
 		// replacement spends one of ten hourly generations. So it counts

@@ -15,10 +15,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caproxy/caproxy/accesslog"
 	"github.com/caproxy/caproxy/cache"
+	"github.com/caproxy/caproxy/cleanpath"
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/route"
 )
 
 // MaxBodyBytes caps every request body the proxy reads.
@@ -76,42 +79,52 @@ type Settings struct {
 }
 
 // Proxy is an http.Handler that fronts CloudAgent. Set its fields, call
-// SetSettings, then serve; fields must not change after the first request.
+// SetSettings (until then every request is refused: no account is known),
+// then serve; fields must not change after the first request. Upstream,
+// Cache and Budget are required; every other field's zero value works.
 type Proxy struct {
 	// Upstream is CloudAgent's base URL. Required.
 	Upstream *url.URL
 	// Transport makes upstream requests; nil means http.DefaultTransport.
 	Transport http.RoundTripper
-	// Timeout bounds one upstream AHT fetch, retries included.
+	// Timeout bounds one upstream fetch, retries included, and a whole
+	// pass-through exchange; zero means no bound of caproxy's own.
 	Timeout time.Duration
-	// Cache holds AHT answers. Required.
+	// MaxAnswer caps an upstream answer read whole (cached routes, AHT);
+	// a larger one is refused with 502, never cut. Zero means
+	// DefaultMaxAnswer.
+	MaxAnswer int64
+	// Cache holds AHT's and cached routes' answers; its clock is the
+	// proxy's. Required.
 	Cache *cache.Cache
 	// Shared, if not nil, is the cache level replicas share (Redis): asked
 	// on a local miss before any budget is spent, and given every answer
 	// the local cache stores.
 	Shared cache.Shared
-	// Budget guards upstream AHT calls per account. Required.
+	// Budget guards upstream AHT calls per account (AHT's route budget).
+	// Required: without it AHT would call CloudAgent unbounded.
 	Budget *limit.Budget
 	// Routes are the paths besides AHT and generateToken with a policy of
-	// their own (see Route).
+	// their own (see Route); nil: none, every other path passed through.
 	Routes *RouteTable
 	// RefuseUnknownPaths answers a path that is neither AHT, a token path
 	// nor in Routes with 404, instead of passing it through with the
 	// account's credentials (the default, so every CloudAgent path works).
 	RefuseUnknownPaths bool
-	// Issuer signs and checks the tokens handed out by generateToken.
+	// Issuer signs and checks the tokens handed out by generateToken; its
+	// zero value works (see credential.Issuer).
 	Issuer credential.Issuer
 	// Logger receives operational events (never secrets); nil means slog.Default().
 	Logger *slog.Logger
 	// AccessLog, if not nil, gets one line per request (never secrets).
-	AccessLog *AccessLog
-	// Metrics, if not nil, is updated as requests are served.
-	Metrics *Metrics
+	AccessLog *accesslog.Log
+	// Metrics, if not nil, is told what is served (observe.Metrics).
+	Metrics Observer
 	// Redis, if not nil, reports on the Redis replicas share state
 	// through: metrics, a degraded /readyz, the budget in force.
 	Redis *RedisStatus
-	// AdminToken, if not empty, is the bearer token AdminHandler asks for
-	// on everything but /healthz and /readyz.
+	// AdminToken, if not empty, is the bearer token the admin listener
+	// (observe.AdminHandler) asks for on everything but /healthz and /readyz.
 	AdminToken string
 
 	// Refresher, if not nil, schedules background refreshes (see
@@ -132,6 +145,7 @@ type Proxy struct {
 	bypassAt map[string]time.Time
 
 	initOnce sync.Once
+	aht      Route // AHT, the table's first route (lookup)
 	client   *http.Client
 	rp       *httputil.ReverseProxy
 	ahtURL   string
@@ -141,8 +155,20 @@ type Proxy struct {
 // call while serving: cache, budget and tokens are untouched.
 func (p *Proxy) SetSettings(s *Settings) { p.settings.Store(s) }
 
-// Settings returns the settings in force.
+// Settings returns the settings in force, nil before SetSettings.
 func (p *Proxy) Settings() *Settings { return p.settings.Load() }
+
+// noSettings serves requests before SetSettings: no account, so every
+// request is refused as CloudAgent refuses unknown credentials.
+var noSettings = &Settings{}
+
+// current is the settings a request is served with.
+func (p *Proxy) current() *Settings {
+	if st := p.settings.Load(); st != nil {
+		return st
+	}
+	return noSettings
+}
 
 func (p *Proxy) init() {
 	p.initOnce.Do(func() {
@@ -159,13 +185,14 @@ func (p *Proxy) init() {
 			return http.ErrUseLastResponse
 		}}
 		p.ahtURL = p.Upstream.JoinPath(cloudagent.PathAHT).String()
+		p.aht = route.AHT(p.Budget)
 		p.rp = p.newReverseProxy(rt)
 	})
 }
 
-// ServeHTTP routes a request by its canonical path: AHT to the cache,
-// generateToken (at every path CloudAgent serves it) to the local issuer,
-// anything else to the upstream.
+// ServeHTTP routes a request by its canonical path: generateToken (at
+// every path CloudAgent serves it) to the local issuer, AHT and every
+// table route to serveRoute, anything else passed through (route.Other).
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.init()
 	rec := recordPool.Get().(*record)
@@ -176,25 +203,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec.requestID = requestID(w, r)
 	// One spelling per path, so no spelling reaches the upstream outside
 	// its route's budget.
-	if !canonicalize(w, r) {
+	if !cleanpath.Canonicalize(w, r) {
 		rec.route, rec.outcome = routeOther, OutcomeInvalid
 		p.finish(r, rec)
 		recordPool.Put(rec)
 		return
 	}
 	switch path := r.URL.Path; {
-	case path == cloudagent.PathAHT:
-		p.serveAHT(w, r, rec)
 	case cloudagent.IsTokenPath(path):
 		p.serveGenerateToken(w, r, rec)
 	default:
-		if rt := p.Routes.Lookup(path); rt != nil {
+		if rt := p.lookup(path); rt != nil {
 			p.serveRoute(w, r, rec, rt)
 		} else if p.RefuseUnknownPaths {
 			rec.route, rec.outcome = routeOther, OutcomeInvalid
 			cloudagent.WriteError(w, http.StatusNotFound, MsgUnknownPath)
 		} else {
-			p.servePassThrough(w, r, rec, nil)
+			p.serveRoute(w, r, rec, route.Other())
 		}
 	}
 	p.finish(r, rec)

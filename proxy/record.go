@@ -9,13 +9,19 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/caproxy/caproxy/accesslog"
+	"github.com/caproxy/caproxy/route"
 )
 
-// Routes, used as metric labels and in logs.
+// RouteAHT is AHT's route name, in metrics and logs.
+const RouteAHT = route.NameAHT
+
+// Routes served ahead of the table, as metric labels and in logs.
 const (
-	routeAHT   = "aht"
-	routeToken = "generate_token"
-	routeOther = "other"
+	routeAHT   = route.NameAHT
+	routeToken = route.NameToken
+	routeOther = route.NameOther
 )
 
 // record is what one request did, filled in by its handler and read by the
@@ -70,21 +76,21 @@ type generatedID struct {
 // finish records the request in metrics and the access log.
 func (p *Proxy) finish(r *http.Request, rec *record) {
 	if p.Metrics != nil {
-		p.Metrics.countRequest(rec.route, rec.outcome)
+		p.Metrics.Request(rec.route, rec.outcome)
 	}
 	if p.AccessLog == nil {
 		return
 	}
 	now := time.Now()
-	p.AccessLog.log(&accessEntry{
-		time:           now,
-		duration:       now.Sub(rec.start),
-		id:             rec.requestID,
-		method:         r.Method,
-		path:           r.URL.Path,
-		route:          rec.route,
-		account:        rec.account,
-		outcome:        rec.outcome,
-		upstreamStatus: rec.upstreamStatus,
+	p.AccessLog.Log(&accesslog.Entry{
+		Time:           now,
+		Duration:       now.Sub(rec.start),
+		ID:             rec.requestID,
+		Method:         r.Method,
+		Path:           r.URL.Path,
+		Route:          rec.route,
+		Account:        rec.account,
+		Outcome:        rec.outcome,
+		UpstreamStatus: rec.upstreamStatus,
 	})
 }

@@ -1,9 +1,5 @@
 package proxy
 
-import (
-	"github.com/prometheus/client_golang/prometheus"
-)
-
 // RedisStatus is how the proxy sees the Redis its replicas share state
 // through, for metrics, /readyz and /admin/budget.
 type RedisStatus struct {
@@ -20,7 +16,7 @@ type RedisStatus struct {
 	Replicas int
 }
 
-// Budget modes shown by /admin/budget.
+// Budget modes, as /admin/budget shows them.
 const (
 	// BudgetShared: the budget all replicas share in Redis is in force.
 	BudgetShared = "shared"
@@ -33,8 +29,9 @@ const (
 	BudgetLocalShare = "local_share"
 )
 
-// budgetMode names the budget in force now.
-func (p *Proxy) budgetMode() string {
+// BudgetMode names the budget in force now (BudgetLocal, BudgetShared,
+// BudgetDenied or BudgetLocalShare).
+func (p *Proxy) BudgetMode() string {
 	switch {
 	case p.Redis == nil:
 		return BudgetLocal
@@ -46,28 +43,5 @@ func (p *Proxy) budgetMode() string {
 	return BudgetDenied
 }
 
-// degraded reports whether Redis is configured and down.
-func (p *Proxy) degraded() bool { return p.Redis != nil && !p.Redis.Up() }
-
-// redisCollectors are the metrics about Redis: caproxy_redis_up and
-// caproxy_redis_errors_total.
-func (p *Proxy) redisCollectors() []prometheus.Collector {
-	if p.Redis == nil {
-		return nil
-	}
-	return []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "caproxy_redis_up",
-			Help: "1 while the Redis replicas share state through answers, 0 while it is down (circuit open).",
-		}, func() float64 {
-			if p.Redis.Up() {
-				return 1
-			}
-			return 0
-		}),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "caproxy_redis_errors_total",
-			Help: "Redis calls that failed because Redis was unreachable, slow or not serving.",
-		}, func() float64 { return float64(p.Redis.Errors()) }),
-	}
-}
+// Degraded reports whether Redis is configured and down.
+func (p *Proxy) Degraded() bool { return p.Redis != nil && !p.Redis.Up() }

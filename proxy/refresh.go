@@ -76,7 +76,7 @@ func (p *Proxy) refreshOne(ctx context.Context, job refresh.Job[cloudagent.AHTRe
 		}
 	}
 	v, shared, err := p.group.Do(ctx, job.Key, func(ctx context.Context) (any, error) {
-		return p.fetchOpts(ctx, st, acct, job.Key, job.Data, fetchOptions{refresh: true, reserve: st.Reserve, lead: lead}), nil
+		return p.fetch(ctx, st, p.ahtCall(acct, job.Key, job.Data), fetchOptions{refresh: true, reserve: st.Reserve, lead: lead}), nil
 	})
 	if err != nil {
 		return refresh.NotNeeded, time.Time{}, 0
@@ -91,7 +91,7 @@ func (p *Proxy) refreshOne(ctx context.Context, job refresh.Job[cloudagent.AHTRe
 		return refresh.NoBudget, fetched, retry
 	case a.outcome == OutcomeMiss && a.upstreamStatus != 0 && !shared:
 		if p.Metrics != nil {
-			p.Metrics.refreshes.WithLabelValues(job.Reason).Inc()
+			p.Metrics.Refreshed(job.Reason)
 		}
 		return refresh.Refreshed, fetched, 0
 	case a.outcome == OutcomeMiss || a.outcome == OutcomeHit:

@@ -14,6 +14,7 @@ import (
 	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/observe"
 	"github.com/caproxy/caproxy/proxy"
 )
 
@@ -22,7 +23,7 @@ import (
 func (h *harness) routeRemaining(account, route string) int64 {
 	h.t.Helper()
 	code, body := h.admin("GET", "/admin/budget")
-	var out map[string]proxy.BudgetState
+	var out map[string]observe.BudgetState
 	if code != http.StatusOK || json.Unmarshal([]byte(body), &out) != nil {
 		h.t.Fatalf("/admin/budget: %d %s", code, body)
 	}

@@ -158,7 +158,7 @@ func TestUnusableAfterReconnect(t *testing.T) {
 // TestCommandsOfScripts reads the commands the stores' scripts call.
 func TestCommandsOfScripts(t *testing.T) {
 	got := strings.Join(commands(storeScripts(), []string{"get"}), " ")
-	for _, want := range []string{"ZADD", "ZRANGE", "ZREMRANGEBYSCORE", "TIME", "PEXPIRE", "HGET", "HSET", "SET", "DEL", "GET", "PTTL", "EXISTS"} {
+	for _, want := range []string{"ZADD", "ZRANGE", "ZREMRANGEBYSCORE", "TIME", "PEXPIRE", "HGET", "HSET", "SET", "DEL", "GET", "PTTL", "HMGET"} {
 		if !strings.Contains(" "+got+" ", " "+want+" ") {
 			t.Errorf("commands = %s, missing %s", got, want)
 		}

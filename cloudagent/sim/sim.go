@@ -136,6 +136,8 @@ type Server struct {
 	// errorRate holds the math.Float64bits of the share of AHT calls
 	// answered 503; SetErrorRate changes it while serving.
 	errorRate atomic.Uint64
+	// refuseTokens: see SetRefuseTokens (refuse.go).
+	refuseTokens atomic.Bool
 
 	// accounts, agents and campaigns are read-only after New.
 	accounts  map[string]*account
@@ -325,24 +327,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var a answer
 	p := servletPath(r.URL.Path)
+	serve, postOnly := postAPIs[p]
+	switch {
+	case postOnly:
+		if allow(w, r, http.MethodPost, &a) {
+			a = serve(s, r)
+		}
+	default:
+		a = s.serveOther(w, r, p)
+	}
+	if upstream && !s.delay(r.Context()) {
+		return // the client has gone; nobody to answer
+	}
+	h := w.Header()
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(a.body))}
+	w.WriteHeader(a.code)
+	w.Write(a.body)
+}
+
+// serveOther answers the paths that are not POST-only APIs.
+func (s *Server) serveOther(w http.ResponseWriter, r *http.Request, p string) (a answer) {
 	switch p {
-	case cloudagent.PathAHT:
-		if !allow(w, r, http.MethodPost, &a) {
-			break
-		}
-		a = s.serveAHT(r)
-	case cloudagent.PathGenerateToken, cloudagent.PathReportsGenerateToken:
-		// Both token paths share one account state: a token from either
-		// invalidates earlier ones, and both count toward the hourly limit.
-		if !allow(w, r, http.MethodPost, &a) {
-			break
-		}
-		a = s.serveGenerateToken(r)
-	case PathAgentDetails:
-		if !allow(w, r, http.MethodPost, &a) {
-			break
-		}
-		a = s.serveAgentDetails(r)
 	case cloudagent.PathFetchCDRDetails:
 		a = s.serveReport(w, r, false)
 	case cloudagent.PathFetchCdrByPagination:
@@ -351,36 +357,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a = s.serveCdrByUCID(w, r)
 	case cloudagent.PathSummaryReport:
 		a = s.serveSummaryReport(w, r)
-	case cloudagent.PathAgentManualDial:
-		if !allow(w, r, http.MethodPost, &a) {
-			break
-		}
-		a = s.serveManualDial(r)
 	case cloudagent.PathLegacyAgentManualDial:
 		if r.Method != http.MethodGet && !allow(w, r, http.MethodPost, &a) {
 			break
 		}
 		a = s.serveLegacyManualDial(r)
-	case cloudagent.PathPhoneManualDial:
-		if !allow(w, r, http.MethodPost, &a) {
-			break
-		}
-		a = s.servePhoneManualDial(r)
-	case cloudagent.PathCallControl:
-		if !allow(w, r, http.MethodPost, &a) {
-			break
-		}
-		a = s.serveCallControl(r)
-	case cloudagent.PathGetAgentLogins:
-		if !allow(w, r, http.MethodPost, &a) {
-			break
-		}
-		a = s.serveGetAgentLogins(r)
-	case cloudagent.PathChangeAgentState:
-		if !allow(w, r, http.MethodPost, &a) {
-			break
-		}
-		a = s.serveChangeAgentState(r)
 	case PathStats:
 		if !allow(w, r, http.MethodGet, &a) {
 			break
@@ -401,17 +382,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		a = statusError(http.StatusNotFound, MsgNotFound)
 	}
-	if upstream && !s.delay(r.Context()) {
-		return // the client has gone; nobody to answer
-	}
-	h := w.Header()
-	h["Content-Type"] = jsonContentType
-	h["Content-Length"] = []string{strconv.Itoa(len(a.body))}
-	w.WriteHeader(a.code)
-	w.Write(a.body)
+	return a
 }
 
 var jsonContentType = []string{"application/json"}
+
+// postAPIs are the APIs CloudAgent serves on POST only, by path.
+var postAPIs = map[string]func(*Server, *http.Request) answer{
+	cloudagent.PathAHT: (*Server).serveAHT,
+	// Both token paths share one account state: a token from either
+	// invalidates earlier ones, and both count toward the hourly limit.
+	cloudagent.PathGenerateToken:        (*Server).serveGenerateToken,
+	cloudagent.PathReportsGenerateToken: (*Server).serveGenerateToken,
+	PathAgentDetails:                    (*Server).serveAgentDetails,
+	cloudagent.PathAgentManualDial:      (*Server).serveManualDial,
+	cloudagent.PathPhoneManualDial:      (*Server).servePhoneManualDial,
+	cloudagent.PathCallControl:          (*Server).serveCallControl,
+	cloudagent.PathGetAgentLogins:       (*Server).serveGetAgentLogins,
+	cloudagent.PathChangeAgentState:     (*Server).serveChangeAgentState,
+}
 
 // servletPath is the path as a servlet container resolves it before
 // dispatch, so every spelling that reaches an endpoint in production reaches
@@ -566,6 +555,9 @@ func (s *Server) authenticate(r *http.Request, userName string, now time.Time) (
 	acct.mu.Lock()
 	msg := acct.checkToken(token, now, s.tokenTTL)
 	acct.mu.Unlock()
+	if msg == "" && s.refuseTokens.Load() {
+		msg = cloudagent.MsgTokenInvalid
+	}
 	if msg != "" {
 		return nil, caTokenError(msg)
 	}

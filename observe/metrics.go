@@ -1,4 +1,4 @@
-package proxy
+package observe
 
 import (
 	"context"
@@ -7,12 +7,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/caproxy/caproxy/proxy"
 	"github.com/caproxy/caproxy/refresh"
 )
 
-// Metrics are caproxy's Prometheus metrics. Labels carry routes, outcomes,
-// HTTP statuses and configured account names only, never agent or campaign
-// ids, so their number stays bounded.
+// Metrics are caproxy's Prometheus metrics, a proxy.Observer. Labels carry
+// routes, outcomes, HTTP statuses and configured account names only, never
+// agent or campaign ids, so their number stays bounded.
 type Metrics struct {
 	requests         *prometheus.CounterVec
 	upstreamCalls    *prometheus.CounterVec
@@ -28,7 +29,7 @@ type Metrics struct {
 
 // NewMetrics creates p's metrics and registers them, with gauges that read
 // p's cache, coalescing group, budget and tokens when scraped, on reg.
-func NewMetrics(reg prometheus.Registerer, p *Proxy) *Metrics {
+func NewMetrics(reg prometheus.Registerer, p *proxy.Proxy) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "caproxy_requests_total",
@@ -62,8 +63,8 @@ func NewMetrics(reg prometheus.Registerer, p *Proxy) *Metrics {
 		}),
 		ahtRequests: map[string]prometheus.Counter{},
 	}
-	for _, o := range []string{OutcomeHit, OutcomeMiss, OutcomeStale, OutcomeBypass, OutcomeInvalid, OutcomeUnauthorized, OutcomeLimited, OutcomeUpstreamError, OutcomeClientGone} {
-		m.ahtRequests[o] = m.requests.WithLabelValues(routeAHT, o)
+	for _, o := range proxy.Outcomes {
+		m.ahtRequests[o] = m.requests.WithLabelValues(proxy.RouteAHT, o)
 	}
 	// A labelled counter is exported only once a label value is used; create
 	// the fixed ones now so /metrics shows every series the README lists (at
@@ -87,19 +88,20 @@ func NewMetrics(reg prometheus.Registerer, p *Proxy) *Metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "caproxy_coalesced_waiters",
 			Help: "Requests now waiting on another request's upstream call.",
-		}, func() float64 { return float64(p.group.Waiters() + p.bypassGroup.Waiters()) }),
+		}, func() float64 { return float64(p.Waiters()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "caproxy_cache_entries",
 			Help: "AHT answers held in the cache.",
 		}, func() float64 { return float64(p.Cache.Len()) }),
 		accountCollector{p},
 	)
-	reg.MustRegister(p.redisCollectors()...)
+	reg.MustRegister(redisCollectors(p.Redis)...)
 	return m
 }
 
-func (m *Metrics) countRequest(route, outcome string) {
-	if route == routeAHT {
+// Request counts a request answered on route with outcome.
+func (m *Metrics) Request(route, outcome string) {
+	if route == proxy.RouteAHT {
 		if c, ok := m.ahtRequests[outcome]; ok {
 			c.Inc()
 			return
@@ -111,12 +113,26 @@ func (m *Metrics) countRequest(route, outcome string) {
 	m.requests.WithLabelValues(route, outcome).Inc()
 }
 
-func (m *Metrics) observeUpstream(route string, status int, took time.Duration) {
+// UpstreamCall counts an upstream call on route answered with status
+// after took; a negative took (a streamed pass-through) is not timed.
+func (m *Metrics) UpstreamCall(route string, status int, took time.Duration) {
 	m.upstreamCalls.WithLabelValues(route, strconv.Itoa(status)).Inc()
-	m.upstreamDuration.WithLabelValues(route).Observe(took.Seconds())
+	if took >= 0 {
+		m.upstreamDuration.WithLabelValues(route).Observe(took.Seconds())
+	}
 }
 
-func (m *Metrics) observeShared(hit bool, err error) {
+// Coalesced counts a miss that shared another request's upstream call.
+func (m *Metrics) Coalesced() { m.coalesced.Inc() }
+
+// ServedAge records the Age of an AHT answer served.
+func (m *Metrics) ServedAge(seconds int) { m.servedAge.Observe(float64(seconds)) }
+
+// Refreshed counts a background refresh that called the upstream.
+func (m *Metrics) Refreshed(reason string) { m.refreshes.WithLabelValues(reason).Inc() }
+
+// SharedLookup counts a lookup in the shared cache level.
+func (m *Metrics) SharedLookup(hit bool, err error) {
 	switch {
 	case err != nil:
 		m.sharedLookups.WithLabelValues("error").Inc()
@@ -134,13 +150,15 @@ type TokenCounter interface {
 }
 
 // accountCollector reports per-account state read at scrape time.
-type accountCollector struct{ p *Proxy }
+type accountCollector struct{ p *proxy.Proxy }
 
 var (
 	budgetRemainingDesc = prometheus.NewDesc("caproxy_budget_remaining",
 		"Upstream AHT calls the account may still make in the trailing window.", []string{"account"}, nil)
 	tokenGenerationsDesc = prometheus.NewDesc("caproxy_token_generations_total",
 		"Upstream tokens generated.", []string{"account"}, nil)
+	tokenPausesDesc = prometheus.NewDesc("caproxy_token_recovery_pauses_total",
+		"Pauses of token generation after CloudAgent refused a freshly generated token.", []string{"account"}, nil)
 	tokenFailuresDesc = prometheus.NewDesc("caproxy_token_generation_failures_total",
 		"Upstream token generations that failed or were refused by the hourly limit.", []string{"account"}, nil)
 )
@@ -149,10 +167,11 @@ func (c accountCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- budgetRemainingDesc
 	ch <- tokenGenerationsDesc
 	ch <- tokenFailuresDesc
+	ch <- tokenPausesDesc
 }
 
 func (c accountCollector) Collect(ch chan<- prometheus.Metric) {
-	st := c.p.settings.Load()
+	st := c.p.Settings()
 	if st == nil {
 		return
 	}
@@ -165,6 +184,32 @@ func (c accountCollector) Collect(ch chan<- prometheus.Metric) {
 		if tc, ok := a.Upstream.(TokenCounter); ok {
 			ch <- prometheus.MustNewConstMetric(tokenGenerationsDesc, prometheus.CounterValue, float64(tc.Generations()), name)
 			ch <- prometheus.MustNewConstMetric(tokenFailuresDesc, prometheus.CounterValue, float64(tc.Failures()), name)
+			if rp, ok := a.Upstream.(interface{ RecoveryPauses() int64 }); ok {
+				ch <- prometheus.MustNewConstMetric(tokenPausesDesc, prometheus.CounterValue, float64(rp.RecoveryPauses()), name)
+			}
 		}
+	}
+}
+
+// redisCollectors are the metrics about Redis: caproxy_redis_up and
+// caproxy_redis_errors_total (none without Redis).
+func redisCollectors(r *proxy.RedisStatus) []prometheus.Collector {
+	if r == nil {
+		return nil
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "caproxy_redis_up",
+			Help: "1 while the Redis replicas share state through answers, 0 while it is down (circuit open).",
+		}, func() float64 {
+			if r.Up() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "caproxy_redis_errors_total",
+			Help: "Redis calls that failed because Redis was unreachable, slow or not serving.",
+		}, func() float64 { return float64(r.Errors()) }),
 	}
 }

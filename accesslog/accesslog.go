@@ -1,4 +1,6 @@
-package proxy
+// Package accesslog writes caproxy's access log: one line per answered
+// request, formatted off the request's path, exactly as log/slog would.
+package accesslog
 
 import (
 	"bytes"
@@ -11,7 +13,7 @@ import (
 	"time"
 )
 
-// AccessLog writes one line per answered request, off the request's path:
+// Log writes one line per answered request, off the request's path:
 // a request hands over a small record (a channel send, no formatting, no
 // system call) and one goroutine formats the lines and writes them in
 // batches. The lines are exactly what a log/slog Text or JSON handler
@@ -24,11 +26,11 @@ import (
 // slower than the requests) the line is dropped and counted (Dropped).
 // Close writes every queued line before it returns; a line logged after
 // Close is written at once, so shutdown loses none.
-type AccessLog struct {
+type Log struct {
 	w    io.Writer
 	json bool
 
-	queue    chan accessEntry
+	queue    chan Entry
 	flushReq chan chan struct{}
 	stop     chan struct{}
 	done     chan struct{}
@@ -44,18 +46,18 @@ type AccessLog struct {
 	err  error
 }
 
-// accessEntry is one request as the access log records it. Strings are
+// Entry is one request as the access log records it. Strings are
 // shared with the request, never copied.
-type accessEntry struct {
-	time           time.Time
-	duration       time.Duration
-	id             string
-	method         string
-	path           string
-	route          string
-	account        string
-	outcome        string
-	upstreamStatus int
+type Entry struct {
+	Time           time.Time
+	Duration       time.Duration
+	ID             string
+	Method         string
+	Path           string
+	Route          string
+	Account        string
+	Outcome        string
+	UpstreamStatus int
 }
 
 // Access-log tuning: how many lines may wait for the writer, how much is
@@ -69,12 +71,12 @@ const (
 	accessDrainEvery = 20 * time.Millisecond
 )
 
-// NewAccessLog starts an access log writing to w, as slog's JSONHandler
+// New starts an access log writing to w, as slog's JSONHandler
 // when json is set and as its TextHandler otherwise. Close it to flush.
-func NewAccessLog(w io.Writer, json bool) *AccessLog {
-	l := &AccessLog{
+func New(w io.Writer, json bool) *Log {
+	l := &Log{
 		w: w, json: json,
-		queue:    make(chan accessEntry, accessQueueLen),
+		queue:    make(chan Entry, accessQueueLen),
 		flushReq: make(chan chan struct{}),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -83,8 +85,8 @@ func NewAccessLog(w io.Writer, json bool) *AccessLog {
 	return l
 }
 
-// log queues e for the writer; it never blocks on the writer.
-func (l *AccessLog) log(e *accessEntry) {
+// Log queues e for the writer; it never blocks on the writer.
+func (l *Log) Log(e *Entry) {
 	l.mu.RLock()
 	if l.closed {
 		l.mu.RUnlock()
@@ -100,10 +102,10 @@ func (l *AccessLog) log(e *accessEntry) {
 }
 
 // Dropped is how many lines were dropped because the queue was full.
-func (l *AccessLog) Dropped() uint64 { return l.dropped.Load() }
+func (l *Log) Dropped() uint64 { return l.dropped.Load() }
 
 // Flush returns once every line logged before it was called is written.
-func (l *AccessLog) Flush() {
+func (l *Log) Flush() {
 	ack := make(chan struct{})
 	select {
 	case l.flushReq <- ack:
@@ -114,7 +116,7 @@ func (l *AccessLog) Flush() {
 
 // Close writes every queued line, stops the writer and returns the first
 // write error, if any.
-func (l *AccessLog) Close() error {
+func (l *Log) Close() error {
 	l.mu.Lock()
 	already := l.closed
 	l.closed = true
@@ -129,7 +131,7 @@ func (l *AccessLog) Close() error {
 }
 
 // writeNow formats and writes one line at once (after Close).
-func (l *AccessLog) writeNow(e *accessEntry) {
+func (l *Log) writeNow(e *Entry) {
 	line := l.appendEntry(nil, e, new(bytes.Buffer))
 	l.late.Lock()
 	defer l.late.Unlock()
@@ -138,7 +140,7 @@ func (l *AccessLog) writeNow(e *accessEntry) {
 
 // write writes b, remembering the first error; l.late or the writer
 // goroutine's ownership serializes it.
-func (l *AccessLog) write(b []byte) {
+func (l *Log) write(b []byte) {
 	if len(b) == 0 {
 		return
 	}
@@ -147,7 +149,7 @@ func (l *AccessLog) write(b []byte) {
 	}
 }
 
-func (l *AccessLog) loop() {
+func (l *Log) loop() {
 	defer close(l.done)
 	buf := make([]byte, 0, accessFlushBytes+4<<10)
 	var scratch bytes.Buffer // the slog fallback's output
@@ -194,49 +196,49 @@ func (l *AccessLog) loop() {
 
 // appendEntry appends e's line. Strings that slog would quote or escape
 // make the line go through slog's own handler (scratch is its buffer).
-func (l *AccessLog) appendEntry(b []byte, e *accessEntry, scratch *bytes.Buffer) []byte {
-	if !plain(e.id) || !plain(e.method) || !plain(e.path) || !plain(e.route) || !plain(e.account) || !plain(e.outcome) {
+func (l *Log) appendEntry(b []byte, e *Entry, scratch *bytes.Buffer) []byte {
+	if !plain(e.ID) || !plain(e.Method) || !plain(e.Path) || !plain(e.Route) || !plain(e.Account) || !plain(e.Outcome) {
 		return l.appendSlog(b, e, scratch)
 	}
 	if l.json {
 		b = append(b, `{"time":"`...)
-		b = e.time.AppendFormat(b, time.RFC3339Nano) // JSONHandler keeps nanoseconds
+		b = e.Time.AppendFormat(b, time.RFC3339Nano) // JSONHandler keeps nanoseconds
 		b = append(b, `","level":"INFO","msg":"request","id":"`...)
-		b = append(b, e.id...)
+		b = append(b, e.ID...)
 		b = append(b, `","method":"`...)
-		b = append(b, e.method...)
+		b = append(b, e.Method...)
 		b = append(b, `","path":"`...)
-		b = append(b, e.path...)
+		b = append(b, e.Path...)
 		b = append(b, `","route":"`...)
-		b = append(b, e.route...)
+		b = append(b, e.Route...)
 		b = append(b, `","account":"`...)
-		b = append(b, e.account...)
+		b = append(b, e.Account...)
 		b = append(b, `","outcome":"`...)
-		b = append(b, e.outcome...)
+		b = append(b, e.Outcome...)
 		b = append(b, `","upstream_status":`...)
-		b = strconv.AppendInt(b, int64(e.upstreamStatus), 10)
+		b = strconv.AppendInt(b, int64(e.UpstreamStatus), 10)
 		b = append(b, `,"duration":`...)
-		b = strconv.AppendInt(b, int64(e.duration), 10)
+		b = strconv.AppendInt(b, int64(e.Duration), 10)
 		return append(b, "}\n"...)
 	}
 	b = append(b, "time="...)
-	b = appendRFC3339Millis(b, e.time)
+	b = appendRFC3339Millis(b, e.Time)
 	b = append(b, " level=INFO msg=request id="...)
-	b = appendText(b, e.id)
+	b = appendText(b, e.ID)
 	b = append(b, " method="...)
-	b = appendText(b, e.method)
+	b = appendText(b, e.Method)
 	b = append(b, " path="...)
-	b = appendText(b, e.path)
+	b = appendText(b, e.Path)
 	b = append(b, " route="...)
-	b = appendText(b, e.route)
+	b = appendText(b, e.Route)
 	b = append(b, " account="...)
-	b = appendText(b, e.account)
+	b = appendText(b, e.Account)
 	b = append(b, " outcome="...)
-	b = appendText(b, e.outcome)
+	b = appendText(b, e.Outcome)
 	b = append(b, " upstream_status="...)
-	b = strconv.AppendInt(b, int64(e.upstreamStatus), 10)
+	b = strconv.AppendInt(b, int64(e.UpstreamStatus), 10)
 	b = append(b, " duration="...)
-	b = append(b, e.duration.String()...)
+	b = append(b, e.Duration.String()...)
 	return append(b, '\n')
 }
 
@@ -251,7 +253,7 @@ func appendText(b []byte, s string) []byte {
 
 // appendSlog formats e with slog's own handler, for the rare line whose
 // strings need quoting or escaping.
-func (l *AccessLog) appendSlog(b []byte, e *accessEntry, scratch *bytes.Buffer) []byte {
+func (l *Log) appendSlog(b []byte, e *Entry, scratch *bytes.Buffer) []byte {
 	scratch.Reset()
 	var h slog.Handler
 	if l.json {
@@ -259,16 +261,16 @@ func (l *AccessLog) appendSlog(b []byte, e *accessEntry, scratch *bytes.Buffer) 
 	} else {
 		h = slog.NewTextHandler(scratch, nil)
 	}
-	r := slog.NewRecord(e.time, slog.LevelInfo, "request", 0)
+	r := slog.NewRecord(e.Time, slog.LevelInfo, "request", 0)
 	r.AddAttrs(
-		slog.String("id", e.id),
-		slog.String("method", e.method),
-		slog.String("path", e.path),
-		slog.String("route", e.route),
-		slog.String("account", e.account),
-		slog.String("outcome", e.outcome),
-		slog.Int("upstream_status", e.upstreamStatus),
-		slog.Duration("duration", e.duration),
+		slog.String("id", e.ID),
+		slog.String("method", e.Method),
+		slog.String("path", e.Path),
+		slog.String("route", e.Route),
+		slog.String("account", e.Account),
+		slog.String("outcome", e.Outcome),
+		slog.Int("upstream_status", e.UpstreamStatus),
+		slog.Duration("duration", e.Duration),
 	)
 	h.Handle(context.Background(), r)
 	return append(b, scratch.Bytes()...)

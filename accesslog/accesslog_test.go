@@ -1,4 +1,4 @@
-package proxy
+package accesslog
 
 import (
 	"bytes"
@@ -15,28 +15,28 @@ import (
 // testEntries cover the hand-formatted lines and every kind of string that
 // must go through slog: empty, spaces, quotes, '=', control characters,
 // backslashes, non-ASCII, HTML characters, invalid UTF-8.
-func testEntries() []accessEntry {
+func testEntries() []Entry {
 	t0 := time.Date(2026, 11, 29, 1, 2, 3, 456789012, time.UTC)
-	base := accessEntry{
-		time: t0, duration: 6071 * time.Nanosecond, id: "192572c3354a-3yyl", method: "POST",
-		path: "/ca_apis/aht", route: routeAHT, account: "demo-basic", outcome: OutcomeHit,
+	base := Entry{
+		Time: t0, Duration: 6071 * time.Nanosecond, ID: "192572c3354a-3yyl", Method: "POST",
+		Path: "/ca_apis/aht", Route: "aht", Account: "demo-basic", Outcome: "hit",
 	}
-	var es []accessEntry
+	var es []Entry
 	es = append(es, base)
 	for _, odd := range []string{"", "a b", `say"hi"`, "k=v", "tab\there", `back\slash`, "ünïcode", "<script>&", "bad\xffutf8", "new\nline"} {
 		e := base
-		e.id = odd
+		e.ID = odd
 		es = append(es, e)
 		e = base
-		e.path = "/x/" + odd
+		e.Path = "/x/" + odd
 		es = append(es, e)
 		e = base
-		e.account = odd
+		e.Account = odd
 		es = append(es, e)
 	}
 	e := base
-	e.time = time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("IST", 5*3600+1800))
-	e.duration, e.upstreamStatus, e.outcome, e.method = 1500*time.Millisecond, 502, OutcomeUpstreamError, "GET"
+	e.Time = time.Date(2026, 1, 2, 3, 4, 5, 0, time.FixedZone("IST", 5*3600+1800))
+	e.Duration, e.UpstreamStatus, e.Outcome, e.Method = 1500*time.Millisecond, 502, "upstream_error", "GET"
 	return append(es, e)
 }
 
@@ -44,7 +44,7 @@ func testEntries() []accessEntry {
 // Text and JSON handlers write for the same record.
 func TestAccessLogLinesAreSlogs(t *testing.T) {
 	for _, json := range []bool{false, true} {
-		l := &AccessLog{json: json}
+		l := &Log{json: json}
 		for _, e := range testEntries() {
 			var want bytes.Buffer
 			var h slog.Handler = slog.NewTextHandler(&want, nil)
@@ -52,15 +52,15 @@ func TestAccessLogLinesAreSlogs(t *testing.T) {
 				h = slog.NewJSONHandler(&want, nil)
 			}
 			slog.New(h).LogAttrs(context.Background(), slog.LevelInfo, "request",
-				slog.String("id", e.id), slog.String("method", e.method), slog.String("path", e.path),
-				slog.String("route", e.route), slog.String("account", e.account), slog.String("outcome", e.outcome),
-				slog.Int("upstream_status", e.upstreamStatus), slog.Duration("duration", e.duration))
+				slog.String("id", e.ID), slog.String("method", e.Method), slog.String("path", e.Path),
+				slog.String("route", e.Route), slog.String("account", e.Account), slog.String("outcome", e.Outcome),
+				slog.Int("upstream_status", e.UpstreamStatus), slog.Duration("duration", e.Duration))
 			// slog stamps its own time; put ours in its place.
 			w := want.String()
 			got := string(l.appendEntry(nil, &e, new(bytes.Buffer)))
-			stamp := string(appendRFC3339Millis(nil, e.time))
+			stamp := string(appendRFC3339Millis(nil, e.Time))
 			if json {
-				stamp = e.time.Format(time.RFC3339Nano)
+				stamp = e.Time.Format(time.RFC3339Nano)
 				w = `{"time":"` + stamp + w[strings.Index(w, `","level"`):]
 			} else {
 				w = "time=" + stamp + w[strings.Index(w, " level="):]
@@ -109,13 +109,13 @@ func (b *lockedBuffer) String() string {
 // counts whole lines; lines logged after Close are written too.
 func TestAccessLogCloseWritesEveryLine(t *testing.T) {
 	var out lockedBuffer
-	l := NewAccessLog(&out, false)
+	l := New(&out, false)
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
 			for i := range 500 {
-				l.log(&accessEntry{time: time.Now(), id: strconv.Itoa(g) + "-" + strconv.Itoa(i), method: "POST",
-					path: "/ca_apis/aht", route: routeAHT, account: "demo", outcome: OutcomeHit})
+				l.Log(&Entry{Time: time.Now(), ID: strconv.Itoa(g) + "-" + strconv.Itoa(i), Method: "POST",
+					Path: "/ca_apis/aht", Route: "aht", Account: "demo", Outcome: "hit"})
 			}
 		})
 	}
@@ -123,7 +123,7 @@ func TestAccessLogCloseWritesEveryLine(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	l.log(&accessEntry{time: time.Now(), id: "late", method: "POST", path: "/", route: routeOther, outcome: OutcomeHit})
+	l.Log(&Entry{Time: time.Now(), ID: "late", Method: "POST", Path: "/", Route: "other", Outcome: "hit"})
 	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
 	if want := 8*500 + 1 - int(l.Dropped()); len(lines) != want {
 		t.Fatalf("%d lines written, want %d (%d dropped)", len(lines), want, l.Dropped())
@@ -156,11 +156,11 @@ func (w *blockingWriter) Write(p []byte) (int, error) {
 // Close.
 func TestAccessLogNeverBlocks(t *testing.T) {
 	w := &blockingWriter{release: make(chan struct{})}
-	l := NewAccessLog(w, false)
+	l := New(w, false)
 	const n = accessQueueLen + 4000
 	for i := range n {
-		l.log(&accessEntry{time: time.Now(), id: strconv.Itoa(i), method: "POST", path: "/ca_apis/aht",
-			route: routeAHT, account: "demo", outcome: OutcomeHit})
+		l.Log(&Entry{Time: time.Now(), ID: strconv.Itoa(i), Method: "POST", Path: "/ca_apis/aht",
+			Route: "aht", Account: "demo", Outcome: "hit"})
 	}
 	dropped := l.Dropped()
 	if dropped == 0 {
@@ -180,7 +180,7 @@ func TestAccessLogNeverBlocks(t *testing.T) {
 func BenchmarkAccessLogFormat(b *testing.B) {
 	e := testEntries()[0]
 	b.Run("hand", func(b *testing.B) {
-		l := &AccessLog{}
+		l := &Log{}
 		var buf []byte
 		var scratch bytes.Buffer
 		b.ReportAllocs()
@@ -193,22 +193,22 @@ func BenchmarkAccessLogFormat(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			lg.LogAttrs(context.Background(), slog.LevelInfo, "request",
-				slog.String("id", e.id), slog.String("method", e.method), slog.String("path", e.path),
-				slog.String("route", e.route), slog.String("account", e.account), slog.String("outcome", e.outcome),
-				slog.Int("upstream_status", e.upstreamStatus), slog.Duration("duration", e.duration))
+				slog.String("id", e.ID), slog.String("method", e.Method), slog.String("path", e.Path),
+				slog.String("route", e.Route), slog.String("account", e.Account), slog.String("outcome", e.Outcome),
+				slog.Int("upstream_status", e.UpstreamStatus), slog.Duration("duration", e.Duration))
 		}
 	})
 }
 
 // BenchmarkAccessLogQueue is what a request pays: handing its line over.
 func BenchmarkAccessLogQueue(b *testing.B) {
-	l := NewAccessLog(io.Discard, false)
+	l := New(io.Discard, false)
 	defer l.Close()
 	e := testEntries()[0]
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			l.log(&e)
+			l.Log(&e)
 		}
 	})
 	b.ReportMetric(float64(l.Dropped()), "dropped")

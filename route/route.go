@@ -1,4 +1,8 @@
-package proxy
+// Package route describes caproxy's routes: for each CloudAgent path, how a
+// request is read, which methods it takes, how upstream credentials are
+// attached, its budget, whether and how long its answers are cached, and
+// the shape of its errors. The proxy serves a request by its Route.
+package route
 
 import (
 	"errors"
@@ -9,8 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/caproxy/caproxy/cleanpath"
 	"github.com/caproxy/caproxy/cloudagent"
-	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/limit"
 )
 
@@ -32,14 +36,35 @@ const (
 	AuthQuery = "query"
 )
 
-// Route is the whole policy of one CloudAgent path, in one place: which
-// methods it takes, how upstream credentials are attached, how many
-// upstream calls an account may make on it, and whether and how long its
-// answers are cached. The proxy finds a request's Route by its canonical
-// path (see canonicalPath) in a RouteTable.
-//
-// AHT (cloudagent.PathAHT) and generateToken are served by their own
-// handlers ahead of the table; the table holds every other route.
+// Names of the routes served ahead of a Table, as metrics and logs show them.
+const (
+	NameAHT   = "aht"
+	NameToken = "generate_token"
+	NameOther = "other"
+)
+
+// Reading says how a route reads a request.
+type Reading uint8
+
+const (
+	// ReadAccount reads only the account the request names (userName in
+	// the query or the JSON body, or a caproxy token's account); the body
+	// is forwarded as sent. Passed-through routes.
+	ReadAccount Reading = iota
+	// ReadJSON reads the canonical JSON body (the cache key and what is
+	// forwarded) and the account it names. Cached table routes.
+	ReadJSON
+	// ReadAHT reads AHT's fields as CloudAgent checks them, in its order
+	// (userName, then credentials, then shape), keyed by cache.RequestKey.
+	ReadAHT
+)
+
+// Route is the whole policy of one CloudAgent path, in one place: how a
+// request is read, which methods it takes, how upstream credentials are
+// attached, how many upstream calls an account may make on it, and whether
+// and how long its answers are cached. The proxy finds a request's Route by
+// its canonical path (see cleanpath.Canonical): AHT first (see AHT), then a
+// Table, then Other; generateToken is answered locally.
 type Route struct {
 	// Name labels the route in /metrics and the access log. The table is
 	// fixed when caproxy starts, so the label is bounded. Lower-case
@@ -88,14 +113,15 @@ type Route struct {
 	// so it spends none of the route's budget.
 	BodyMessage string
 
-	budget *limit.Budget // from BudgetCalls, made by NewRouteTable
+	budget *limit.Budget // from BudgetCalls, made by NewTable (AHT: given to AHT)
 	prefix string        // Path without "/*", for prefix routes
+	read   Reading       // set by check (AHT: ReadAHT)
 }
 
-// DefaultRoutes are the routes caproxy serves without configuration. Where
+// Defaults are the routes caproxy serves without configuration. Where
 // each number comes from is in DESIGN.md ("What production does beyond the
 // docs") and in package cloudagent.
-func DefaultRoutes() []Route {
+func Defaults() []Route {
 	return []Route{{
 		// GET with a JSON body, apiKey only, 2 calls a minute, one day per
 		// call; an answer for a past day does not change, so a short cache
@@ -172,20 +198,20 @@ func DefaultRoutes() []Route {
 var routeNameRe = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
 
 // reservedRoutes are names and paths served ahead of the table.
-var reservedRoutes = []string{routeAHT, routeToken, routeOther}
+var reservedRoutes = []string{NameAHT, NameToken, NameOther}
 
-// RouteTable finds a request's Route by canonical path. It is read-only
+// Table finds a request's Route by canonical path. It is read-only
 // once made, so safe for concurrent use.
-type RouteTable struct {
+type Table struct {
 	exact    map[string]*Route
 	prefixes []*Route // longest prefix first
 }
 
-// NewRouteTable checks routes and makes their budgets in store (opts as for
+// NewTable checks routes and makes their budgets in store (opts as for
 // limit.NewBudget; each route's keys get the prefix "route:NAME:"). Routes
 // later in the list replace earlier ones of the same Name, so configured
 // routes override defaults.
-func NewRouteTable(routes []Route, store limit.Store, opts ...limit.Option) (*RouteTable, error) {
+func NewTable(routes []Route, store limit.Store, opts ...limit.Option) (*Table, error) {
 	byName := map[string]int{}
 	var list []Route
 	for _, rt := range routes {
@@ -196,7 +222,7 @@ func NewRouteTable(routes []Route, store limit.Store, opts ...limit.Option) (*Ro
 		byName[rt.Name] = len(list)
 		list = append(list, rt)
 	}
-	t := &RouteTable{exact: map[string]*Route{}}
+	t := &Table{exact: map[string]*Route{}}
 	var errs []error
 	for i := range list {
 		rt := &list[i]
@@ -227,7 +253,7 @@ func (rt *Route) check() error {
 		return fmt.Errorf("route %q: name must be 1-32 of a-z, 0-9, _ (starting with a letter) and not %v", rt.Name, reservedRoutes)
 	}
 	p := strings.TrimSuffix(rt.Path, "/*")
-	if canon, err := canonicalPath(p); err != nil || canon != p || p == "/" {
+	if canon, err := cleanpath.Canonical(p); err != nil || canon != p || p == "/" {
 		return fmt.Errorf("route %s: path %q must be a canonical path such as /ca_apis/Name (or /prefix/*)", rt.Name, rt.Path)
 	}
 	if p == cloudagent.PathAHT || cloudagent.IsTokenPath(p) {
@@ -271,6 +297,10 @@ func (rt *Route) check() error {
 	if rt.LimitMessage == "" {
 		rt.LimitMessage = cloudagent.MsgLimitExceeded
 	}
+	rt.read = ReadAccount
+	if rt.CacheTTL > 0 && !rt.Write {
+		rt.read = ReadJSON
+	}
 	return nil
 }
 
@@ -282,7 +312,7 @@ func isWriteMethod(m string) bool {
 }
 
 // Lookup returns the route serving the canonical path, or nil.
-func (t *RouteTable) Lookup(path string) *Route {
+func (t *Table) Lookup(path string) *Route {
 	if t == nil {
 		return nil
 	}
@@ -299,7 +329,7 @@ func (t *RouteTable) Lookup(path string) *Route {
 
 // Routes returns the table's routes, exact ones first, for documentation
 // and the admin port.
-func (t *RouteTable) Routes() []Route {
+func (t *Table) Routes() []Route {
 	var out []Route
 	for _, rt := range t.exact {
 		out = append(out, *rt)
@@ -311,8 +341,9 @@ func (t *RouteTable) Routes() []Route {
 	return out
 }
 
-// writeError writes the route's CloudAgent-shaped error.
-func (rt *Route) writeError(w http.ResponseWriter, code int, msg string) {
+// WriteError writes the route's CloudAgent-shaped error (AHT's shape for a
+// nil route).
+func (rt *Route) WriteError(w http.ResponseWriter, code int, msg string) {
 	if rt != nil && rt.ErrorStatus == cloudagent.StatusFalse {
 		cloudagent.WriteTokenError(w, code, msg)
 		return
@@ -320,19 +351,30 @@ func (rt *Route) writeError(w http.ResponseWriter, code int, msg string) {
 	cloudagent.WriteError(w, code, msg)
 }
 
-// allows reports whether method may be used on rt.
-func (rt *Route) allows(method string) bool {
+// Budget is the route's upstream budget, nil if it has none.
+func (rt *Route) Budget() *limit.Budget { return rt.budget }
+
+// Allows reports whether method may be used on rt.
+func (rt *Route) Allows(method string) bool {
 	return len(rt.Methods) == 0 || slices.Contains(rt.Methods, method)
 }
 
-// upstreamFor returns the credentials rt sends for acct.
-func (rt *Route) upstreamFor(acct *Account) credential.Upstream {
-	switch {
-	case rt == nil:
-	case rt.Auth == AuthAPIKey:
-		return acct.apiKeyUpstream()
-	case rt.Auth == AuthQuery:
-		return acct.queryUpstream()
-	}
-	return acct.Upstream
+// Reads is how rt reads a request.
+func (rt *Route) Reads() Reading { return rt.read }
+
+// AHT is AHT (cloudagent.PathAHT) as a route: POST, read by its own reader
+// (ReadAHT), cached with the cache's TTLs, under budget (the account's
+// upstream_per_minute).
+func AHT(budget *limit.Budget) Route {
+	return Route{Name: NameAHT, Path: cloudagent.PathAHT, Methods: []string{http.MethodPost},
+		Auth: AuthAccount, ErrorStatus: cloudagent.StatusError, LimitMessage: cloudagent.MsgLimitExceeded,
+		read: ReadAHT, budget: budget}
 }
+
+// other serves a path outside the table (Other).
+var other = Route{Name: NameOther, Auth: AuthAccount, ErrorStatus: cloudagent.StatusError,
+	LimitMessage: cloudagent.MsgLimitExceeded, read: ReadAccount}
+
+// Other is the route of a path outside the table: passed through with the
+// account's own credentials, no budget of its own, AHT's error shape.
+func Other() *Route { return &other }

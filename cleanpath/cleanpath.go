@@ -1,4 +1,7 @@
-package proxy
+// Package cleanpath gives every request path one spelling, the one caproxy
+// routes on and forwards, so no spelling of a path reaches CloudAgent
+// outside its route's budget.
+package cleanpath
 
 import (
 	"errors"
@@ -9,29 +12,29 @@ import (
 	"github.com/caproxy/caproxy/cloudagent"
 )
 
-// errPathUnsafe is a path caproxy will not guess the meaning of.
-var errPathUnsafe = errors.New("request path cannot be cleaned safely")
+// ErrUnsafe is a path caproxy will not guess the meaning of.
+var ErrUnsafe = errors.New("request path cannot be cleaned safely")
 
-// canonicalPath returns the one spelling of an escaped request path that
+// Canonical returns the one spelling of an escaped request path that
 // caproxy routes on and forwards: percent-encoded unreserved characters
 // decoded (and other escapes upper-cased), duplicate slashes collapsed, "."
 // and ".." segments resolved, and no trailing slash. So /ca_apis/aht/,
 // //ca_apis/aht, /ca_apis/./aht and /ca_apis/%61ht all become /ca_apis/aht
 // and are counted against AHT's budget, never passed around it.
 //
-// It refuses (errPathUnsafe) what could mean something else upstream: an
+// It refuses (ErrUnsafe) what could mean something else upstream: an
 // encoded "/" or "\" (a servlet container may split on it), a ";" (a
 // servlet container strips path parameters, so /ca_apis/aht;x=1 is AHT
 // there), an escaped control character, a malformed escape, and ".." above
 // the root.
 //
 // A path that needs no change is returned as is, without allocating.
-func canonicalPath(escaped string) (string, error) {
+func Canonical(escaped string) (string, error) {
 	if escaped == "" {
 		return "/", nil
 	}
 	if escaped[0] != '/' {
-		return "", errPathUnsafe
+		return "", ErrUnsafe
 	}
 	if isCanonical(escaped) {
 		return escaped, nil
@@ -43,17 +46,17 @@ func canonicalPath(escaped string) (string, error) {
 		c := escaped[i]
 		switch c {
 		case ';', '\\':
-			return "", errPathUnsafe
+			return "", ErrUnsafe
 		case '%':
 			if i+2 >= len(escaped) || !isHex(escaped[i+1]) || !isHex(escaped[i+2]) {
-				return "", errPathUnsafe
+				return "", ErrUnsafe
 			}
 			d := unhex(escaped[i+1])<<4 | unhex(escaped[i+2])
 			switch {
 			case isUnreserved(d):
 				b.WriteByte(d)
 			case d == '/' || d == '\\' || d == ';' || d < 0x20 || d == 0x7f:
-				return "", errPathUnsafe
+				return "", ErrUnsafe
 			default:
 				b.WriteByte('%')
 				b.WriteByte(upperHex[d>>4])
@@ -62,7 +65,7 @@ func canonicalPath(escaped string) (string, error) {
 			i += 2
 		default:
 			if c < 0x20 || c == 0x7f {
-				return "", errPathUnsafe
+				return "", ErrUnsafe
 			}
 			b.WriteByte(c)
 		}
@@ -75,7 +78,7 @@ func canonicalPath(escaped string) (string, error) {
 		case "", ".":
 		case "..":
 			if len(out) == 0 {
-				return "", errPathUnsafe
+				return "", ErrUnsafe
 			}
 			out = out[:len(out)-1]
 		default:
@@ -130,11 +133,11 @@ func unhex(c byte) byte {
 
 const upperHex = "0123456789ABCDEF"
 
-// canonicalize rewrites r's path to its canonical spelling, which the
+// Canonicalize rewrites r's path to its canonical spelling, which the
 // router and the reverse proxy then use, or answers 400 and returns false.
-func canonicalize(w http.ResponseWriter, r *http.Request) bool {
+func Canonicalize(w http.ResponseWriter, r *http.Request) bool {
 	esc := r.URL.EscapedPath() // the client's spelling, or Path as is
-	canon, err := canonicalPath(esc)
+	canon, err := Canonical(esc)
 	if err != nil {
 		cloudagent.WriteError(w, http.StatusBadRequest, err.Error())
 		return false
@@ -144,7 +147,7 @@ func canonicalize(w http.ResponseWriter, r *http.Request) bool {
 	}
 	path, err := url.PathUnescape(canon)
 	if err != nil {
-		cloudagent.WriteError(w, http.StatusBadRequest, errPathUnsafe.Error())
+		cloudagent.WriteError(w, http.StatusBadRequest, ErrUnsafe.Error())
 		return false
 	}
 	r.URL.Path = path

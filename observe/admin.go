@@ -1,4 +1,8 @@
-package proxy
+// Package observe is caproxy's admin listener: what operators see (health,
+// readiness, Prometheus metrics, budgets, profiles) and do (cache purges).
+// It reads a proxy.Proxy and is told what it serves through
+// proxy.Observer; it serves no client.
+package observe
 
 import (
 	"crypto/subtle"
@@ -11,33 +15,24 @@ import (
 	"github.com/caproxy/caproxy/cache"
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/limit"
+	"github.com/caproxy/caproxy/proxy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Readier is implemented by upstream credentials that may not be usable yet
-// (a token that cannot be generated).
-type Readier interface{ Ready() bool }
-
-// Ready reports whether settings are installed and every account's
-// credentials are usable or not yet needed.
-func (p *Proxy) Ready() bool {
-	st := p.settings.Load()
-	if st == nil {
-		return false
-	}
-	for _, a := range st.Accounts {
-		if r, ok := a.Upstream.(Readier); ok && !r.Ready() {
-			return false
-		}
-	}
-	return true
+// AdminHandler serves the admin listener of p: /healthz, /readyz, /metrics
+// (from g), POST /admin/cache/purge, GET /admin/budget and /debug/pprof/
+// (profiles and an execution trace), behind p.AdminToken when it is set.
+// It is the one place the admin handler is built, so callers may wrap it
+// or mount more on its mux (see Mux).
+func AdminHandler(p *proxy.Proxy, g prometheus.Gatherer) http.Handler {
+	return guard(p.AdminToken, Mux(p, g))
 }
 
-// AdminHandler serves the admin listener: /healthz, /readyz, /metrics (from
-// g), POST /admin/cache/purge, GET /admin/budget and /debug/pprof/
-// (profiles and an execution trace).
-func (p *Proxy) AdminHandler(g prometheus.Gatherer) http.Handler {
+// Mux is AdminHandler's routes without the token check, for a caller that
+// mounts pages of its own beside them and guards the whole with Guard.
+func Mux(p *proxy.Proxy, g prometheus.Gatherer) *http.ServeMux {
+	a := admin{p}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte("ok\n"))
@@ -52,10 +47,10 @@ func (p *Proxy) AdminHandler(g prometheus.Gatherer) http.Handler {
 			http.Error(w, "not ready: redis unusable (a permission is missing; see the log)", http.StatusServiceUnavailable)
 			return
 		}
-		if p.degraded() {
+		if p.Degraded() {
 			// Still ready: memory serves hits and stale answers, and the
 			// outage policy decides misses.
-			w.Write([]byte("ready, degraded: redis down; budget " + p.budgetMode() + "\n"))
+			w.Write([]byte("ready, degraded: redis down; budget " + p.BudgetMode() + "\n"))
 			return
 		}
 		w.Write([]byte("ready\n"))
@@ -64,12 +59,20 @@ func (p *Proxy) AdminHandler(g prometheus.Gatherer) http.Handler {
 	mux.HandleFunc("GET /debug/pprof/", boundSeconds(pprof.Index))
 	mux.HandleFunc("GET /debug/pprof/profile", boundSeconds(pprof.Profile))
 	mux.HandleFunc("GET /debug/pprof/trace", boundSeconds(pprof.Trace))
-	mux.HandleFunc("POST /admin/cache/purge", p.servePurge)
-	mux.HandleFunc("GET /admin/budget", p.serveBudget)
-	if p.AdminToken == "" {
+	mux.HandleFunc("POST /admin/cache/purge", a.servePurge)
+	mux.HandleFunc("GET /admin/budget", a.serveBudget)
+	return mux
+}
+
+// Guard asks for "Authorization: Bearer token" on everything h serves but
+// /healthz and /readyz; an empty token guards nothing.
+func Guard(token string, h http.Handler) http.Handler { return guard(token, h) }
+
+func guard(token string, mux http.Handler) http.Handler {
+	if token == "" {
 		return mux
 	}
-	want := []byte("Bearer " + p.AdminToken)
+	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Probes stay open: load balancers call them, and they tell nothing.
 		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" &&
@@ -105,26 +108,42 @@ func boundSeconds(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// servePurge drops cache entries: all of them; ?account=A for one account;
-// ?account=A&agentId=X or ?account=A&campaignName=Y for one key.
-func (p *Proxy) servePurge(w http.ResponseWriter, r *http.Request) {
+// admin serves the /admin endpoints of one proxy.
+type admin struct{ p *proxy.Proxy }
+
+// servePurge drops cache entries: ?all=true all of them; ?account=A for
+// one account; ?account=A&agentId=X or ?account=A&campaignName=Y for one
+// key.
+func (a admin) servePurge(w http.ResponseWriter, r *http.Request) {
+	p := a.p
 	q := r.URL.Query()
-	// A misspelt parameter (?acount=A) must not widen a purge to the whole
-	// cache: anything but the three known names is refused, nothing purged.
+	// A misspelt parameter (?acount=A) or an empty one (?account=$UNSET)
+	// must not widen a purge to the whole cache: anything but the known
+	// names is refused, and everything takes an explicit all=true.
 	for name := range q {
-		if name != "account" && name != "agentId" && name != "campaignName" {
-			cloudagent.WriteError(w, http.StatusBadRequest, "unknown purge parameter "+strconv.Quote(name)+"; use account, agentId or campaignName")
+		if name != "account" && name != "agentId" && name != "campaignName" && name != "all" {
+			cloudagent.WriteError(w, http.StatusBadRequest, "unknown purge parameter "+strconv.Quote(name)+"; use all=true, account, agentId or campaignName")
 			return
 		}
 	}
 	account, agent, campaign := q.Get("account"), q.Get("agentId"), q.Get("campaignName")
+	all := q.Has("all")
 	removed, shared := 0, 0
 	var err error
 	switch {
+	case all && (q.Get("all") != "true" || len(q) > 1):
+		cloudagent.WriteError(w, http.StatusBadRequest, "all takes the value true and no other parameter")
+		return
+	case q.Has("account") && account == "":
+		cloudagent.WriteError(w, http.StatusBadRequest, "account is empty; to purge everything use all=true")
+		return
 	case account == "" && (agent != "" || campaign != ""):
 		cloudagent.WriteError(w, http.StatusBadRequest, "purging one key needs account")
 		return
-	case account == "":
+	case account == "" && !all:
+		cloudagent.WriteError(w, http.StatusBadRequest, "say what to purge: all=true, or account=A (with agentId or campaignName for one key)")
+		return
+	case all:
 		removed = p.Cache.Len()
 		p.Cache.Purge()
 		if p.Shared != nil {
@@ -170,23 +189,25 @@ type BudgetState struct {
 	Limit     int64      `json:"limit"`
 	Remaining int64      `json:"remaining"`
 	NextFree  *time.Time `json:"next_free,omitempty"`
-	// Mode is the budget in force: BudgetLocal (single node),
-	// BudgetShared (Redis), or while Redis is down BudgetDenied (misses
-	// refused) or BudgetLocalShare (this replica's share).
+	// Mode is the budget in force: proxy.BudgetLocal (single node),
+	// proxy.BudgetShared (Redis), or while Redis is down
+	// proxy.BudgetDenied (misses refused) or proxy.BudgetLocalShare (this
+	// replica's share).
 	Mode string `json:"mode"`
 	// Routes are the account's budgets on the table routes that have one
 	// (cdr_details, say), by route name; the fields above are AHT's.
 	Routes map[string]BudgetState `json:"routes,omitempty"`
 }
 
-func (p *Proxy) serveBudget(w http.ResponseWriter, r *http.Request) {
+func (a admin) serveBudget(w http.ResponseWriter, r *http.Request) {
+	p := a.p
 	out := map[string]BudgetState{}
-	mode := p.budgetMode()
-	var routes []Route
+	mode := p.BudgetMode()
+	var routes []proxy.Route
 	if p.Routes != nil {
 		routes = p.Routes.Routes()
 	}
-	if st := p.settings.Load(); st != nil {
+	if st := p.Settings(); st != nil {
 		for name := range st.Accounts {
 			s, err := budgetState(r, p.Budget, name, mode)
 			if err != nil {
@@ -194,10 +215,10 @@ func (p *Proxy) serveBudget(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			for _, rt := range routes {
-				if rt.budget == nil {
+				if rt.Budget() == nil {
 					continue
 				}
-				rs, err := budgetState(r, rt.budget, name, mode)
+				rs, err := budgetState(r, rt.Budget(), name, mode)
 				if err != nil {
 					cloudagent.WriteError(w, http.StatusBadGateway, "budget store unavailable")
 					return
@@ -219,7 +240,7 @@ func (p *Proxy) serveBudget(w http.ResponseWriter, r *http.Request) {
 func budgetState(r *http.Request, b *limit.Budget, account, mode string) (BudgetState, error) {
 	bs, err := b.State(r.Context(), account)
 	if err != nil {
-		if mode == BudgetDenied {
+		if mode == proxy.BudgetDenied {
 			return BudgetState{Limit: b.Limit(), Mode: mode}, nil
 		}
 		return BudgetState{}, err

@@ -1,4 +1,4 @@
-package proxy
+package cleanpath
 
 import (
 	"net/http"
@@ -41,19 +41,19 @@ func TestCanonicalPath(t *testing.T) {
 		{`/ca_apis\aht`, ""},
 		{"ca_apis/aht", ""},
 	} {
-		got, err := canonicalPath(tc.in)
+		got, err := Canonical(tc.in)
 		if tc.want == "" {
 			if err == nil {
-				t.Errorf("canonicalPath(%q) = %q, want refused", tc.in, got)
+				t.Errorf("Canonical(%q) = %q, want refused", tc.in, got)
 			}
 			continue
 		}
 		if err != nil || got != tc.want {
-			t.Errorf("canonicalPath(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+			t.Errorf("Canonical(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
 		}
 		// Canonical is a fixed point.
-		if again, err := canonicalPath(got); err != nil || again != got {
-			t.Errorf("canonicalPath(%q) = %q, %v; not a fixed point", got, again, err)
+		if again, err := Canonical(got); err != nil || again != got {
+			t.Errorf("Canonical(%q) = %q, %v; not a fixed point", got, again, err)
 		}
 	}
 }
@@ -67,7 +67,7 @@ func TestCanonicalizeRewritesRequest(t *testing.T) {
 	} {
 		r := httptest.NewRequest(http.MethodPost, "http://caproxy"+in, nil)
 		w := httptest.NewRecorder()
-		if !canonicalize(w, r) {
+		if !Canonicalize(w, r) {
 			t.Fatalf("%s refused: %s", in, w.Body)
 		}
 		if got := r.URL.EscapedPath(); got != want {
@@ -76,7 +76,7 @@ func TestCanonicalizeRewritesRequest(t *testing.T) {
 	}
 	r := httptest.NewRequest(http.MethodPost, "http://caproxy/ca_apis%2Faht", nil)
 	w := httptest.NewRecorder()
-	if canonicalize(w, r) || w.Code != http.StatusBadRequest || w.Body.String() != `{"status":"error","message":"request path cannot be cleaned safely"}` {
+	if Canonicalize(w, r) || w.Code != http.StatusBadRequest || w.Body.String() != `{"status":"error","message":"request path cannot be cleaned safely"}` {
 		t.Fatalf("encoded slash: %d %s", w.Code, w.Body)
 	}
 }
@@ -84,6 +84,6 @@ func TestCanonicalizeRewritesRequest(t *testing.T) {
 func BenchmarkCanonicalPath(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
-		canonicalPath("/ca_apis/aht")
+		Canonical("/ca_apis/aht")
 	}
 }
