@@ -357,6 +357,10 @@ func (k QueryKey) ApplyQuery(u *url.URL) {
 	u.RawQuery = raw + QueryAPIKey + "=" + url.QueryEscape(string(k.Key)) + "&" + QueryUserName + "=" + url.QueryEscape(k.UserName)
 }
 
+// Redact hides the key in s in any spelling (see Redact): a transport
+// error names the URL, and the URL holds the key.
+func (k QueryKey) Redact(s string) string { return Redact(s, string(k.Key)) }
+
 // String hides the key.
 func (k QueryKey) String() string { return "QueryKey(" + k.UserName + ", " + redacted + ")" }
 

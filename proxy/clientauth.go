@@ -49,9 +49,23 @@ func (a *Account) queryUpstream() credential.Upstream {
 }
 
 // applyQueryCredentials puts up's credentials on u when up sends them in
-// the query (credential.QueryUpstream); other styles travel in headers.
-func applyQueryCredentials(up credential.Upstream, u *url.URL) {
-	if q, ok := up.(credential.QueryUpstream); ok {
+// the query (credential.QueryUpstream), and reports whether it did; other
+// styles travel in headers.
+func applyQueryCredentials(up credential.Upstream, u *url.URL) bool {
+	q, ok := up.(credential.QueryUpstream)
+	if ok {
 		q.ApplyQuery(u)
 	}
+	return ok
 }
+
+// queryKeyError is an upstream call's error whose text (net/http names the
+// URL, query included) has the account's key redacted; errors.Is and As
+// see the error beneath.
+type queryKeyError struct {
+	err error
+	r   redacter
+}
+
+func (e queryKeyError) Error() string { return e.r.Redact(e.err.Error()) }
+func (e queryKeyError) Unwrap() error { return e.err }

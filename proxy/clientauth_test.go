@@ -4,11 +4,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/credential"
 )
 
@@ -161,4 +164,24 @@ func TestQueryCredentialsNeverLeaveOrKey(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestQueryRouteKeyNotLogged: on a cached route of auth query (configured)
+// the account's key is in the upstream URL, and net/http names the URL in
+// a transport error; the logged error has the key redacted.
+func TestQueryRouteKeyNotLogged(t *testing.T) {
+	up, _ := recordedUpstream(t)
+	up.simSrv.Close() // every upstream call fails to connect
+	h := newHarness(t, setup{upstream: up, routes: []config.Route{{
+		Name: "legacy_report", Path: "/CAServices/Report.php", Methods: []string{http.MethodGet},
+		Auth: "query", CacheTTL: time.Minute,
+	}}})
+	r := h.do(http.MethodGet, "/CAServices/Report.php?api_key=demo-basic-key&username=demo-basic&format=json", "")
+	if r.code != http.StatusBadGateway {
+		t.Fatalf("with the upstream down: %d %s, want 502", r.code, r.body)
+	}
+	if logs := h.logText(); !strings.Contains(logs, "upstream call failed") || !strings.Contains(logs, "Report.php") {
+		t.Fatalf("no log of the failed call naming its URL:\n%s", logs)
+	}
+	// checkNoSecretsLogged, run at cleanup, fails the test if the key is there.
 }
