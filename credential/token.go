@@ -533,6 +533,42 @@ func (ts *TokenSource) Failures() int64 { return ts.failures.Load() }
 // refused a freshly generated token (one log line each).
 func (ts *TokenSource) RecoveryPauses() int64 { return ts.pauses.Load() }
 
+// TokenAge returns how long ago the token in use was generated (here or,
+// with Shared, by another replica), counted from when its generation was
+// sent; ok is false while no token is held.
+func (ts *TokenSource) TokenAge() (age time.Duration, ok bool) {
+	ts.mu.Lock()
+	token, expires := ts.token, ts.expires
+	ts.mu.Unlock()
+	if token == "" || expires.IsZero() {
+		return 0, false
+	}
+	return max(ts.now().Sub(expires.Add(-ts.ttl())), 0), true
+}
+
+// guardState is a Guard that can tell an account's standing without
+// spending (a *limit.Budget).
+type guardState interface {
+	State(ctx context.Context, account string) (limit.State, error)
+}
+
+// GenerationsThisHour returns how many generations the Guard counts for the
+// account in its rolling hour (every replica's, with a shared guard) and
+// how many it allows. It errs when the guard cannot tell: its store is
+// unreachable, or it is a Guard that only spends.
+func (ts *TokenSource) GenerationsThisHour(ctx context.Context) (used, allowed int64, err error) {
+	ts.init()
+	g, ok := ts.guard.(guardState)
+	if !ok {
+		return 0, 0, fmt.Errorf("credential: account %q: the generation guard cannot report its state", ts.UserName)
+	}
+	st, err := g.State(ctx, ts.UserName)
+	if err != nil {
+		return 0, 0, err
+	}
+	return st.Limit - st.Remaining, st.Limit, nil
+}
+
 // generate runs one generation for flight f and installs its outcome.
 func (ts *TokenSource) generate(ctx context.Context, f *flight) {
 	ctx, cancel := context.WithTimeout(ctx, generateTimeout)

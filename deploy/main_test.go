@@ -42,18 +42,31 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-// freePort is a free loopback port in 27500-27999 (this work's range).
+// freePort is a free loopback port in 27500-27999 (this work's range;
+// CAPROXY_TEST_PORTS=lo-hi chooses another, for a machine whose ranges
+// are shared out).
 func freePort(t *testing.T) string {
 	t.Helper()
-	start := rand.IntN(500)
-	for i := range 500 {
-		p := strconv.Itoa(27500 + (start+i)%500)
+	lo, hi := 27500, 27999
+	if r := os.Getenv("CAPROXY_TEST_PORTS"); r != "" {
+		a, b, _ := strings.Cut(r, "-")
+		l, err1 := strconv.Atoi(a)
+		h, err2 := strconv.Atoi(b)
+		if err1 != nil || err2 != nil || l <= 0 || h < l {
+			t.Fatalf("CAPROXY_TEST_PORTS=%q: want lo-hi", r)
+		}
+		lo, hi = l, h
+	}
+	n := hi - lo + 1
+	start := rand.IntN(n)
+	for i := range n {
+		p := strconv.Itoa(lo + (start+i)%n)
 		if ln, err := net.Listen("tcp", "127.0.0.1:"+p); err == nil {
 			ln.Close()
 			return p
 		}
 	}
-	t.Fatal("no free port in 27500-27999")
+	t.Fatalf("no free port in %d-%d", lo, hi)
 	return ""
 }
 

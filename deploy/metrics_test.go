@@ -176,6 +176,9 @@ log: {access: false}
 		"caproxy_upstream_duration_seconds_bucket",                                  // upstream latency
 		"caproxy_token_generations_total",                                           // token generations
 		"caproxy_redis_up", "caproxy_redis_errors_total", "caproxy_refreshes_total", // Redis, refresh
+		"caproxy_budget_used", "caproxy_budget_limit", // budget against the limit in force
+		"caproxy_token_age_seconds", "caproxy_token_generations_hour", // the token now
+		"caproxy_refresh_tracked_keys", "caproxy_refresh_scarce", "caproxy_ready",
 	} {
 		if !used[want] {
 			t.Errorf("dashboard shows nothing from %s", want)
@@ -183,7 +186,7 @@ log: {access: false}
 	}
 
 	alerts := alertQueries(t)
-	for _, want := range []string{"CaproxyBudgetNearLimit", "CaproxyTokenGenerationsHigh", "CaproxyUpstreamErrors", "CaproxyRedisDown", "CaproxyDown"} {
+	for _, want := range []string{"CaproxyBudgetNearLimit", "CaproxyTokenGenerationsHigh", "CaproxyUpstreamErrors", "CaproxyRedisDown", "CaproxyDown", "CaproxyNotReady"} {
 		if alerts[want] == "" {
 			t.Errorf("alerts.yml has no %s", want)
 		}

@@ -38,13 +38,9 @@ func Mux(p *proxy.Proxy, g prometheus.Gatherer) *http.ServeMux {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !p.Ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		if p.Redis != nil && p.Redis.Unusable != nil && p.Redis.Unusable() != nil {
-			// A misconfigured Redis user, not an outage: the log says which.
-			http.Error(w, "not ready: redis unusable (a permission is missing; see the log)", http.StatusServiceUnavailable)
+		if ready, why := p.Readiness(); !ready {
+			// The same test as caproxy_ready, so probes and alerts agree.
+			http.Error(w, why, http.StatusServiceUnavailable)
 			return
 		}
 		if p.Degraded() {

@@ -93,8 +93,18 @@ func NewMetrics(reg prometheus.Registerer, p *proxy.Proxy) *Metrics {
 			Name: "caproxy_cache_entries",
 			Help: "AHT answers held in the cache.",
 		}, func() float64 { return float64(p.Cache.Len()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "caproxy_ready",
+			Help: "1 while the replica is ready to serve (what /readyz answers 200 for), else 0.",
+		}, func() float64 { ready, _ := p.Readiness(); return bool01(ready) }),
 		accountCollector{p},
 	)
+	if _, ok := p.RefreshTracked(); ok {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "caproxy_refresh_tracked_keys",
+			Help: "Keys the refresh-ahead scheduler tracks demand for.",
+		}, func() float64 { n, _ := p.RefreshTracked(); return float64(n) }))
+	}
 	reg.MustRegister(redisCollectors(p.Redis)...)
 	return m
 }
@@ -155,19 +165,31 @@ type accountCollector struct{ p *proxy.Proxy }
 var (
 	budgetRemainingDesc = prometheus.NewDesc("caproxy_budget_remaining",
 		"Upstream AHT calls the account may still make in the trailing window.", []string{"account"}, nil)
+	budgetUsedDesc = prometheus.NewDesc("caproxy_budget_used",
+		"Upstream calls the account made in the route's trailing window (route=\"aht\" is AHT's budget).", []string{"account", "route"}, nil)
+	budgetLimitDesc = prometheus.NewDesc("caproxy_budget_limit",
+		"Upstream calls the route's budget allows the account per window (limit.upstream_per_minute for aht, routes[].budget otherwise).", []string{"account", "route"}, nil)
 	tokenGenerationsDesc = prometheus.NewDesc("caproxy_token_generations_total",
 		"Upstream tokens generated.", []string{"account"}, nil)
 	tokenPausesDesc = prometheus.NewDesc("caproxy_token_recovery_pauses_total",
 		"Pauses of token generation after CloudAgent refused a freshly generated token.", []string{"account"}, nil)
 	tokenFailuresDesc = prometheus.NewDesc("caproxy_token_generation_failures_total",
 		"Upstream token generations that failed or were refused by the hourly limit.", []string{"account"}, nil)
+	tokenAgeDesc = prometheus.NewDesc("caproxy_token_age_seconds",
+		"Seconds since the account's upstream token in use was generated (absent while none is held).", []string{"account"}, nil)
+	tokenHourDesc = prometheus.NewDesc("caproxy_token_generations_hour",
+		"Upstream token generations in the rolling hour, as the generation guard counts them (every replica's with Redis).", []string{"account"}, nil)
+	tokenHourLimitDesc = prometheus.NewDesc("caproxy_token_generations_hour_limit",
+		"Upstream token generations the guard allows per rolling hour (limit.token_generations_per_hour; CloudAgent allows 10).", []string{"account"}, nil)
+	refreshScarceDesc = prometheus.NewDesc("caproxy_refresh_scarce",
+		"1 while the account's budget cannot keep every key it asks for fresh (refresh-ahead left missing or stale keys waiting), else 0.", []string{"account"}, nil)
 )
 
 func (c accountCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- budgetRemainingDesc
-	ch <- tokenGenerationsDesc
-	ch <- tokenFailuresDesc
-	ch <- tokenPausesDesc
+	for _, d := range []*prometheus.Desc{budgetRemainingDesc, budgetUsedDesc, budgetLimitDesc,
+		tokenGenerationsDesc, tokenFailuresDesc, tokenPausesDesc, tokenAgeDesc, tokenHourDesc, tokenHourLimitDesc, refreshScarceDesc} {
+		ch <- d
+	}
 }
 
 func (c accountCollector) Collect(ch chan<- prometheus.Metric) {
@@ -177,9 +199,27 @@ func (c accountCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	budgets := c.p.Budgets()
+	_, refreshing := c.p.RefreshTracked()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
 	for name, a := range st.Accounts {
-		if bs, err := c.p.Budget.State(ctx, name); err == nil {
-			ch <- prometheus.MustNewConstMetric(budgetRemainingDesc, prometheus.GaugeValue, float64(bs.Remaining), name)
+		for _, nb := range budgets {
+			// The limit is configuration: exported even while the store
+			// cannot be read (Redis down under the deny policy).
+			gauge(budgetLimitDesc, float64(nb.Budget.Limit()), name, nb.Route)
+			bs, err := nb.Budget.State(ctx, name)
+			if err != nil {
+				continue
+			}
+			gauge(budgetUsedDesc, float64(bs.Limit-bs.Remaining), name, nb.Route)
+			if nb.Route == proxy.RouteAHT {
+				gauge(budgetRemainingDesc, float64(bs.Remaining), name)
+			}
+		}
+		if refreshing {
+			gauge(refreshScarceDesc, bool01(c.p.RefreshScarce(name)), name)
 		}
 		if tc, ok := a.Upstream.(TokenCounter); ok {
 			ch <- prometheus.MustNewConstMetric(tokenGenerationsDesc, prometheus.CounterValue, float64(tc.Generations()), name)
@@ -188,7 +228,23 @@ func (c accountCollector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstMetric(tokenPausesDesc, prometheus.CounterValue, float64(rp.RecoveryPauses()), name)
 			}
 		}
+		if tr, ok := a.Upstream.(proxy.TokenReporter); ok {
+			if age, ok := tr.TokenAge(); ok {
+				gauge(tokenAgeDesc, age.Seconds(), name)
+			}
+			if used, allowed, err := tr.GenerationsThisHour(ctx); err == nil {
+				gauge(tokenHourDesc, float64(used), name)
+				gauge(tokenHourLimitDesc, float64(allowed), name)
+			}
+		}
 	}
+}
+
+func bool01(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // redisCollectors are the metrics about Redis: caproxy_redis_up and
@@ -201,12 +257,7 @@ func redisCollectors(r *proxy.RedisStatus) []prometheus.Collector {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "caproxy_redis_up",
 			Help: "1 while the Redis replicas share state through answers, 0 while it is down (circuit open).",
-		}, func() float64 {
-			if r.Up() {
-				return 1
-			}
-			return 0
-		}),
+		}, func() float64 { return bool01(r.Up()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "caproxy_redis_errors_total",
 			Help: "Redis calls that failed because Redis was unreachable, slow or not serving.",

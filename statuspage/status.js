@@ -32,6 +32,13 @@
     return '<div class="bar ' + cls + " " + level(used, limit) + '"><div style="width: ' + pct(used, limit) + '%"></div></div>';
   }
   function clock(d) { return d.toTimeString().slice(0, 8); }
+  // age writes a token's age as the server-rendered page does.
+  function age(seconds) {
+    const s = Math.floor(seconds);
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.floor(s / 60) + " min";
+    return Math.floor(s / 3600) + " h " + String(Math.floor(s / 60) % 60).padStart(2, "0") + " min";
+  }
 
   // chart draws an account's calls in the window against its limit (the
   // dashed line), over what this tab has seen: at least a minute, at most five.
@@ -49,8 +56,8 @@
   }
 
   function render(budget, samples, ready, now) {
-    const gens = {}, fails = {}, req = {}, refreshes = {};
-    let entries = 0, redisUp = null, redisErrors = 0;
+    const gens = {}, fails = {}, req = {}, refreshes = {}, ages = {}, hour = {}, hourLimit = {}, scarce = {};
+    let entries = 0, redisUp = null, redisErrors = 0, tracked = null;
     for (const s of samples) {
       switch (s.name) {
         case "caproxy_cache_entries": entries = s.value; break;
@@ -60,6 +67,11 @@
         case "caproxy_redis_errors_total": redisErrors = s.value; break;
         case "caproxy_token_generations_total": gens[s.labels.account] = s.value; break;
         case "caproxy_token_generation_failures_total": fails[s.labels.account] = s.value; break;
+        case "caproxy_token_age_seconds": ages[s.labels.account] = s.value; break;
+        case "caproxy_token_generations_hour": hour[s.labels.account] = s.value; break;
+        case "caproxy_token_generations_hour_limit": hourLimit[s.labels.account] = s.value; break;
+        case "caproxy_refresh_scarce": scarce[s.labels.account] = s.value === 1; break;
+        case "caproxy_refresh_tracked_keys": tracked = s.value; break;
       }
     }
     let html = '<section id="accounts">';
@@ -70,13 +82,19 @@
       while (history[name].length && now - history[name][0].t > keepMs) history[name].shift();
       html += '<article class="account" data-account="' + esc(name) + '" data-used="' + used + '" data-limit="' + b.limit +
         '" data-remaining="' + b.remaining + '" data-mode="' + esc(b.mode) + '"' +
-        (name in gens ? ' data-generations="' + gens[name] + '"' : "") + ' data-samples="' + history[name].length + '">';
+        (name in gens ? ' data-generations="' + gens[name] + '"' : "") +
+        (name in hour ? ' data-generations-hour="' + hour[name] + '"' : "") +
+        (name in ages ? ' data-token-age="' + ages[name] + '"' : "") +
+        (name in scarce ? ' data-scarce="' + (scarce[name] ? "scarce" : "enough") + '"' : "") +
+        ' data-samples="' + history[name].length + '">';
       html += "<h2>" + esc(name) + ' <span class="pill mode-' + esc(b.mode) + '">' + esc(b.mode) + "</span></h2>";
       html += bar(used, b.limit, "");
       html += '<p class="nums"><b class="used">' + used + "</b> / " + b.limit + " AHT calls in the trailing window" +
         (b.next_free ? " · next slot frees " + clock(new Date(b.next_free)) : "") + "</p>";
       html += chart(name, now);
-      html += '<p class="token">' + (name in gens ? 'token generations <b class="gens">' + gens[name] + "</b>/10 since start" : "apikey account (no token)") +
+      html += '<p class="token">' + (name in gens ? "token " + (name in ages ? 'generated <b class="token-age">' + age(ages[name]) + "</b> ago" : "not held yet") +
+        " · generations this hour " + (name in hour ? '<b class="gens-hour' + (hour[name] >= 7 ? " bad" : "") + '">' + hour[name] + "</b>/" + (hourLimit[name] || 10) : '<b class="gens-hour">?</b>') +
+        ' · <span class="muted"><b class="gens">' + gens[name] + "</b> since start</span>" : "apikey account (no token)") +
         (fails[name] ? ' · <span class="bad">' + fails[name] + " failed</span>" : "") + "</p>";
       const routes = Object.keys(b.routes || {}).sort();
       if (routes.length) {
@@ -110,9 +128,15 @@
       "<h3>Cache</h3><p><b id=\"cache-entries\">" + entries + "</b> entries</p>" +
       '<p>hit ratio <b id="hit-ratio">' + ratio + '</b> <span class="muted" id="hit-ratio-span">' + span + "</span></p>" +
       '<p><b id="stale-served">' + c.stale + "</b> stale answers served · <b>" + (req.limited || 0) + "</b> refused (429)</p></div>";
-    html += '<div class="box" id="refresh"><h3>Refresh-ahead</h3><p>refreshes: ';
+    html += '<div class="box" id="refresh"' + (tracked === null ? "" : ' data-tracked="' + tracked + '"') + "><h3>Refresh-ahead</h3><p>" +
+      (tracked === null ? '<span class="muted">no scheduler</span>' : '<b id="refresh-tracked">' + tracked + "</b> keys tracked") + "</p><p>budget ";
+    for (const n of names) {
+      if (!(n in scarce)) continue;
+      html += '<span class="scarce" data-scarce-account="' + esc(n) + '">' + esc(n) + ' <b class="' + (scarce[n] ? "bad" : "good") + '">' + (scarce[n] ? "scarce" : "enough") + "</b></span> ";
+    }
+    html += '<span class="muted">(scarce: stale keys wait for budget, their clients get the stale answer at once)</span></p><p>refreshes: ';
     for (const k of Object.keys(refreshes).sort()) html += esc(k) + ' <b data-reason="' + esc(k) + '">' + refreshes[k] + "</b> ";
-    html += '</p><p class="muted">keys tracked and scarcity: not exported by /metrics or /admin yet</p></div>';
+    html += "</p></div>";
     html += '<div class="box" id="redisbox"><h3>Redis</h3>';
     if (redisUp === null) html += '<p class="muted">not configured: budgets, tokens and cache live in this process</p>';
     else html += "<p>" + (redisUp ? '<b class="good">up</b> (circuit closed)' : '<b class="bad">down</b> (circuit open; budgets ' + names.map((n) => esc(budget[n].mode)).join(" ") + ")") +

@@ -7,6 +7,7 @@ package statuspage
 import (
 	_ "embed"
 	"encoding/json"
+	"fmt"
 	"html/template"
 	"maps"
 	"net/http"
@@ -32,12 +33,17 @@ var (
 		"level": level,
 		"num":   num,
 		"mulf":  func(f float64) float64 { return f * 100 },
+		"age":   age,
 	}).Parse(pageHTML))
 )
 
 // TokenGenerationsPerHour is CloudAgent's documented cap on token
 // generations per account and hour: the page shows generations against it.
 const TokenGenerationsPerHour = 10
+
+// TokenGenerationsWarn is where the page marks generations this hour, as
+// the CaproxyTokenGenerationsHigh alert does: 3 left of CloudAgent's 10.
+const TokenGenerationsWarn = 7
 
 // Wrap returns a handler that serves the status page at / and /status and
 // passes every other request to admin. The page's data comes from admin
@@ -101,6 +107,9 @@ type Snapshot struct {
 	Refreshes   map[string]float64
 	RedisUp     *bool // nil: no Redis configured
 	RedisErrors float64
+	// RefreshTracked is how many keys refresh-ahead tracks; nil when
+	// /metrics does not say (no scheduler).
+	RefreshTracked *float64
 	// UptimeSeconds is since process_start_time_seconds (0 if not exported).
 	UptimeSeconds float64
 }
@@ -117,6 +126,37 @@ type Account struct {
 	// TokenGenerations is nil for an apikey account (no token).
 	TokenGenerations *float64
 	TokenFailures    float64
+	// TokenAge is seconds since the token in use was generated; nil while
+	// none is held (or for an apikey account).
+	TokenAge *float64
+	// TokenHour is generations in the guard's rolling hour, of
+	// TokenHourLimit; nil when unknown (apikey account, guard unreadable).
+	TokenHour      *float64
+	TokenHourLimit float64
+	// Scarce is whether refresh-ahead finds the budget too small to keep
+	// every key fresh; nil when /metrics does not say.
+	Scarce *bool
+}
+
+// ScarceText says whether refresh-ahead finds the account's budget scarce:
+// "scarce", "enough", or "" when /metrics does not say.
+func (a Account) ScarceText() string {
+	switch {
+	case a.Scarce == nil:
+		return ""
+	case *a.Scarce:
+		return "scarce"
+	}
+	return "enough"
+}
+
+// TokenHourLevel is the class of the generations-this-hour number: "bad"
+// from TokenGenerationsWarn on.
+func (a Account) TokenHourLevel() string {
+	if a.TokenHour != nil && *a.TokenHour >= TokenGenerationsWarn {
+		return "bad"
+	}
+	return ""
 }
 
 // Route is one table route's budget for an account.
@@ -165,6 +205,7 @@ func Take(admin http.Handler, r *http.Request) (s *Snapshot, refusal *httptest.R
 		s.Metrics = ParseMetrics(m.Body.String())
 	}
 	gens, fails := map[string]float64{}, map[string]float64{}
+	ages, hour, hourLimit, scarce := map[string]float64{}, map[string]float64{}, map[string]float64{}, map[string]bool{}
 	for _, m := range s.Metrics {
 		switch m.Name {
 		case "caproxy_cache_entries":
@@ -186,6 +227,17 @@ func Take(admin http.Handler, r *http.Request) (s *Snapshot, refusal *httptest.R
 			gens[m.Labels["account"]] = m.Value
 		case "caproxy_token_generation_failures_total":
 			fails[m.Labels["account"]] = m.Value
+		case "caproxy_token_age_seconds":
+			ages[m.Labels["account"]] = m.Value
+		case "caproxy_token_generations_hour":
+			hour[m.Labels["account"]] = m.Value
+		case "caproxy_token_generations_hour_limit":
+			hourLimit[m.Labels["account"]] = m.Value
+		case "caproxy_refresh_scarce":
+			scarce[m.Labels["account"]] = m.Value == 1
+		case "caproxy_refresh_tracked_keys":
+			v := m.Value
+			s.RefreshTracked = &v
 		case "process_start_time_seconds":
 			s.UptimeSeconds = float64(s.Taken.Unix()) - m.Value
 		}
@@ -195,6 +247,19 @@ func Take(admin http.Handler, r *http.Request) (s *Snapshot, refusal *httptest.R
 		a := Account{Name: name, Limit: b.Limit, Remaining: b.Remaining, Used: b.Limit - b.Remaining, Mode: b.Mode, NextFree: b.NextFree, TokenFailures: fails[name]}
 		if g, ok := gens[name]; ok {
 			a.TokenGenerations = &g
+		}
+		if v, ok := ages[name]; ok {
+			a.TokenAge = &v
+		}
+		if v, ok := hour[name]; ok {
+			a.TokenHour = &v
+			a.TokenHourLimit = TokenGenerationsPerHour
+			if l, ok := hourLimit[name]; ok {
+				a.TokenHourLimit = l
+			}
+		}
+		if v, ok := scarce[name]; ok {
+			a.Scarce = &v
 		}
 		for _, rn := range slices.Sorted(maps.Keys(b.Routes)) {
 			rb := b.Routes[rn]
@@ -316,3 +381,16 @@ func level(used, limit int64) string {
 }
 
 func num(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+// age writes seconds as an operator reads a token's age: "42 s",
+// "12 min", "1 h 05 min".
+func age(seconds float64) string {
+	d := time.Duration(seconds) * time.Second
+	switch {
+	case d < time.Minute:
+		return strconv.Itoa(int(d.Seconds())) + " s"
+	case d < time.Hour:
+		return strconv.Itoa(int(d.Minutes())) + " min"
+	}
+	return fmt.Sprintf("%d h %02d min", int(d.Hours()), int(d.Minutes())%60)
+}

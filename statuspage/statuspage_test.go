@@ -27,17 +27,29 @@ import (
 )
 
 // listen opens a loopback listener in this package's port range
-// (27100-27999, the operator work's range).
+// (27100-27999, the operator work's range; CAPROXY_TEST_PORTS=lo-hi
+// chooses another, for a machine whose ranges are shared out).
 func listen(t *testing.T) net.Listener {
 	t.Helper()
-	start := 27100 + rand.IntN(800)
-	for i := range 900 {
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(27100+(start-27100+i)%900))
+	lo, hi := 27100, 27999
+	if r := os.Getenv("CAPROXY_TEST_PORTS"); r != "" {
+		a, b, _ := strings.Cut(r, "-")
+		l, err1 := strconv.Atoi(a)
+		h, err2 := strconv.Atoi(b)
+		if err1 != nil || err2 != nil || l <= 0 || h < l {
+			t.Fatalf("CAPROXY_TEST_PORTS=%q: want lo-hi", r)
+		}
+		lo, hi = l, h
+	}
+	n := hi - lo + 1
+	start := rand.IntN(n)
+	for i := range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(lo+(start+i)%n))
 		if err == nil {
 			return ln
 		}
 	}
-	t.Fatal("no free port in 27100-27999")
+	t.Fatalf("no free port in %d-%d", lo, hi)
 	return nil
 }
 
@@ -62,6 +74,12 @@ type running struct {
 
 func start(t *testing.T, adminToken string, wrapAdmin func(http.Handler) http.Handler) *running {
 	t.Helper()
+	return startWith(t, "", adminToken, wrapAdmin)
+}
+
+// startWith is start with more config.yaml lines.
+func startWith(t *testing.T, extraYAML, adminToken string, wrapAdmin func(http.Handler) http.Handler) *running {
+	t.Helper()
 	simURL := serve(t, sim.New(sim.Options{}))
 	yaml := `
 upstream: {url: "` + simURL + `", timeout: 5s}
@@ -69,7 +87,7 @@ accounts:
   - {user_name: demo, api_key: demo-key, auth: token}
   - {user_name: demo-basic, api_key: demo-basic-key, auth: apikey}
 log: {access: false}
-`
+` + extraYAML
 	if adminToken != "" {
 		yaml += "admin_token: " + adminToken + "\n"
 	}
@@ -208,6 +226,37 @@ func checkPage(t *testing.T, r *running, page string) {
 	if got := attr(t, page, `data-account="demo"`, "data-generations"); got != strconv.FormatFloat(gens, 'f', -1, 64) {
 		t.Errorf("page shows %s token generations, /metrics %v", got, gens)
 	}
+	// This hour's generations, as the guard counts them: demo's misses
+	// needed a token, so at least one.
+	hour := r.metric("caproxy_token_generations_hour", map[string]string{"account": "demo"})
+	if hour < 1 {
+		t.Errorf("/metrics counts %v generations this hour for demo, which generated a token", hour)
+	}
+	if got := attr(t, page, `data-account="demo"`, "data-generations-hour"); got != strconv.FormatFloat(hour, 'f', -1, 64) {
+		t.Errorf("page shows %s token generations this hour, /metrics %v", got, hour)
+	}
+	if regexp.MustCompile(`data-account="demo-basic"[^>]*data-generations-hour`).MatchString(page) {
+		t.Error("page shows token generations for demo-basic, an apikey account")
+	}
+	// The token's age only grows: what the page shows is at most what
+	// /metrics says after.
+	ageNow := r.metric("caproxy_token_age_seconds", map[string]string{"account": "demo"})
+	if got, err := strconv.ParseFloat(attr(t, page, `data-account="demo"`, "data-token-age"), 64); err != nil || got < 0 || got > ageNow {
+		t.Errorf("page shows token age %v (%v), /metrics %v after", got, err, ageNow)
+	}
+	tracked := r.metric("caproxy_refresh_tracked_keys", nil)
+	if got := attr(t, page, `id="refresh"`, "data-tracked"); got != strconv.FormatFloat(tracked, 'f', -1, 64) {
+		t.Errorf("page shows %s refresh keys tracked, /metrics %v", got, tracked)
+	}
+	for name := range b {
+		want := "enough"
+		if r.metric("caproxy_refresh_scarce", map[string]string{"account": name}) == 1 {
+			want = "scarce"
+		}
+		if got := attr(t, page, `data-account="`+name+`"`, "data-scarce"); got != want {
+			t.Errorf("%s: page shows budget %s for refresh-ahead, /metrics %s", name, got, want)
+		}
+	}
 	entries := r.metric("caproxy_cache_entries", nil)
 	if got := attr(t, page, `id="cache"`, "data-entries"); got != strconv.FormatFloat(entries, 'f', -1, 64) {
 		t.Errorf("page shows %s cache entries, /metrics %v", got, entries)
@@ -242,6 +291,28 @@ func TestSnapshotMatchesAdmin(t *testing.T) {
 	}
 	if code, _ := r.get("/nonexistent"); code != http.StatusNotFound {
 		t.Errorf("/nonexistent: %d, want 404 from the admin mux", code)
+	}
+}
+
+// TestRefreshAheadShown: with refresh-ahead on, every key asked for is
+// tracked, and the page shows the count /metrics exports, with JavaScript
+// off.
+func TestRefreshAheadShown(t *testing.T) {
+	r := startWith(t, "cache: {refresh_ahead: true}\n", "", nil)
+	for i := 1; i <= 4; i++ {
+		r.aht(fmt.Sprintf("agent%03d", i))
+	}
+	r.aht("agent002")
+	if got := r.metric("caproxy_refresh_tracked_keys", nil); got != 4 {
+		t.Errorf("/metrics: %v keys tracked, want the 4 asked for", got)
+	}
+	code, page := r.get("/")
+	if code != http.StatusOK {
+		t.Fatalf("GET /: %d %s", code, page)
+	}
+	checkPage(t, r, page)
+	if !strings.Contains(page, `<b id="refresh-tracked">4</b> keys tracked`) {
+		t.Error("page does not say 4 keys tracked")
 	}
 }
 
