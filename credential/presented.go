@@ -109,7 +109,9 @@ type Presented struct {
 // query string. It only reads; Check decides.
 func Present(r *http.Request, legacy bool) Presented {
 	var p Presented
-	if v := r.Header[canonicalAPIKeyHeader]; len(v) > 0 {
+	// An empty apiKey header presents nothing, so a client that sends one
+	// (an unset variable) beside a token is judged by its token.
+	if v := r.Header[canonicalAPIKeyHeader]; len(v) > 0 && v[0] != "" {
 		p.APIKey, p.KeyFrom = v[0], FromAPIKeyHeader
 		if !allEqual(v) {
 			p.Problem = MsgAPIKeysDiffer
