@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"unsafe"
 
@@ -66,7 +67,28 @@ func ParseRequest(body []byte) (cloudagent.AHTRequest, error) {
 	// One pass: jsonbody checks the whole body and hands over the
 	// top-level members as it meets them.
 	var f fields
-	_, err := jsonbody.ParseFunc(body, func(name []byte, v jsonbody.Value) { f.add(name, v) })
+	_, err := jsonbody.ParseFunc(body, func(name []byte, v jsonbody.Value) {
+		// Written out here, not in a method, to save a call per member.
+		k := exactField(name)
+		if k == fieldOther {
+			f.addOther(name)
+			return
+		}
+		if f.seen[k] && f.nameErr == nil {
+			f.nameErr = ErrFieldRepeated
+		}
+		f.seen[k] = true
+		f.span[k] = [2]int32{}
+		switch v.Kind() {
+		case jsonbody.KindString:
+			f.decode(k, v)
+		case jsonbody.KindNull:
+		default:
+			if f.typeErr == nil {
+				f.typeErr = notStringErrors[k]
+			}
+		}
+	})
 	switch {
 	case err == nil, errors.Is(err, jsonbody.ErrDuplicateKey):
 	case errors.Is(err, jsonbody.ErrTooDeep), errors.Is(err, jsonbody.ErrNotUTF8):
@@ -77,67 +99,139 @@ func ParseRequest(body []byte) (cloudagent.AHTRequest, error) {
 	if !isObject(body) {
 		return cloudagent.AHTRequest{}, ErrNotObject
 	}
-	return f.result(err)
+	return f.result(body, err)
 }
 
-// fields collects the three fields from an object's members.
+// fields collects the three fields from an object's members, as
+// ParseRequest's callback meets them. Their decoded text goes straight
+// into text, on the stack: fields holds no pointer into body, so the
+// callback's writes need no write barrier, and the result is made in
+// one allocation at the end.
 type fields struct {
-	vals             [fieldCampaignName + 1]jsonbody.Value
-	typeErr, nameErr error
+	text             [128]byte
+	n                int                             // text[:n] is used
+	span             [fieldCampaignName + 1][2]int32 // each field's text[from:to]
+	long             bool                            // a field did not fit in text
 	seen             [fieldCampaignName + 1]bool
+	typeErr, nameErr error
 }
 
-func (f *fields) add(name []byte, v jsonbody.Value) {
-	k := fieldOf(name)
-	switch {
-	case k == fieldCase:
-		if f.nameErr == nil {
-			f.nameErr = ErrFieldCase
-		}
+// decode appends the string v to f.text.
+func (f *fields) decode(k field, v jsonbody.Value) {
+	raw := v.Raw()
+	raw = raw[1 : len(raw)-1]
+	// Decoding never lengthens a JSON string: if the raw text fits, the
+	// decoded one does.
+	if len(raw) > len(f.text)-f.n {
+		f.long = true
 		return
-	case k == fieldOther:
-		return
-	case f.seen[k]:
-		if f.nameErr == nil {
-			f.nameErr = ErrFieldRepeated
-		}
 	}
-	f.seen[k] = true
-	f.vals[k] = v
-	if kind := v.Kind(); kind != jsonbody.KindString && kind != jsonbody.KindNull && f.typeErr == nil {
-		f.typeErr = notStringErrors[k]
+	// Most strings have no escapes, and are short: copied here, eight
+	// bytes at a time (cheaper than a call to copy), until a backslash,
+	// if any, says to decode.
+	dst := f.text[f.n:][:len(raw)]
+	n := len(raw)
+	i := 0
+	const ones = 0x0101010101010101
+	for ; i+8 <= len(raw); i += 8 {
+		x := binary.LittleEndian.Uint64(raw[i:])
+		// A byte of y is 0 exactly where the subtraction first borrows
+		// from it, setting its high bit.
+		if y := x ^ (ones * '\\'); (y-ones)&^y&(ones*0x80) != 0 {
+			break
+		}
+		binary.LittleEndian.PutUint64(dst[i:], x)
+	}
+	for ; i < len(raw); i++ {
+		if raw[i] == '\\' {
+			text, _ := v.AppendText(dst[:0])
+			n = len(text)
+			break
+		}
+		dst[i] = raw[i]
+	}
+	f.span[k] = [2]int32{int32(f.n), int32(f.n + n)}
+	f.n += n
+}
+
+// addOther takes a member that is none of the three: it is refused if
+// its name is one of them in another case.
+func (f *fields) addOther(name []byte) {
+	if foldsToField(name) && f.nameErr == nil {
+		f.nameErr = ErrFieldCase
 	}
 }
 
 // result is the request, or the first error: a name error, then parseErr
 // (a key repeated elsewhere), then a type error. A field of the wrong
 // type is reported last, as encoding/json does: the rest says more.
-func (f *fields) result(parseErr error) (cloudagent.AHTRequest, error) {
-	for _, err := range []error{f.nameErr, parseErr, f.typeErr} {
-		if err != nil {
-			return cloudagent.AHTRequest{}, err
-		}
+func (f *fields) result(body []byte, parseErr error) (cloudagent.AHTRequest, error) {
+	switch {
+	case f.nameErr != nil:
+		return cloudagent.AHTRequest{}, f.nameErr
+	case parseErr != nil:
+		return cloudagent.AHTRequest{}, parseErr
+	case f.typeErr != nil:
+		return cloudagent.AHTRequest{}, f.typeErr
+	case f.long:
+		return readLong(body), nil
+	case f.n == 0:
+		return cloudagent.AHTRequest{}, nil
 	}
 	// The three strings share one allocation, the only one ParseRequest
-	// makes on a cache hit. Decoding never lengthens a JSON string, so
-	// the raw lengths bound the buffer.
+	// makes on a cache hit.
+	all := string(f.text[:f.n])
+	u, a, c := f.span[fieldUserName], f.span[fieldAgentID], f.span[fieldCampaignName]
+	return cloudagent.AHTRequest{
+		UserName:     all[u[0]:u[1]],
+		AgentID:      all[a[0]:a[1]],
+		CampaignName: all[c[0]:c[1]],
+	}, nil
+}
+
+// readLong reads the three fields of a body ParseRequest has accepted
+// whose fields are too long for fields.text, again: rare enough that a
+// second pass costs nothing that matters.
+func readLong(body []byte) cloudagent.AHTRequest {
+	var vals [fieldCampaignName + 1]jsonbody.Value
+	jsonbody.ParseFunc(body, func(name []byte, v jsonbody.Value) {
+		if k := exactField(name); k != fieldOther {
+			vals[k] = v
+		}
+	})
+	// One allocation for the three; decoding never lengthens a string,
+	// so the raw lengths bound it.
 	n := 0
-	for _, v := range f.vals[fieldUserName:] {
+	for _, v := range vals {
 		n += len(v.Raw())
 	}
 	text := make([]byte, 0, n)
-	var end [fieldCampaignName + 1]int
-	for k := fieldUserName; k <= fieldCampaignName; k++ {
-		text, _ = f.vals[k].AppendText(text)
-		end[k] = len(text)
-	}
+	text, _ = vals[fieldUserName].AppendText(text)
+	endUser := len(text)
+	text, _ = vals[fieldAgentID].AppendText(text)
+	endAgent := len(text)
+	text, _ = vals[fieldCampaignName].AppendText(text)
 	// text is not written again: share it rather than copy it.
 	all := unsafe.String(unsafe.SliceData(text), len(text))
 	return cloudagent.AHTRequest{
-		UserName:     all[:end[fieldUserName]],
-		AgentID:      all[end[fieldUserName]:end[fieldAgentID]],
-		CampaignName: all[end[fieldAgentID]:end[fieldCampaignName]],
-	}, nil
+		UserName:     all[:endUser],
+		AgentID:      all[endUser:endAgent],
+		CampaignName: all[endAgent:],
+	}
+}
+
+// exactField says which of the three a name is, case included, or
+// fieldOther.
+func exactField(name []byte) field {
+	switch string(name) { // no allocation: the compiler compares in place
+	case "userName":
+		return fieldUserName
+	case "agentId":
+		return fieldAgentID
+	case "campaignName":
+		return fieldCampaignName
+	}
+	return fieldOther
 }
 
 // isObject says whether the body jsonbody has read is an object: its
@@ -168,7 +262,6 @@ const (
 	fieldUserName
 	fieldAgentID
 	fieldCampaignName
-	fieldCase // one of the three names with another case
 )
 
 var notStringErrors = [...]error{
@@ -177,21 +270,20 @@ var notStringErrors = [...]error{
 	fieldCampaignName: ErrCampaignNameNotString,
 }
 
-func fieldOf(name []byte) field {
-	switch string(name) { // no allocation: the compiler compares in place
-	case "userName":
-		return fieldUserName
-	case "agentId":
-		return fieldAgentID
-	case "campaignName":
-		return fieldCampaignName
+// foldsToField says whether a name other than the three matches one of
+// them when case is ignored.
+func foldsToField(name []byte) bool {
+	// Each rune of a name that folds to a field name matches one ASCII
+	// letter, and is at least one byte: a shorter name cannot.
+	if len(name) < len("agentId") {
+		return false
 	}
 	for _, n := range fieldNames {
 		if bytes.EqualFold(name, n) {
-			return fieldCase
+			return true
 		}
 	}
-	return fieldOther
+	return false
 }
 
 // fieldNames are the request's field names, for fieldOf's case check.

@@ -42,6 +42,11 @@ var parseCases = []struct {
 	{"utf8", `{"userName":"दिल्ली","agentId":"é"}`, req{UserName: "दिल्ली", AgentID: "é"}, nil},
 	{"null is absent", `{"userName":"demo","agentId":null,"campaignName":"c"}`, req{UserName: "demo", CampaignName: "c"}, nil},
 	{"case-folded unknown", `{"userNames":"x","agent_id":"y"}`, req{}, nil},
+	{"escape after eight bytes", `{"userName":"demo1234\u0041xyz","agentId":"agent-0001-0002-0003"}`, req{UserName: "demo1234Axyz", AgentID: "agent-0001-0002-0003"}, nil},
+	// Longer than ParseRequest's stack buffer (128 bytes), or exactly as long.
+	{"long fields", `{"userName":"` + strings.Repeat("u", 100) + `","agentId":"` + strings.Repeat("a", 100) + `","campaignName":null}`, req{UserName: strings.Repeat("u", 100), AgentID: strings.Repeat("a", 100)}, nil},
+	{"long escaped field", `{"agentId":"x","userName":"` + strings.Repeat(`\u0041`, 30) + `","campaignName":"c"}`, req{UserName: strings.Repeat("A", 30), AgentID: "x", CampaignName: "c"}, nil},
+	{"fields filling the buffer", `{"userName":"` + strings.Repeat("u", 126) + `","agentId":"ab"}`, req{UserName: strings.Repeat("u", 126), AgentID: "ab"}, nil},
 	{"deep unknown", `{"x":` + strings.Repeat("[", jsonbody.MaxDepth-1) + strings.Repeat("]", jsonbody.MaxDepth-1) + `,"userName":"d"}`, req{UserName: "d"}, nil},
 
 	// Rejected before looking at fields.
@@ -327,6 +332,7 @@ func FuzzParseRequest(f *testing.F) {
 
 var benchBodies = []struct{ name, body string }{
 	{"agent", `{"userName":"demo","agentId":"agent1"}`},
+	{"aht", `{"userName":"demo","agentId":"agent001"}`},
 	{"campaign_extra", `{"campaignName":"Outbound Sales","userName":"demo","source":{"app":"wallboard","tags":["a","b"]},"v":2}`},
 }
 
@@ -338,6 +344,17 @@ func BenchmarkParseRequest(b *testing.B) {
 			b.SetBytes(int64(len(body)))
 			for b.Loop() {
 				if _, err := ParseRequest(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		// The scanner before jsonbody (request_old_test.go): the cache-hit
+		// path must not be slower than it was.
+		b.Run("old_scanner/"+bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(body)))
+			for b.Loop() {
+				if _, err := oldParseRequest(body); err != nil {
 					b.Fatal(err)
 				}
 			}

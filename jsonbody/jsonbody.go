@@ -12,6 +12,7 @@
 package jsonbody
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 )
@@ -150,7 +151,26 @@ func Parse(body []byte) (Doc, error) {
 // caller uses what it saw only if the error is nil or ErrDuplicateKey.
 // This lets one pass serve a reader of a few fields (cache.ParseRequest).
 func ParseFunc(body []byte, member func(name []byte, v Value)) (Doc, error) {
-	s := scanner{b: body}
+	var keys [flatMax]keySpan
+	n, start, end, ok := scanFlat(body, &keys, member)
+	if !ok {
+		// The flat path has shown member its first n members, which
+		// the general scanner reads alike: it skips them.
+		return parseFull(body, member, n)
+	}
+	if flatRepeated(body, keys[:n]) {
+		return Doc{}, ErrDuplicateKey
+	}
+	return Doc{v: Value{raw: body[start:end]}}, nil
+}
+
+// parseFull is ParseFunc for any body, member seeing all but the first
+// skip top-level members: the general scanner, whose state is larger,
+// kept out of the flat path's frame.
+//
+//go:noinline
+func parseFull(body []byte, member func(name []byte, v Value), skip int) (Doc, error) {
+	s := scanner{b: body, skip: skip}
 	v, err := s.parse(member)
 	if err != nil {
 		return Doc{}, err
@@ -218,6 +238,16 @@ func keyEquals(raw []byte, name string) bool {
 }
 
 func hasBackslash(b []byte) bool {
+	// Eight bytes at a time: a byte of x is 0 exactly where the
+	// subtraction first borrows from it (see stopBits).
+	const ones = 0x0101010101010101
+	for len(b) >= 8 {
+		x := binary.LittleEndian.Uint64(b) ^ (ones * '\\')
+		if (x-ones)&^x&(ones*0x80) != 0 {
+			return true
+		}
+		b = b[8:]
+	}
 	for _, c := range b {
 		if c == '\\' {
 			return true

@@ -28,6 +28,8 @@ type scanner struct {
 	name     []byte // the current top-level member's name, decoded
 	valStart int    // and where its value starts
 	dup      bool   // a repeated key was seen
+	skip     int    // top-level members not to show member: the flat path has
+	base     int    // the depth at which value returns: 0 but in skipNested
 }
 
 // parse checks the whole body and returns its value.
@@ -85,7 +87,8 @@ func (s *scanner) syntaxError(expected string) error {
 	return fmt.Errorf("%w: invalid character %q at offset %d, expected %s", ErrNotJSON, s.b[s.i], s.i, expected)
 }
 
-// value checks one JSON value at s.i and moves past it.
+// value checks one JSON value at s.i and moves past it (its depth back to
+// s.base).
 func (s *scanner) value(member func(name []byte, v Value)) error {
 	for {
 		// A value is expected at s.i.
@@ -147,12 +150,16 @@ func (s *scanner) value(member func(name []byte, v Value)) error {
 
 		// A value has ended: close containers until one continues.
 		for {
-			if s.depth == 0 {
+			if s.depth == s.base {
 				return nil
 			}
 			top := s.depth - 1
 			if s.depth == 1 && s.inObject&1 != 0 && member != nil {
-				member(s.name, Value{raw: s.b[s.valStart:s.i]})
+				if s.skip > 0 {
+					s.skip--
+				} else {
+					member(s.name, Value{raw: s.b[s.valStart:s.i]})
+				}
 			}
 			s.skipSpace()
 			c := s.peek()
