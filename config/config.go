@@ -144,8 +144,9 @@ type Route struct {
 	Path string `yaml:"path"`
 	// Methods are the HTTP methods allowed (empty: any).
 	Methods []string `yaml:"methods"`
-	// Auth is the upstream auth style: "apikey", "token" or "account"
-	// (default: the account's own mode).
+	// Auth is the upstream auth style: "apikey", "token", "query" (api_key
+	// and username in the query string, the legacy CAServices API) or
+	// "account" (default: the account's own mode).
 	Auth string `yaml:"auth"`
 	// Budget is how many upstream calls an account may make on the route
 	// in any trailing Window (default 0: no budget).

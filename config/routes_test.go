@@ -17,12 +17,17 @@ func TestRoutes(t *testing.T) {
     budget: 10
     window: 1m
     cache_ttl: 30s
+  - name: legacy_state
+    path: /CAServices/AgentState/*
+    auth: query
+    write: true
 `), env(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantRoutes := []Route{{Name: "agent_details", Path: "/ca_apis/AgentDetails", Methods: []string{"POST"},
-		Auth: "apikey", Budget: 10, Window: time.Minute, CacheTTL: 30 * time.Second}}
+		Auth: "apikey", Budget: 10, Window: time.Minute, CacheTTL: 30 * time.Second},
+		{Name: "legacy_state", Path: "/CAServices/AgentState/*", Auth: "query", Write: true}}
 	if !reflect.DeepEqual(cfg.Routes, wantRoutes) {
 		t.Fatalf("routes = %+v", cfg.Routes)
 	}

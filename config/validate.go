@@ -61,9 +61,9 @@ func (d *decoder) validate(c *Config) {
 			d.fail(p+".path", "%s.path must start with /", p)
 		}
 		switch rt.Auth {
-		case "", "apikey", "token", "account":
+		case "", "apikey", "token", "account", "query":
 		default:
-			d.fail(p+".auth", "%s.auth %q must be apikey, token or account", p, rt.Auth)
+			d.fail(p+".auth", "%s.auth %q must be apikey, token, query or account", p, rt.Auth)
 		}
 		if rt.Budget < 0 {
 			d.fail(p+".budget", "%s.budget must be 0 (none) or more, got %d", p, rt.Budget)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/cloudagent/sim"
+	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/limit"
 	"github.com/ulule/limiter/v3"
 )
@@ -37,7 +38,9 @@ func TestLocalValidationMakesNoUpstreamCall(t *testing.T) {
 		{"apiKey wrong", "POST", `{"userName":"demo","agentId":"agent001"}`, []string{"apiKey", "nope"}, 401, cloudagent.MsgInvalidCredentials, false},
 		{"other account's key", "POST", `{"userName":"demo","agentId":"agent001"}`, []string{"apiKey", apikeyAccount.APIKey}, 401, cloudagent.MsgInvalidCredentials, false},
 		{"account not configured", "POST", `{"userName":"stranger","agentId":"agent001"}`, key, 401, cloudagent.MsgInvalidCredentials, false},
-		{"bearer not issued by caproxy", "POST", `{"userName":"demo","agentId":"agent001"}`, []string{"Authorization", "Bearer abc.def"}, 401, cloudagent.MsgInvalidCredentials, false},
+		{"bearer not issued by caproxy", "POST", `{"userName":"demo","agentId":"agent001"}`, []string{"Authorization", "Bearer abc.def"}, 401, credential.MsgTokenInvalid, false},
+		{"bare token not issued by caproxy", "POST", `{"userName":"demo","agentId":"agent001"}`, []string{"Authorization", "abc.def"}, 401, credential.MsgTokenInvalid, false},
+		{"Basic credentials", "POST", `{"userName":"demo","agentId":"agent001"}`, []string{"Authorization", "Basic ZGVtbzpkZW1vLWtleQ=="}, 401, credential.MsgAuthorizationScheme, false},
 		{"malformed JSON", "POST", `{"userName":"demo",`, key, 400, "JSON", true},
 		{"not an object", "POST", `["demo"]`, key, 400, "object", true},
 		{"empty body", "POST", ``, key, 400, "empty", true},

@@ -407,7 +407,15 @@ func (p *Proxy) send(ctx context.Context, c *call, creds http.Header) (*upstream
 	for k, v := range creds {
 		out.Header[k] = v
 	}
-	return p.do(out)
+	if !applyQueryCredentials(upstreamFor(c.rt, c.acct), out.URL) {
+		return p.do(out)
+	}
+	// The URL now holds the account's key, and a transport error names it.
+	res, err := p.do(out)
+	if err != nil {
+		err = queryKeyError{err, upstreamFor(c.rt, c.acct).(redacter)}
+	}
+	return res, err
 }
 
 // DefaultMaxAnswer is the default Proxy.MaxAnswer: room for a busy day of

@@ -8,7 +8,6 @@ import (
 	"net/http/httputil"
 	"time"
 
-	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/jsonbody"
 	"github.com/caproxy/caproxy/limit"
@@ -95,13 +94,14 @@ func (p *Proxy) newReverseProxy(rt http.RoundTripper) *httputil.ReverseProxy {
 			pr.SetURL(p.Upstream)
 			pr.SetXForwarded()
 			h := pr.Out.Header
-			// The client's own credentials are for caproxy, not CloudAgent.
-			h.Del(cloudagent.HeaderAPIKey)
-			h.Del(cloudagent.HeaderAuthorization)
+			// The client's own credentials are for caproxy, not CloudAgent:
+			// headers and the legacy API's query parameters alike.
+			credential.StripClient(h, pr.Out.URL)
 			if c, ok := pr.In.Context().Value(credsKey{}).(*upstreamCreds); ok {
 				for k, v := range c.header {
 					h[k] = v
 				}
+				applyQueryCredentials(c.up, pr.Out.URL)
 			}
 		},
 		ModifyResponse: p.checkPassedResponse,

@@ -152,7 +152,7 @@ func (p *Proxy) open(w http.ResponseWriter, r *http.Request, rec *record, rt *Ro
 		rt.WriteError(w, code, msg)
 		return nil
 	}
-	acct, msg, code := p.authenticate(r, st, q.userName, now)
+	acct, msg, code := p.authenticate(r, rt, st, q.userName, now)
 	if acct == nil {
 		rec.outcome = OutcomeUnauthorized
 		rt.WriteError(w, code, msg)
@@ -197,7 +197,8 @@ func (p *Proxy) readRequest(r *http.Request, rt *Route, st *Settings, now time.T
 			return http.StatusBadRequest, err.Error()
 		}
 		query := r.URL.Query()
-		if qu := query.Get("userName"); qu != "" {
+		dropQueryCredentials(query) // neither cache key nor upstream gets a client's secret
+		if qu := queryUserName(r, rt); qu != "" {
 			if userName != "" && userName != qu {
 				return http.StatusBadRequest, "userName in the query and in the body differ"
 			}
@@ -228,7 +229,7 @@ func (p *Proxy) readRequest(r *http.Request, rt *Route, st *Settings, now time.T
 				return http.StatusBadRequest, err.Error()
 			}
 		}
-		userName := r.URL.Query().Get("userName")
+		userName := queryUserName(r, rt)
 		if userName == "" && st.ClientAuth {
 			if tok, ok := bearer(r); ok {
 				userName, _ = p.Issuer.Verify(tok, st.keyFor, now)

@@ -49,9 +49,12 @@ type Account struct {
 }
 
 // keyMatches reports, in constant time, whether got is the account's key.
-func (a *Account) keyMatches(got string) bool {
+func (a *Account) keyMatches(got string) bool { return a.digest().Matches(got) }
+
+// digest is the account's Key, made once.
+func (a *Account) digest() credential.Key {
 	a.keyOnce.Do(func() { a.key = credential.NewKey(a.APIKey) })
-	return a.key.Matches(got)
+	return a.key
 }
 
 // LogValue keeps the key out of logs.
@@ -226,9 +229,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // now is the clock shared with the cache so tests can drive both.
 func (p *Proxy) now() time.Time { return p.Cache.Now() }
 
-// authenticate decides whether r may use the account named userName and
-// returns it, or the CloudAgent message and HTTP status to refuse with.
-func (p *Proxy) authenticate(r *http.Request, st *Settings, userName string, now time.Time) (*Account, string, int) {
+// authenticate decides whether r, on rt, may use the account named
+// userName and returns it, or the message and HTTP status to refuse with.
+// Every credential style clients use is read (credential.Present): the
+// apiKey header, a caproxy-issued token as "Bearer <token>" or bare in
+// Authorization, and, on a route whose upstream credentials travel in the
+// query (AuthQuery, the legacy API), api_key and username there.
+func (p *Proxy) authenticate(r *http.Request, rt *Route, st *Settings, userName string, now time.Time) (*Account, string, int) {
 	acct := st.Accounts[userName]
 	if !st.ClientAuth {
 		if acct == nil {
@@ -236,20 +243,18 @@ func (p *Proxy) authenticate(r *http.Request, st *Settings, userName string, now
 		}
 		return acct, "", 0
 	}
-	if key := apiKeyOf(r); key != "" {
-		if acct == nil || !acct.keyMatches(key) {
-			return nil, cloudagent.MsgInvalidCredentials, http.StatusUnauthorized
-		}
-		return acct, "", 0
+	var key credential.Key
+	if acct != nil {
+		key = acct.digest()
 	}
-	if tok, ok := bearer(r); ok {
-		user, ok := p.Issuer.Verify(tok, st.keyFor, now)
-		if !ok || user != userName || acct == nil {
-			return nil, cloudagent.MsgInvalidCredentials, http.StatusUnauthorized
-		}
-		return acct, "", 0
+	verify := func(tok string) (string, bool) { return p.Issuer.Verify(tok, st.keyFor, now) }
+	if msg := presentedOn(r, rt).Check(userName, key, verify); msg != "" {
+		return nil, msg, http.StatusUnauthorized
 	}
-	return nil, cloudagent.MsgAPIKeyEmpty, http.StatusUnauthorized
+	if acct == nil { // a token or key can only match a configured account
+		return nil, cloudagent.MsgInvalidCredentials, http.StatusUnauthorized
+	}
+	return acct, "", 0
 }
 
 // canonicalAPIKey is cloudagent.HeaderAPIKey as net/http stores it.
@@ -274,14 +279,15 @@ func (s *Settings) keyFor(userName string) (string, bool) {
 	return a.APIKey, true
 }
 
-// bearer returns the token of an "Authorization: Bearer" header.
+// bearer returns the token r presents in Authorization, as "Bearer
+// <token>" or bare (some clients send CloudAgent's token without
+// "Bearer ").
 func bearer(r *http.Request) (string, bool) {
-	v := r.Header.Get(cloudagent.HeaderAuthorization)
-	const prefix = "Bearer "
-	if len(v) > len(prefix) && (v[:len(prefix)] == prefix || v[:len(prefix)] == "bearer ") {
-		return v[len(prefix):], true
+	if len(r.Header[cloudagent.HeaderAuthorization]) == 0 {
+		return "", false
 	}
-	return "", false
+	pc := credential.Present(r, false)
+	return pc.Token, pc.Token != ""
 }
 
 // allowClient applies the optional per-client inbound limit.

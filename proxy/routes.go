@@ -20,6 +20,7 @@ const (
 	AuthAPIKey  = route.AuthAPIKey
 	AuthToken   = route.AuthToken
 	AuthAccount = route.AuthAccount
+	AuthQuery   = route.AuthQuery
 )
 
 // DefaultRoutes are route.Defaults.
@@ -32,8 +33,12 @@ func NewRouteTable(routes []Route, store limit.Store, opts ...limit.Option) (*Ro
 
 // upstreamFor returns the credentials rt sends for acct.
 func upstreamFor(rt *Route, acct *Account) credential.Upstream {
-	if rt != nil && rt.Auth == AuthAPIKey {
+	switch {
+	case rt == nil:
+	case rt.Auth == AuthAPIKey:
 		return acct.apiKeyUpstream()
+	case rt.Auth == AuthQuery:
+		return acct.queryUpstream()
 	}
 	return acct.Upstream
 }

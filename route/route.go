@@ -29,6 +29,11 @@ const (
 	AuthToken = "token"
 	// AuthAccount uses the account's own mode (its configured auth).
 	AuthAccount = "account"
+	// AuthQuery sends the account's apiKey and userName as api_key and
+	// username in the query string, as CloudAgent's legacy CAServices API
+	// takes them (credential.QueryKey). Clients of such a route may
+	// present theirs there too; caproxy replaces them.
+	AuthQuery = "query"
 )
 
 // Names of the routes served ahead of a Table, as metrics and logs show them.
@@ -72,7 +77,8 @@ type Route struct {
 	// Methods are the HTTP methods allowed; others are answered 405 here,
 	// without an upstream call. Empty allows every method.
 	Methods []string
-	// Auth is AuthAPIKey, AuthToken or AuthAccount (the default).
+	// Auth is AuthAPIKey, AuthToken, AuthQuery or AuthAccount (the
+	// default).
 	Auth string
 	// BudgetCalls, if positive, is how many upstream calls an account may
 	// make on this route in any trailing BudgetWindow, across replicas
@@ -180,6 +186,12 @@ func Defaults() []Route {
 		// v2/agents/{id}/status: undocumented, no published limit.
 		Name: "agent_status", Path: cloudagent.AgentStatusPrefix + "*",
 		Methods: []string{http.MethodGet}, Auth: AuthAccount,
+	}, {
+		// The legacy API (AgentManualDial.php and the rest): credentials
+		// in the query string, clients' and upstream alike; no published
+		// limit, so passed through. It holds writes (a dial), so nothing
+		// on it is cached or retried.
+		Name: "legacy", Path: cloudagent.LegacyPrefix + "*", Auth: AuthQuery, Write: true,
 	}}
 }
 
@@ -253,9 +265,9 @@ func (rt *Route) check() error {
 	switch rt.Auth {
 	case "":
 		rt.Auth = AuthAccount
-	case AuthAPIKey, AuthToken, AuthAccount:
+	case AuthAPIKey, AuthToken, AuthAccount, AuthQuery:
 	default:
-		return fmt.Errorf("route %s: auth %q is not %s, %s or %s", rt.Name, rt.Auth, AuthAPIKey, AuthToken, AuthAccount)
+		return fmt.Errorf("route %s: auth %q is not %s, %s, %s or %s", rt.Name, rt.Auth, AuthAPIKey, AuthToken, AuthQuery, AuthAccount)
 	}
 	if rt.BudgetCalls < 0 || rt.BudgetWindow < 0 || rt.CacheTTL < 0 || rt.StaleTTL < 0 {
 		return fmt.Errorf("route %s: budget, window and ttls must not be negative", rt.Name)
