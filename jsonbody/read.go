@@ -16,10 +16,16 @@ const (
 	maxPooled = 64 << 10
 )
 
-var bufPool = sync.Pool{New: func() any {
-	b := make([]byte, 0, startSize)
-	return &b
-}}
+// bufPool holds buffers, each in a *[]byte holder (a pointer, so Put does
+// not allocate); holders holds the emptied holders, so Release can put a
+// buffer back without allocating one.
+var (
+	bufPool = sync.Pool{New: func() any {
+		b := make([]byte, 0, startSize)
+		return &b
+	}}
+	holders = sync.Pool{New: func() any { return new([]byte) }}
+)
 
 // Read reads r's whole body, at most limit bytes. A body declared
 // (Content-Length) longer is refused with *http.MaxBytesError before a
@@ -40,7 +46,10 @@ func Read(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
 	body := http.MaxBytesReader(w, r.Body, limit)
-	buf := (*bufPool.Get().(*[]byte))[:0]
+	h := bufPool.Get().(*[]byte)
+	buf := (*h)[:0]
+	*h = nil
+	holders.Put(h)
 	for {
 		if len(buf) == cap(buf) {
 			// Full: double, but past limit+1 there is no need (one
@@ -81,6 +90,7 @@ func Release(b []byte) {
 	if cap(b) < startSize || cap(b) > maxPooled {
 		return
 	}
-	b = b[:0]
-	bufPool.Put(&b)
+	h := holders.Get().(*[]byte)
+	*h = b[:0]
+	bufPool.Put(h)
 }
