@@ -348,17 +348,6 @@ func BenchmarkParseRequest(b *testing.B) {
 				}
 			}
 		})
-		// The scanner before jsonbody (request_old_test.go): the cache-hit
-		// path must not be slower than it was.
-		b.Run("old_scanner/"+bb.name, func(b *testing.B) {
-			b.ReportAllocs()
-			b.SetBytes(int64(len(body)))
-			for b.Loop() {
-				if _, err := oldParseRequest(body); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
 		b.Run("encoding_json/"+bb.name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(body)))

@@ -4,18 +4,16 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caproxy/caproxy/internal/syncbuf"
+	"github.com/caproxy/caproxy/internal/testport"
 )
 
 // binary is the caproxy built for these tests by TestMain.
@@ -42,33 +40,9 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-// freePort is a free loopback port in 27500-27999 (this work's range;
-// CAPROXY_TEST_PORTS=lo-hi chooses another, for a machine whose ranges
-// are shared out).
-func freePort(t *testing.T) string {
-	t.Helper()
-	lo, hi := 27500, 27999
-	if r := os.Getenv("CAPROXY_TEST_PORTS"); r != "" {
-		a, b, _ := strings.Cut(r, "-")
-		l, err1 := strconv.Atoi(a)
-		h, err2 := strconv.Atoi(b)
-		if err1 != nil || err2 != nil || l <= 0 || h < l {
-			t.Fatalf("CAPROXY_TEST_PORTS=%q: want lo-hi", r)
-		}
-		lo, hi = l, h
-	}
-	n := hi - lo + 1
-	start := rand.IntN(n)
-	for i := range n {
-		p := strconv.Itoa(lo + (start+i)%n)
-		if ln, err := net.Listen("tcp", "127.0.0.1:"+p); err == nil {
-			ln.Close()
-			return p
-		}
-	}
-	t.Fatalf("no free port in %d-%d", lo, hi)
-	return ""
-}
+// freePort is a free loopback port in 27500-27999 (this package's range;
+// CAPROXY_TEST_PORTS=lo-hi chooses another).
+func freePort(t *testing.T) string { return testport.Free(t, 27500, 27999) }
 
 // caproxy is a running caproxy process.
 type caproxy struct {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,35 +22,13 @@ import (
 	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/daemon"
 	"github.com/caproxy/caproxy/internal/syncbuf"
+	"github.com/caproxy/caproxy/internal/testport"
 	"github.com/caproxy/caproxy/statuspage"
 )
 
 // listen opens a loopback listener in this package's port range
-// (27100-27999, the operator work's range; CAPROXY_TEST_PORTS=lo-hi
-// chooses another, for a machine whose ranges are shared out).
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	lo, hi := 27100, 27999
-	if r := os.Getenv("CAPROXY_TEST_PORTS"); r != "" {
-		a, b, _ := strings.Cut(r, "-")
-		l, err1 := strconv.Atoi(a)
-		h, err2 := strconv.Atoi(b)
-		if err1 != nil || err2 != nil || l <= 0 || h < l {
-			t.Fatalf("CAPROXY_TEST_PORTS=%q: want lo-hi", r)
-		}
-		lo, hi = l, h
-	}
-	n := hi - lo + 1
-	start := rand.IntN(n)
-	for i := range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(lo+(start+i)%n))
-		if err == nil {
-			return ln
-		}
-	}
-	t.Fatalf("no free port in %d-%d", lo, hi)
-	return nil
-}
+// (27100-27499; CAPROXY_TEST_PORTS=lo-hi chooses another).
+func listen(t *testing.T) net.Listener { return testport.Listen(t, 27100, 27499) }
 
 func serve(t *testing.T, h http.Handler) string {
 	t.Helper()
