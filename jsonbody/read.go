@@ -9,11 +9,12 @@ import (
 
 // Buffer sizes of Read. A body starts in a pooled buffer of startSize
 // bytes and doubles only as bytes arrive, so a client that declares a
-// large Content-Length and sends little holds little. Buffers above
-// maxPooled are left to the garbage collector rather than kept.
+// large Content-Length and sends little holds little. Only buffers of
+// startSize go back to the pool (maxPooled): a pooled buffer grown by an
+// earlier large body would let an idle connection hold it again.
 const (
 	startSize = 512
-	maxPooled = 64 << 10
+	maxPooled = startSize
 )
 
 // bufPool holds buffers, each in a *[]byte holder (a pointer, so Put does
