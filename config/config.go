@@ -278,10 +278,15 @@ type Redis struct {
 // upstream tokens, its token-generation log and its budget logs. With Redis
 // configured, Redis holds them and no state file is used.
 type State struct {
-	// Dir is the directory of the state file (caproxy.state); default the
-	// config file's directory, "" to keep state in memory only. It must
-	// exist and be writable.
+	// Dir is the directory of the state file; default the config file's
+	// directory, "" to keep state in memory only. It must exist and be
+	// writable.
 	Dir string `yaml:"dir"`
+	// File is the state file's name in Dir, not a key: the config file's
+	// name and ".state" (config.yaml.state), so that caproxies whose
+	// configs sit side by side keep a file each; "" (a config parsed from
+	// bytes) means caproxy.state.
+	File string `yaml:"-"`
 }
 
 // Enabled reports whether replicas share state through Redis.
@@ -335,7 +340,11 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return parse(path, filepath.Dir(path), data, os.LookupEnv)
+	cfg, err := parse(path, filepath.Dir(path), data, os.LookupEnv)
+	if err == nil {
+		cfg.State.File = filepath.Base(path) + ".state"
+	}
+	return cfg, err
 }
 
 // Parse expands ${VAR} and ${VAR:-default} in data using lookupEnv (nil

@@ -67,6 +67,7 @@ func TestShippedConfig(t *testing.T) {
 		{"Load, no env", func() (*Config, error) { return Load("../config.yaml") }, func() *Config {
 			c := demo("demo-key")
 			c.State.Dir = ".." // beside the file by default
+			c.State.File = "config.yaml.state"
 			return c
 		}()},
 		{"Parse, key set", func() (*Config, error) {

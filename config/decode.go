@@ -211,6 +211,9 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, path string) {
 	var names []string
 	for i := 0; i < v.NumField(); i++ {
 		tag := v.Type().Field(i).Tag.Get("yaml")
+		if tag == "-" {
+			continue // not a key (State.File)
+		}
 		fields[tag] = i
 		names = append(names, tag)
 	}

@@ -50,7 +50,7 @@ type boltNode struct {
 func startBoltNode(t *testing.T, path string, clk *fakeclock.Clock, srv *httptest.Server) *boltNode {
 	t.Helper()
 	db := openTokenDB(t, path)
-	store, err := limit.OpenBoltStore(db, &limit.MemoryStore{Now: clk.Now})
+	store, err := limit.OpenBoltStore(db, "", &limit.MemoryStore{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -178,7 +178,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 		// generates a token it already has. Tokens are kept per upstream
 		// address: the built-in simulator's changes with each start, and
 		// its tokens die with it.
-		st, err := openState(cfg.State.Dir, d.endpoint.String(), now, d.logger)
+		st, err := openState(statePath(cfg), d.endpoint.String(), now, d.logger)
 		if err != nil {
 			return nil, err
 		}

@@ -20,8 +20,19 @@ import (
 	"github.com/caproxy/caproxy/limit"
 )
 
-// StateFile is the name of a single node's state file in state.dir.
+// StateFile is the name of a single node's state file in state.dir when
+// the config names none (config.State.File: the config file's name and
+// ".state").
 const StateFile = "caproxy.state"
+
+// statePath is the state file cfg asks for.
+func statePath(cfg *config.Config) string {
+	name := cfg.State.File
+	if name == "" {
+		name = StateFile
+	}
+	return filepath.Join(cfg.State.Dir, name)
+}
 
 // stateLockWait is how long start waits for the state file's lock: another
 // running caproxy holds it for as long as it runs, so a short wait then a
@@ -43,7 +54,7 @@ type state struct {
 	tokens *credential.BoltTokenStore
 }
 
-// openState opens (creating it if needed) the state file in dir and the
+// openState opens (creating it if needed) the state file at path and the
 // budget and token stores in it, the tokens kept for upstream (the
 // upstream's base URL), on the clock now (nil: the wall clock). A
 // file locked by another process is an error. A file that is not a
@@ -51,9 +62,8 @@ type state struct {
 // else) is set aside, renamed with a timestamp suffix, with a log line,
 // and a fresh one is started: a bad file must not keep caproxy from
 // starting again and again.
-func openState(dir, upstream string, now func() time.Time, logger *slog.Logger) (*state, error) {
-	path := filepath.Join(dir, StateFile)
-	if err := checkStateDir(dir); err != nil {
+func openState(path, upstream string, now func() time.Time, logger *slog.Logger) (*state, error) {
+	if err := checkStateDir(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
 	st, err := loadState(path, upstream, now)
@@ -121,7 +131,7 @@ func loadState(path, upstream string, now func() time.Time) (st *state, err erro
 		return nil, err
 	}
 	st = &state{db: db}
-	if st.budget, err = limit.OpenBoltStore(db, &limit.MemoryStore{Now: now}); err != nil {
+	if st.budget, err = limit.OpenBoltStore(db, upstream, &limit.MemoryStore{Now: now}); err != nil {
 		return nil, &badStateError{err}
 	}
 	if st.tokens, err = credential.OpenBoltTokenStore(db, upstream, now); err != nil {
@@ -241,7 +251,7 @@ func CheckState(cfg *config.Config) error {
 	if err := checkStateDir(cfg.State.Dir); err != nil {
 		return err
 	}
-	path := filepath.Join(cfg.State.Dir, StateFile)
+	path := statePath(cfg)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil

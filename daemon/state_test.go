@@ -46,7 +46,7 @@ func remaining(t *testing.T, st *state) int64 {
 func TestStateKeepsBudget(t *testing.T) {
 	dir := t.TempDir()
 	logs := &syncbuf.Buffer{}
-	st, err := openState(dir, "builtin:sim", nil, slog.New(slog.NewTextHandler(logs, nil)))
+	st, err := openState(filepath.Join(dir, StateFile), "builtin:sim", nil, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestStateKeepsBudget(t *testing.T) {
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	st, err = openState(dir, "builtin:sim", nil, slog.New(slog.NewTextHandler(logs, nil)))
+	st, err = openState(filepath.Join(dir, StateFile), "builtin:sim", nil, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestStateSetAside(t *testing.T) {
 	// A valid state file with a call in it, to damage.
 	good := filepath.Join(t.TempDir(), StateFile)
 	{
-		st, err := openState(filepath.Dir(good), "builtin:sim", nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		st, err := openState(good, "builtin:sim", nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -139,7 +139,7 @@ func TestStateSetAside(t *testing.T) {
 			}
 			defer db.Close()
 			db.Update(func(tx *bolt.Tx) error {
-				b, err := tx.Bucket(limit.BoltBucket).CreateBucketIfNotExists([]byte("budget:x"))
+				b, err := tx.Bucket(limit.BoltRoot("builtin:sim")).CreateBucketIfNotExists([]byte("budget:x"))
 				if err != nil {
 					return err
 				}
@@ -157,7 +157,7 @@ func TestStateSetAside(t *testing.T) {
 				t.Fatal(err)
 			}
 			logs := &syncbuf.Buffer{}
-			st, err := openState(dir, "builtin:sim", nil, slog.New(slog.NewTextHandler(logs, nil)))
+			st, err := openState(filepath.Join(dir, StateFile), "builtin:sim", nil, slog.New(slog.NewTextHandler(logs, nil)))
 			if err != nil {
 				t.Fatalf("openState on a bad file: %v; want it set aside and a fresh start", err)
 			}
@@ -186,14 +186,14 @@ func TestStateSetAside(t *testing.T) {
 func TestStateLocked(t *testing.T) {
 	dir := t.TempDir()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := openState(dir, "builtin:sim", nil, logger)
+	st, err := openState(filepath.Join(dir, StateFile), "builtin:sim", nil, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
 	// bbolt's lock is flock(2), held per open file: a second open in this
 	// process is refused as another process's would be.
-	_, err = openState(dir, "builtin:sim", nil, logger)
+	_, err = openState(filepath.Join(dir, StateFile), "builtin:sim", nil, logger)
 	if err == nil || !strings.Contains(err.Error(), "locked by another process") {
 		t.Fatalf("second openState = %v, want a locked error", err)
 	}

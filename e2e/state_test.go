@@ -57,7 +57,7 @@ func TestRestartsKeepToken(t *testing.T) {
 		t.Fatalf("simulator after 5 runs with one miss each: %d token generations, %d calls refused for the token, %d AHT calls; want 1, 0, 5",
 			st.TokenGenerations, st.AHTAuthFailed, st.AHTAdmitted)
 	}
-	fi, err := os.Stat(filepath.Join(dir, "caproxy.state"))
+	fi, err := os.Stat(filepath.Join(dir, "config.yaml.state"))
 	if err != nil {
 		t.Fatalf("no state file beside the config: %v", err)
 	}
@@ -209,6 +209,25 @@ func TestCheckStateDir(t *testing.T) {
 		r := run(t, nil, "-config", path, "-check")
 		if (r.code == 0) != tt.ok || (!tt.ok && !strings.Contains(r.stderr, "state.dir")) {
 			t.Errorf("%s state.dir: -check exit %d, stderr %q; want ok %v", tt.name, r.code, r.stderr, tt.ok)
+		}
+	}
+}
+
+// TestConfigsSideBySide starts two single nodes whose configs sit in one
+// directory: each keeps a state file named after its config
+// (a.yaml.state, b.yaml.state), so neither finds the other's locked.
+func TestConfigsSideBySide(t *testing.T) {
+	s := startSim(t)
+	dir := t.TempDir()
+	for _, name := range []string{"a.yaml", "b.yaml"} {
+		c := &caproxy{cfgPath: filepath.Join(dir, name), listen: freeAddr(t), admin: freeAddr(t)}
+		c.writeConfig(t, proxyConfig{Upstream: s.url()}.render(c.listen, c.admin))
+		c.process = startProcess(t, "caproxy-"+name, nil, "-config", c.cfgPath)
+		if err := poll(waitStart, name+"'s caproxy /readyz to answer 200", func() bool { return getsOK(c.adminURL("/readyz")) }, c.process); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, name+".state")); err != nil {
+			t.Fatalf("no state file named after %s: %v", name, err)
 		}
 	}
 }

@@ -16,8 +16,16 @@ import (
 
 // BoltBucket is the top-level bucket of a bbolt database that a BoltStore
 // keeps its logs in: one nested bucket per key, one entry per recorded
-// moment.
+// moment. A store opened with a scope uses BoltBucket + "@" + scope.
 var BoltBucket = []byte("budget")
+
+// BoltRoot is the top-level bucket of the BoltStore of scope.
+func BoltRoot(scope string) []byte {
+	if scope == "" {
+		return BoltBucket
+	}
+	return []byte(string(BoltBucket) + "@" + scope)
+}
 
 // Layout of one entry of a key's bucket: the key is the moment (unix
 // nanoseconds, big-endian, so entries sort oldest first) and a sequence
@@ -44,8 +52,9 @@ const (
 // Open it with OpenBoltStore, once per database and process (bbolt locks
 // the file against other processes).
 type BoltStore struct {
-	mem *MemoryStore
-	db  *bolt.DB
+	mem  *MemoryStore
+	db   *bolt.DB
+	root []byte // the top-level bucket: BoltBucket, scoped
 	// mu serializes changes, each an in-memory step and its transaction.
 	mu sync.Mutex
 }
@@ -60,11 +69,16 @@ var (
 // BoltBucket. It first loads the calls still inside their window from db
 // into mem, and drops the others from db. An entry it cannot read is an
 // error: the file is not one this store wrote.
-func OpenBoltStore(db *bolt.DB, mem *MemoryStore) (*BoltStore, error) {
-	s := &BoltStore{mem: mem, db: db}
+//
+// scope, if not "", keeps this store's logs apart from those of other
+// scopes in the same file: caproxy scopes them by upstream, so a budget
+// spent at one CloudAgent is not charged at another.
+func OpenBoltStore(db *bolt.DB, scope string, mem *MemoryStore) (*BoltStore, error) {
+	root := BoltRoot(scope)
+	s := &BoltStore{mem: mem, db: db, root: root}
 	now := mem.now().UnixNano()
 	err := db.Update(func(tx *bolt.Tx) error {
-		return boltsweep.Sweep(tx, BoltBucket, func(key, k, v []byte) (bool, error) {
+		return boltsweep.Sweep(tx, root, func(key, k, v []byte) (bool, error) {
 			at, n, period, err := decodeBoltEntry(k, v)
 			if err != nil {
 				return false, fmt.Errorf("key %q: %w", key, err)
@@ -101,7 +115,7 @@ func decodeBoltEntry(k, v []byte) (at, n int64, period time.Duration, err error)
 func (s *BoltStore) record(key string, at time.Time, n int64, period time.Duration) error {
 	now := s.mem.now().UnixNano()
 	return s.db.Update(func(tx *bolt.Tx) error {
-		root, err := tx.CreateBucketIfNotExists(BoltBucket)
+		root, err := tx.CreateBucketIfNotExists(s.root)
 		if err != nil {
 			return err
 		}
@@ -198,7 +212,7 @@ func (s *BoltStore) Release(ctx context.Context, key string, at time.Time) error
 	defer s.mu.Unlock()
 	s.mem.Release(ctx, key, at)
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := bucketOf(tx, key)
+		b := s.bucketOf(tx, key)
 		if b == nil {
 			return nil
 		}
@@ -236,7 +250,7 @@ func (s *BoltStore) Reset(ctx context.Context, key string, rate limiter.Rate) (l
 	defer s.mu.Unlock()
 	c, _ := s.mem.Reset(ctx, key, rate)
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		root := tx.Bucket(BoltBucket)
+		root := tx.Bucket(s.root)
 		if root == nil || root.Bucket([]byte(key)) == nil {
 			return nil
 		}
@@ -249,8 +263,8 @@ func (s *BoltStore) Reset(ctx context.Context, key string, rate limiter.Rate) (l
 }
 
 // bucketOf is key's bucket in tx, or nil if it has none.
-func bucketOf(tx *bolt.Tx, key string) *bolt.Bucket {
-	root := tx.Bucket(BoltBucket)
+func (s *BoltStore) bucketOf(tx *bolt.Tx, key string) *bolt.Bucket {
+	root := tx.Bucket(s.root)
 	if root == nil {
 		return nil
 	}

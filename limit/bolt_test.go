@@ -28,7 +28,7 @@ func openBoltDB(t testing.TB) *bolt.DB {
 // openBolt opens a BoltStore on db, with a fresh MemoryStore on now.
 func openBolt(t testing.TB, db *bolt.DB, now func() time.Time) *BoltStore {
 	t.Helper()
-	s, err := OpenBoltStore(db, &MemoryStore{Now: now})
+	s, err := OpenBoltStore(db, "", &MemoryStore{Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,12 +176,12 @@ func TestBoltStoreDropsExpired(t *testing.T) {
 	must(t)(s.Get(ctx, "young", rate))
 	clock.Advance(45 * time.Second) // old has left its window, young has not
 
-	openBolt(t, db, clock.Now)
+	s = openBolt(t, db, clock.Now)
 	db.View(func(tx *bolt.Tx) error {
-		if bucketOf(tx, "old") != nil {
+		if s.bucketOf(tx, "old") != nil {
 			t.Error("a key whose calls all left their window is still in the file")
 		}
-		if b := bucketOf(tx, "young"); b == nil || b.Stats().KeyN != 1 {
+		if b := s.bucketOf(tx, "young"); b == nil || b.Stats().KeyN != 1 {
 			t.Error("a call still inside its window was dropped from the file")
 		}
 		return nil
@@ -207,7 +207,7 @@ func TestBoltStoreMalformed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenBoltStore(db, NewMemoryStore()); err == nil {
+	if _, err := OpenBoltStore(db, "", NewMemoryStore()); err == nil {
 		t.Fatal("OpenBoltStore on a malformed entry: no error")
 	}
 }
@@ -250,7 +250,7 @@ func TestBoltStoreReleaseMatchesMemory(t *testing.T) {
 	}
 	var left []int64
 	db.View(func(tx *bolt.Tx) error {
-		return bucketOf(tx, "a").ForEach(func(k, _ []byte) error {
+		return s.bucketOf(tx, "a").ForEach(func(k, _ []byte) error {
 			left = append(left, int64(binary.BigEndian.Uint64(k)))
 			return nil
 		})
@@ -275,5 +275,32 @@ func BenchmarkBoltStoreGet(b *testing.B) {
 		if c, err := s.Get(ctx, benchKeys[i%len(benchKeys)], rate); err != nil || c.Reached {
 			b.Fatal(c, err)
 		}
+	}
+}
+
+// TestBoltStoreScopes checks that stores of two scopes (two upstreams) in
+// one file keep their logs apart: a budget spent at one CloudAgent is not
+// charged at another, and each finds its own again after a restart.
+func TestBoltStoreScopes(t *testing.T) {
+	ctx := context.Background()
+	clock := fakeclock.New(t0)
+	db := openBoltDB(t)
+	rate := limiter.Rate{Period: time.Minute, Limit: 2}
+	open := func(scope string) *BoltStore {
+		s, err := OpenBoltStore(db, scope, &MemoryStore{Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	a := open("https://a.example")
+	must(t)(a.Get(ctx, "demo", rate))
+	must(t)(a.Get(ctx, "demo", rate))
+	b := open("https://b.example")
+	if c, err := b.Peek(ctx, "demo", rate); err != nil || c.Remaining != 2 {
+		t.Fatalf("scope b sees %d free of 2 (err %v) after scope a spent its budget; want 2", c.Remaining, err)
+	}
+	if c, err := open("https://a.example").Peek(ctx, "demo", rate); err != nil || !c.Reached {
+		t.Fatalf("scope a reopened: reached %v (err %v); want its spent budget back", c.Reached, err)
 	}
 }
