@@ -34,6 +34,7 @@ import (
 	"github.com/caproxy/caproxy/proxy"
 	"github.com/caproxy/caproxy/redisconn"
 	"github.com/caproxy/caproxy/refresh"
+	"github.com/caproxy/caproxy/route"
 )
 
 // Options are the daemon's injectable dependencies. The zero value is
@@ -198,7 +199,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (_ *Daemon, err 
 	p.Budget = limit.NewBudget(store, int64(cfg.Limit.UpstreamPerMinute), limit.SendWindow(cfg.Limit.Window), budgetOpts...)
 	d.tokenGuard = limit.NewBudget(store, int64(cfg.Limit.TokenGenerationsPerHour), time.Hour,
 		append(budgetOpts, limit.WithPrefix("tokengen:"))...)
-	if p.Routes, err = proxy.NewRouteTable(Routes(cfg), store, budgetOpts...); err != nil {
+	if p.Routes, err = route.NewTable(Routes(cfg), store, budgetOpts...); err != nil {
 		return nil, err
 	}
 
@@ -366,12 +367,12 @@ func (d *Daemon) newAccount(a config.Account) *proxy.Account {
 // routes, with config.yaml's routes added or replacing those of the same
 // name or path (so a configuration written before a built-in route existed
 // keeps working).
-func Routes(cfg *config.Config) []proxy.Route {
-	out := slices.DeleteFunc(proxy.DefaultRoutes(), func(d proxy.Route) bool {
+func Routes(cfg *config.Config) []route.Route {
+	out := slices.DeleteFunc(route.Defaults(), func(d route.Route) bool {
 		return slices.ContainsFunc(cfg.Routes, func(r config.Route) bool { return r.Path == d.Path && r.Name != d.Name })
 	})
 	for _, r := range cfg.Routes {
-		out = append(out, proxy.Route{
+		out = append(out, route.Route{
 			Name: r.Name, Path: r.Path, Methods: r.Methods, Auth: r.Auth,
 			BudgetCalls: int64(r.Budget), BudgetWindow: r.Window,
 			CacheTTL: r.CacheTTL, StaleTTL: r.StaleTTL, Write: r.Write, ErrorStatus: r.ErrorStatus,
@@ -383,7 +384,7 @@ func Routes(cfg *config.Config) []proxy.Route {
 // CheckRoutes runs the route table's own checks (names, canonical paths,
 // what may be cached) on cfg's routes: what New would refuse.
 func CheckRoutes(cfg *config.Config) error {
-	_, err := proxy.NewRouteTable(Routes(cfg), limit.NewMemoryStore())
+	_, err := route.NewTable(Routes(cfg), limit.NewMemoryStore())
 	return err
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/caproxy/caproxy/cloudagent"
 	"github.com/caproxy/caproxy/limit"
 	"github.com/caproxy/caproxy/proxy"
+	"github.com/caproxy/caproxy/route"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -199,7 +200,7 @@ func (a admin) serveBudget(w http.ResponseWriter, r *http.Request) {
 	p := a.p
 	out := map[string]BudgetState{}
 	mode := p.BudgetMode()
-	var routes []proxy.Route
+	var routes []route.Route
 	if p.Routes != nil {
 		routes = p.Routes.Routes()
 	}

@@ -5,13 +5,14 @@ import (
 	"net/url"
 
 	"github.com/caproxy/caproxy/credential"
+	"github.com/caproxy/caproxy/route"
 )
 
 // takesQueryCredentials reports whether rt's clients may present their
 // credentials in the query string: the routes whose upstream credentials
 // travel there (AuthQuery, the legacy CAServices API), as the clients of
 // that API send them.
-func takesQueryCredentials(rt *Route) bool { return rt != nil && rt.Auth == AuthQuery }
+func takesQueryCredentials(rt *Route) bool { return rt != nil && rt.Auth == route.AuthQuery }
 
 // presentedOn reads the credentials r presents on rt.
 func presentedOn(r *http.Request, rt *Route) credential.Presented {

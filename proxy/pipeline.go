@@ -204,10 +204,8 @@ func (p *Proxy) readRequest(r *http.Request, rt *Route, st *Settings, now time.T
 			}
 			userName = qu
 		}
-		if userName == "" && st.ClientAuth {
-			if tok, ok := bearer(r); ok {
-				userName, _ = p.Issuer.Verify(tok, st.keyFor, now)
-			}
+		if userName == "" {
+			userName = p.tokenUser(r, st, now)
 		}
 		q.userName, q.body = userName, canon
 		// Encode sorts the query by name.
@@ -230,10 +228,8 @@ func (p *Proxy) readRequest(r *http.Request, rt *Route, st *Settings, now time.T
 			}
 		}
 		userName := queryUserName(r, rt)
-		if userName == "" && st.ClientAuth {
-			if tok, ok := bearer(r); ok {
-				userName, _ = p.Issuer.Verify(tok, st.keyFor, now)
-			}
+		if userName == "" {
+			userName = p.tokenUser(r, st, now)
 		}
 		if userName == "" {
 			userName = bodyUser
@@ -244,6 +240,21 @@ func (p *Proxy) readRequest(r *http.Request, rt *Route, st *Settings, now time.T
 		q.userName, q.namesAgree = userName, bodyUser == "" || bodyUser == userName
 	}
 	return 0, ""
+}
+
+// tokenUser is the account of the caproxy-issued token r presents (bare
+// or Bearer), for a request that names none elsewhere; "" for none, an
+// invalid token, or client auth off.
+func (p *Proxy) tokenUser(r *http.Request, st *Settings, now time.Time) string {
+	if !st.ClientAuth {
+		return ""
+	}
+	tok, ok := bearer(r)
+	if !ok {
+		return ""
+	}
+	user, _ := p.Issuer.Verify(tok, st.keyFor, now)
+	return user
 }
 
 // keyOf is the cache key of a cached route's request for acct. A route's

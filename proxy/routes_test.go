@@ -14,6 +14,7 @@ import (
 	"github.com/caproxy/caproxy/config"
 	"github.com/caproxy/caproxy/limit"
 	"github.com/caproxy/caproxy/proxy"
+	"github.com/caproxy/caproxy/route"
 )
 
 // TestEveryTokenPathIsLocal: generateToken at either of CloudAgent's token
@@ -273,7 +274,7 @@ func TestRouteTableRefusesBadRoutes(t *testing.T) {
 		{Name: "x", Path: "/ca_apis/x", Write: true, CacheTTL: time.Second, Methods: []string{"POST"}},
 		{Name: "x", Path: "/ca_apis/x", CacheTTL: time.Second},
 	} {
-		if _, err := proxy.NewRouteTable([]proxy.Route{rt}, limit.NewMemoryStore()); err == nil {
+		if _, err := route.NewTable([]route.Route{rt}, limit.NewMemoryStore()); err == nil {
 			t.Errorf("%+v accepted", rt)
 		}
 	}

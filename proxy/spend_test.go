@@ -15,7 +15,7 @@ import (
 	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/limit"
 	"github.com/caproxy/caproxy/observe"
-	"github.com/caproxy/caproxy/proxy"
+	"github.com/caproxy/caproxy/route"
 )
 
 // routeRemaining is what /admin/budget says is left of account's budget on
@@ -39,7 +39,7 @@ func (h *harness) routeRemaining(account, route string) int64 {
 // cached or passed through.
 func agentDetailsRoute(cached bool) config.Route {
 	rt := config.Route{Name: "agent_details", Path: sim.PathAgentDetails, Methods: []string{http.MethodPost},
-		Auth: proxy.AuthToken, Budget: 1, Window: time.Minute}
+		Auth: route.AuthToken, Budget: 1, Window: time.Minute}
 	if cached {
 		rt.CacheTTL = time.Minute
 	}
