@@ -288,3 +288,24 @@ func (p *Proxy) newCall(r *http.Request, rt *Route, acct *Account, key string, q
 func (p *Proxy) ahtCall(acct *Account, key string, req cloudagent.AHTRequest) *call {
 	return &call{rt: &p.aht, acct: acct, key: key, method: http.MethodPost, url: p.ahtURL, body: canonicalBody(req)}
 }
+
+// canonicalJSON is a JSON route's reading of its body, made by the one
+// strict reader (jsonbody): the canonical body (the cache key and what is
+// forwarded: keys sorted, insignificant space dropped, escapes decoded,
+// numbers kept as written) and the top-level string "userName". An empty
+// body stays empty. What jsonbody refuses (a repeated key, keys equal but
+// for case, invalid UTF-8, nesting deeper than jsonbody.MaxDepth, trailing
+// data) is refused: caproxy would read it one way and CloudAgent another.
+func canonicalJSON(body []byte) (canon []byte, userName string, err error) {
+	doc, err := jsonbody.Parse(body)
+	if errors.Is(err, jsonbody.ErrEmpty) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	if userName, _, err = doc.String("userName"); err != nil {
+		userName = "" // not a string: names no account, as before
+	}
+	return doc.AppendCanonical(nil), userName, nil
+}

@@ -24,3 +24,8 @@ func upstreamFor(rt *Route, acct *Account) credential.Upstream {
 	}
 	return acct.Upstream
 }
+
+// apiKeyUpstream is the account's apiKey as upstream credentials, for
+// routes whose API takes only the apiKey header (AuthAPIKey). An account's
+// APIKey is its CloudAgent apiKey in both modes.
+func (a *Account) apiKeyUpstream() credential.Upstream { return credential.APIKey(a.APIKey) }
