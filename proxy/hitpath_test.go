@@ -2,21 +2,10 @@ package proxy
 
 import (
 	"net/http/httptest"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/caproxy/caproxy/cloudagent"
 )
-
-// TestCanonicalAPIKey: the header name read without canonicalizing is
-// the one net/http stores the apiKey header under.
-func TestCanonicalAPIKey(t *testing.T) {
-	if got := textproto.CanonicalMIMEHeaderKey(cloudagent.HeaderAPIKey); got != canonicalAPIKey {
-		t.Fatalf("net/http stores %q as %q, caproxy reads %q", cloudagent.HeaderAPIKey, got, canonicalAPIKey)
-	}
-}
 
 // TestAgeValue: the prebuilt Age values say the age, inside the table and
 // beyond it.

@@ -257,19 +257,6 @@ func (p *Proxy) authenticate(r *http.Request, rt *Route, st *Settings, userName 
 	return acct, "", 0
 }
 
-// canonicalAPIKey is cloudagent.HeaderAPIKey as net/http stores it.
-// Header.Get("apiKey") would canonicalize the name, allocating, on every
-// request.
-const canonicalAPIKey = "Apikey"
-
-// apiKeyOf returns the request's apiKey header.
-func apiKeyOf(r *http.Request) string {
-	if v := r.Header[canonicalAPIKey]; len(v) > 0 {
-		return v[0]
-	}
-	return ""
-}
-
 // keyFor looks up an account's key for token verification.
 func (s *Settings) keyFor(userName string) (string, bool) {
 	a := s.Accounts[userName]

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/credential"
 	"github.com/caproxy/caproxy/jsonbody"
 )
 
@@ -36,7 +37,7 @@ func (p *Proxy) serveGenerateToken(w http.ResponseWriter, r *http.Request, rec *
 	}
 	st := p.current()
 	acct := st.Accounts[req.UserName]
-	if acct == nil || (st.ClientAuth && !acct.keyMatches(apiKeyOf(r))) {
+	if acct == nil || (st.ClientAuth && !acct.keyMatches(credential.Present(r, false).APIKey)) {
 		rec.outcome = OutcomeUnauthorized
 		cloudagent.WriteTokenError(w, http.StatusUnauthorized, cloudagent.MsgTokenInvalidCredentials)
 		return

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/caproxy/caproxy/cloudagent"
+	"github.com/caproxy/caproxy/observe"
 )
 
 var (
@@ -166,14 +167,6 @@ type Route struct {
 	Used             int64
 }
 
-type budgetState struct {
-	Limit     int64                  `json:"limit"`
-	Remaining int64                  `json:"remaining"`
-	NextFree  *time.Time             `json:"next_free"`
-	Mode      string                 `json:"mode"`
-	Routes    map[string]budgetState `json:"routes"`
-}
-
 // Take reads a Snapshot from admin with r's credentials. A refusal is
 // admin's answer to /admin/budget when it is not 200 (no token, store
 // down), to be passed on as it is.
@@ -191,7 +184,7 @@ func Take(admin http.Handler, r *http.Request) (s *Snapshot, refusal *httptest.R
 	if budget.Code != http.StatusOK {
 		return nil, budget
 	}
-	var states map[string]budgetState
+	var states map[string]observe.BudgetState // admin's own type
 	if err := json.Unmarshal(budget.Body.Bytes(), &states); err != nil {
 		rec := httptest.NewRecorder()
 		cloudagent.WriteError(rec, http.StatusBadGateway, "admin budget unreadable: "+err.Error())
