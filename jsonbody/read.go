@@ -46,6 +46,12 @@ func Read(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, &http.MaxBytesError{Limit: limit}
 	}
+	if n := r.ContentLength; n >= 0 && n <= startSize {
+		// The common case, a small declared body: read exactly that into
+		// a pooled buffer, with no limiting reader to allocate (net/http
+		// ends the body at its declared length).
+		return readSmall(r.Body, int(n))
+	}
 	body := http.MaxBytesReader(w, r.Body, limit)
 	h := bufPool.Get().(*[]byte)
 	buf := (*h)[:0]
@@ -82,6 +88,22 @@ func Read(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+// readSmall reads a body declared n bytes long, n at most startSize.
+func readSmall(body io.Reader, n int) ([]byte, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	h := bufPool.Get().(*[]byte)
+	buf := (*h)[:n]
+	*h = nil
+	holders.Put(h)
+	if _, err := io.ReadFull(body, buf); err != nil {
+		Release(buf)
+		return nil, err
+	}
+	return buf, nil
 }
 
 // Release gives a buffer returned by Read back to the pool. The caller
